@@ -1,0 +1,331 @@
+//! Chunk stream reader (RTMP 1.0 section 5.3): reassembles messages from chunks.
+//!
+//! Handles all four chunk header types, extended timestamps (also on type-3 chunks, read
+//! leniently: present or absent, see obs-studio#10097), type-3 chunks that start a new
+//! message (the previous delta is applied again), interleaved chunk streams (a partial
+//! payload is kept per chunk stream), Set Chunk Size up to 2^31-1 and Abort Message.
+//!
+//! Memory is bounded: a message may not exceed [`ChunkLimits::max_message_size`], a
+//! connection may not open more than [`ChunkLimits::max_chunk_streams`] chunk streams,
+//! and the partial payloads of all chunk streams together may not exceed
+//! [`ChunkLimits::max_partial_bytes`]. Payload memory is reserved as bytes arrive, never
+//! from an announced length. A message that fits in one chunk is handed out as a
+//! zero-copy slice of the input buffer.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{ChunkError, RawMessage, EXTENDED_TIMESTAMP, MSG_ABORT, MSG_SET_CHUNK_SIZE};
+
+/// Chunk size every connection starts with (RTMP 1.0 section 5.4.1).
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+/// Largest chunk size a peer may set (the top bit of the field must be 0).
+pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
+
+/// Limits that protect the node from what one connection can make it hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// Largest message accepted, in bytes (the protocol allows 2^24-1).
+    pub max_message_size: u32,
+    /// Most chunk streams one connection may use.
+    pub max_chunk_streams: usize,
+    /// Most bytes of unfinished messages held for one connection, all chunk streams
+    /// together.
+    pub max_partial_bytes: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
+            max_partial_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one chunk stream remembers between chunks.
+#[derive(Debug, Default)]
+struct ChunkStreamState {
+    /// Absolute timestamp of the current (or last) message.
+    timestamp: u32,
+    /// Timestamp delta of the last header; applied again by a type-3 new message.
+    delta: u32,
+    /// Length of the current message.
+    length: u32,
+    /// Message type id of the current message.
+    type_id: u8,
+    /// Message stream id of the current message.
+    stream_id: u32,
+    /// Raw extended-timestamp value of the last header that carried one.
+    extended: Option<u32>,
+    /// Payload received so far of an unfinished message.
+    partial: BytesMut,
+    /// Whether a message is being assembled on this chunk stream.
+    in_progress: bool,
+}
+
+/// Reassembles RTMP messages from a byte stream.
+#[derive(Debug)]
+pub struct ChunkReader {
+    /// Current incoming chunk size, changed by the peer's Set Chunk Size.
+    chunk_size: u32,
+    /// Limits in force for this connection.
+    limits: ChunkLimits,
+    /// State per chunk stream id.
+    streams: HashMap<u32, ChunkStreamState>,
+    /// Sum of `partial.len()` over all chunk streams.
+    partial_bytes: usize,
+    /// Total bytes consumed from the input, for acknowledgements.
+    bytes_consumed: u64,
+}
+
+/// A chunk header fully parsed but not yet applied.
+struct ParsedChunk {
+    header_len: usize,
+    csid: u32,
+    new_message: bool,
+    timestamp: u32,
+    delta: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    extended: Option<u32>,
+    payload_len: usize,
+}
+
+impl ChunkReader {
+    pub fn new(limits: ChunkLimits) -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            limits,
+            streams: HashMap::new(),
+            partial_bytes: 0,
+            bytes_consumed: 0,
+        }
+    }
+
+    /// Current incoming chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Total bytes consumed so far (for the acknowledgement sequence number).
+    pub fn bytes_consumed(&self) -> u64 {
+        self.bytes_consumed
+    }
+
+    /// Bytes currently held in unfinished messages.
+    pub fn partial_bytes(&self) -> usize {
+        self.partial_bytes
+    }
+
+    /// Reads the next complete message from `buf`. `Ok(None)` means more bytes are
+    /// needed; consumed bytes are removed from `buf`. Set Chunk Size and Abort Message
+    /// are applied here and not returned.
+    pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<RawMessage>, ChunkError> {
+        loop {
+            let Some(chunk) = self.parse_chunk(buf)? else {
+                return Ok(None);
+            };
+            let Some(msg) = self.apply_chunk(chunk, buf)? else {
+                continue;
+            };
+            match msg.type_id {
+                MSG_SET_CHUNK_SIZE => self.apply_set_chunk_size(&msg.payload)?,
+                MSG_ABORT => self.apply_abort(&msg.payload)?,
+                _ => return Ok(Some(msg)),
+            }
+        }
+    }
+
+    fn apply_set_chunk_size(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
+        let raw = read_u32(payload).ok_or(ChunkError::BadControlMessage("Set Chunk Size"))?;
+        let size = raw & MAX_CHUNK_SIZE;
+        if size == 0 {
+            return Err(ChunkError::InvalidChunkSize(raw));
+        }
+        self.chunk_size = size;
+        Ok(())
+    }
+
+    fn apply_abort(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
+        let csid = read_u32(payload).ok_or(ChunkError::BadControlMessage("Abort Message"))?;
+        if let Some(s) = self.streams.get_mut(&csid) {
+            self.partial_bytes -= s.partial.len();
+            s.partial = BytesMut::new();
+            s.in_progress = false;
+        }
+        Ok(())
+    }
+
+    /// Parses the chunk at the front of `buf` without consuming anything. `None` when the
+    /// whole chunk (header and payload) is not there yet.
+    fn parse_chunk(&self, buf: &[u8]) -> Result<Option<ParsedChunk>, ChunkError> {
+        let Some(&b0) = buf.first() else {
+            return Ok(None);
+        };
+        let fmt = b0 >> 6;
+        let (csid, mut pos) = match b0 & 0x3f {
+            0 => match buf.get(1) {
+                Some(&b1) => (64 + b1 as u32, 2),
+                None => return Ok(None),
+            },
+            1 => match (buf.get(1), buf.get(2)) {
+                (Some(&b1), Some(&b2)) => (64 + b1 as u32 + 256 * b2 as u32, 3),
+                _ => return Ok(None),
+            },
+            n => (n as u32, 1),
+        };
+
+        let prev = self.streams.get(&csid);
+        if prev.is_none() {
+            if fmt != 0 {
+                return Err(ChunkError::MissingPreviousHeader { csid, fmt });
+            }
+            if self.streams.len() >= self.limits.max_chunk_streams {
+                return Err(ChunkError::TooManyChunkStreams(
+                    self.limits.max_chunk_streams,
+                ));
+            }
+        }
+
+        let header_size = [11usize, 7, 3, 0][fmt as usize];
+        if buf.len() < pos + header_size {
+            return Ok(None);
+        }
+        let h = &buf[pos..pos + header_size];
+        pos += header_size;
+
+        let default_state = ChunkStreamState::default();
+        let st = prev.unwrap_or(&default_state);
+        let in_progress = st.in_progress;
+        if in_progress && fmt != 3 {
+            return Err(ChunkError::HeaderMidMessage { csid, fmt });
+        }
+
+        let (mut length, mut type_id, mut stream_id) = (st.length, st.type_id, st.stream_id);
+        let ts_field = if fmt < 3 { read_u24(h) } else { 0 };
+        if fmt <= 1 {
+            length = read_u24(&h[3..]);
+            type_id = h[6];
+        }
+        if fmt == 0 {
+            stream_id = u32::from_le_bytes([h[7], h[8], h[9], h[10]]);
+        }
+
+        // Extended timestamp.
+        let mut extended = None;
+        if fmt < 3 {
+            if ts_field == EXTENDED_TIMESTAMP {
+                if buf.len() < pos + 4 {
+                    return Ok(None);
+                }
+                extended = Some(read_u32(&buf[pos..]).unwrap_or(0));
+                pos += 4;
+            }
+        } else if let Some(prev_ext) = st.extended {
+            // Lenient: consume the four bytes only when they repeat the last value.
+            if buf.len() < pos + 4 {
+                return Ok(None);
+            }
+            if read_u32(&buf[pos..]) == Some(prev_ext) {
+                pos += 4;
+            }
+            extended = Some(prev_ext);
+        }
+        let field = extended.unwrap_or(ts_field);
+
+        let new_message = !in_progress;
+        let (timestamp, delta) = match fmt {
+            0 => (field, field),
+            1 | 2 => (st.timestamp.wrapping_add(field), field),
+            _ if new_message => (st.timestamp.wrapping_add(st.delta), st.delta),
+            _ => (st.timestamp, st.delta),
+        };
+
+        if length > self.limits.max_message_size {
+            return Err(ChunkError::MessageTooLarge {
+                length,
+                max: self.limits.max_message_size,
+            });
+        }
+        let received = if in_progress { st.partial.len() } else { 0 };
+        let remaining = length as usize - received;
+        let payload_len = remaining.min(self.chunk_size as usize);
+        if !new_message || payload_len < remaining {
+            // This chunk adds to a partial payload: enforce the per-connection cap.
+            if self.partial_bytes + payload_len > self.limits.max_partial_bytes {
+                return Err(ChunkError::TooMuchPartialData(
+                    self.limits.max_partial_bytes,
+                ));
+            }
+        }
+        if buf.len() < pos + payload_len {
+            return Ok(None);
+        }
+        Ok(Some(ParsedChunk {
+            header_len: pos,
+            csid,
+            new_message,
+            timestamp,
+            delta,
+            length,
+            type_id,
+            stream_id,
+            extended,
+            payload_len,
+        }))
+    }
+
+    /// Consumes the parsed chunk from `buf` and updates the chunk stream. Returns the
+    /// message it completed, if any.
+    fn apply_chunk(
+        &mut self,
+        c: ParsedChunk,
+        buf: &mut BytesMut,
+    ) -> Result<Option<RawMessage>, ChunkError> {
+        buf.advance(c.header_len);
+        self.bytes_consumed += (c.header_len + c.payload_len) as u64;
+        let st = self.streams.entry(c.csid).or_default();
+        st.timestamp = c.timestamp;
+        st.delta = c.delta;
+        st.length = c.length;
+        st.type_id = c.type_id;
+        st.stream_id = c.stream_id;
+        st.extended = c.extended;
+
+        let whole = c.new_message && c.payload_len == c.length as usize;
+        let payload = if whole {
+            // Fast path: the message is one chunk; hand out a slice of the input.
+            buf.split_to(c.payload_len).freeze()
+        } else {
+            st.partial.extend_from_slice(&buf[..c.payload_len]);
+            buf.advance(c.payload_len);
+            self.partial_bytes += c.payload_len;
+            if st.partial.len() < c.length as usize {
+                st.in_progress = true;
+                return Ok(None);
+            }
+            self.partial_bytes -= st.partial.len();
+            st.in_progress = false;
+            std::mem::take(&mut st.partial).freeze()
+        };
+        Ok(Some(RawMessage {
+            csid: c.csid,
+            timestamp: c.timestamp,
+            type_id: c.type_id,
+            stream_id: c.stream_id,
+            payload,
+        }))
+    }
+}
+
+fn read_u24(b: &[u8]) -> u32 {
+    (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32
+}
+
+fn read_u32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}

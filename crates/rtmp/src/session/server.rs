@@ -1,0 +1,367 @@
+//! Server session: what an ingest server says to OBS, ffmpeg or GStreamer (RTMP 1.0
+//! section 7.2; command order as OBS/librtmp/ffmpeg send it).
+//!
+//! connect → (Window Ack Size, Set Peer Bandwidth, Set Chunk Size, `_result`
+//! NetConnection.Connect.Success) → releaseStream / FCPublish / createStream
+//! (`_result` with the stream id) → publish(name) → the driver decides →
+//! (StreamBegin, `onStatus` NetStream.Publish.Start) or (`onStatus` level `error`
+//! NetStream.Publish.BadName). `Publish.Start` is never sent before the driver
+//! accepted the name.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{SessionError, StreamName, Transport, DEFAULT_WINDOW_ACK_SIZE};
+use crate::amf0::Amf0Value;
+use crate::chunk::{ChunkLimits, OutputQueue, RawMessage};
+use crate::message::{self, Command, Message};
+
+/// Most message streams (createStream) one connection may open.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 8;
+
+/// Settings of a server session.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Limits of the chunk reader.
+    pub chunk_limits: ChunkLimits,
+    /// Outgoing chunk size announced after connect.
+    pub out_chunk_size: u32,
+    /// Window acknowledgement size announced to the client.
+    pub window_ack_size: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            chunk_limits: ChunkLimits::default(),
+            out_chunk_size: 4096,
+            window_ack_size: DEFAULT_WINDOW_ACK_SIZE,
+        }
+    }
+}
+
+/// What the driver must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// The client asked to connect to `app` (query string removed). Answer with
+    /// [`ServerSession::accept_connect`] or [`ServerSession::reject_connect`].
+    ConnectRequested {
+        app: String,
+    },
+    /// The client asked to publish. Answer with [`ServerSession::accept_publish`] or
+    /// [`ServerSession::reject_publish`].
+    PublishRequested {
+        stream_id: u32,
+        name: StreamName,
+    },
+    /// Metadata for the published stream, as `onMetaData` + object (the
+    /// `@setDataFrame` wrapper removed).
+    Metadata {
+        stream_id: u32,
+        timestamp: u32,
+        payload: Bytes,
+    },
+    Audio(RawMessage),
+    Video(RawMessage),
+    /// The client ended the publish (FCUnpublish, closeStream or deleteStream).
+    Unpublished {
+        stream_id: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Created,
+    PublishPending,
+    Publishing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectState {
+    AwaitConnect,
+    ConnectPending { transaction_id: u64 },
+    Connected,
+}
+
+/// The server side of one RTMP connection.
+#[derive(Debug)]
+pub struct ServerSession {
+    /// Settings.
+    config: ServerConfig,
+    /// Chunk layer and acknowledgements.
+    transport: Transport,
+    /// Connect progress.
+    connect: ConnectState,
+    /// Message streams created by the client.
+    streams: HashMap<u32, StreamState>,
+    /// Next id handed out by createStream.
+    next_stream_id: u32,
+}
+
+impl ServerSession {
+    pub fn new(config: ServerConfig) -> Self {
+        let transport = Transport::new(config.chunk_limits, config.window_ack_size);
+        Self {
+            config,
+            transport,
+            connect: ConnectState::AwaitConnect,
+            streams: HashMap::new(),
+            next_stream_id: 1,
+        }
+    }
+
+    /// Bytes to write to the client.
+    pub fn output(&mut self) -> &mut OutputQueue {
+        self.transport.output()
+    }
+
+    /// Whether a stream is publishing.
+    pub fn is_publishing(&self, stream_id: u32) -> bool {
+        self.streams.get(&stream_id) == Some(&StreamState::Publishing)
+    }
+
+    /// Feeds received bytes (after the handshake); pushes what happened to `events`.
+    /// Stops after a `ConnectRequested` or `PublishRequested` so the driver can answer
+    /// before later messages are interpreted.
+    pub fn handle_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), SessionError> {
+        while let Some(msg) = self.transport.next_message(buf)? {
+            let before = events.len();
+            self.handle_message(msg, events)?;
+            if events[before..].iter().any(|e| {
+                matches!(
+                    e,
+                    ServerEvent::ConnectRequested { .. } | ServerEvent::PublishRequested { .. }
+                )
+            }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_message(
+        &mut self,
+        msg: Message,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), SessionError> {
+        match msg {
+            Message::Command(cmd) => self.handle_command(cmd, events),
+            Message::Audio(raw) if self.is_publishing(raw.stream_id) => {
+                events.push(ServerEvent::Audio(raw));
+                Ok(())
+            }
+            Message::Video(raw) if self.is_publishing(raw.stream_id) => {
+                events.push(ServerEvent::Video(raw));
+                Ok(())
+            }
+            Message::Data { values, raw } if self.is_publishing(raw.stream_id) => {
+                if let Some(payload) = message::metadata_payload(&values, &raw.payload) {
+                    events.push(ServerEvent::Metadata {
+                        stream_id: raw.stream_id,
+                        timestamp: raw.timestamp,
+                        payload,
+                    });
+                }
+                Ok(())
+            }
+            // Media before an accepted publish, acks, bandwidth: nothing to do.
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_command(
+        &mut self,
+        cmd: Command,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), SessionError> {
+        let connected = self.connect == ConnectState::Connected;
+        match cmd.name.as_str() {
+            "connect" => {
+                if self.connect != ConnectState::AwaitConnect {
+                    return Err(SessionError::Protocol("connect sent twice"));
+                }
+                let app = cmd
+                    .object
+                    .get("app")
+                    .and_then(|a| a.as_str())
+                    .unwrap_or_default();
+                let app = app
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches('/');
+                self.connect = ConnectState::ConnectPending {
+                    transaction_id: cmd.transaction_id as u64,
+                };
+                events.push(ServerEvent::ConnectRequested {
+                    app: app.to_owned(),
+                });
+            }
+            _ if !connected => return Err(SessionError::Protocol("command before connect")),
+            "releaseStream" | "FCPublish" => self.reply_result(&cmd, Amf0Value::Undefined),
+            "createStream" => {
+                if self.streams.len() >= MAX_STREAMS_PER_CONNECTION {
+                    return Err(SessionError::Protocol("too many createStream calls"));
+                }
+                let id = self.next_stream_id;
+                self.next_stream_id += 1;
+                self.streams.insert(id, StreamState::Created);
+                self.reply_result(&cmd, Amf0Value::Number(id as f64));
+            }
+            "publish" => {
+                let sid = cmd.stream_id;
+                if self.streams.get(&sid) != Some(&StreamState::Created) {
+                    return Err(SessionError::Protocol(
+                        "publish on a stream that was not created",
+                    ));
+                }
+                let name = cmd
+                    .args
+                    .first()
+                    .and_then(|a| a.as_str())
+                    .unwrap_or_default();
+                self.streams.insert(sid, StreamState::PublishPending);
+                events.push(ServerEvent::PublishRequested {
+                    stream_id: sid,
+                    name: StreamName::new(name),
+                });
+            }
+            "FCUnpublish" | "closeStream" | "deleteStream" => {
+                let sid = if cmd.name == "deleteStream" {
+                    cmd.args.first().and_then(|a| a.as_number()).unwrap_or(0.0) as u32
+                } else {
+                    cmd.stream_id
+                };
+                // FCUnpublish arrives on stream 0 naming the stream: end every publish.
+                let ended: Vec<u32> =
+                    if cmd.name == "FCUnpublish" || !self.streams.contains_key(&sid) {
+                        self.streams
+                            .iter()
+                            .filter(|(_, s)| **s == StreamState::Publishing)
+                            .map(|(id, _)| *id)
+                            .collect()
+                    } else {
+                        vec![sid]
+                    };
+                for id in ended {
+                    if self.streams.get(&id) == Some(&StreamState::Publishing) {
+                        self.streams.insert(id, StreamState::Created);
+                        events.push(ServerEvent::Unpublished { stream_id: id });
+                    }
+                }
+                if cmd.name == "deleteStream" {
+                    self.streams.remove(&sid);
+                }
+                if cmd.name == "FCUnpublish" {
+                    self.reply_result(&cmd, Amf0Value::Undefined);
+                }
+            }
+            "play" | "play2" => {
+                self.transport.send(&message::on_status(
+                    cmd.stream_id,
+                    "error",
+                    "NetStream.Play.Failed",
+                    "this server accepts publishers only",
+                ));
+            }
+            // getStreamLength, _checkbw, setDataFrame as command...: answered with
+            // nothing, as FMS does for unknown calls without a transaction.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reply_result(&mut self, cmd: &Command, value: Amf0Value) {
+        if cmd.transaction_id != 0.0 {
+            self.transport.send(&message::command(
+                0,
+                &[
+                    Amf0Value::string("_result"),
+                    Amf0Value::Number(cmd.transaction_id),
+                    Amf0Value::Null,
+                    value,
+                ],
+            ));
+        }
+    }
+
+    /// Accepts the pending connect.
+    pub fn accept_connect(&mut self) {
+        let ConnectState::ConnectPending { transaction_id } = self.connect else {
+            return;
+        };
+        self.connect = ConnectState::Connected;
+        let t = &mut self.transport;
+        t.send(&message::window_ack_size(self.config.window_ack_size));
+        t.send(&message::set_peer_bandwidth(self.config.window_ack_size, 2));
+        t.set_out_chunk_size(self.config.out_chunk_size);
+        t.send(&message::command(
+            0,
+            &[
+                Amf0Value::string("_result"),
+                Amf0Value::Number(transaction_id as f64),
+                Amf0Value::object([
+                    ("fmsVer", Amf0Value::string("FMS/3,5,7,7009")),
+                    ("capabilities", Amf0Value::Number(31.0)),
+                    ("mode", Amf0Value::Number(1.0)),
+                ]),
+                Amf0Value::object([
+                    ("level", Amf0Value::string("status")),
+                    ("code", Amf0Value::string("NetConnection.Connect.Success")),
+                    ("description", Amf0Value::string("Connection succeeded.")),
+                    ("objectEncoding", Amf0Value::Number(0.0)),
+                ]),
+            ],
+        ));
+    }
+
+    /// Rejects the pending connect with an `_error` the client can show.
+    pub fn reject_connect(&mut self, description: &str) {
+        let ConnectState::ConnectPending { transaction_id } = self.connect else {
+            return;
+        };
+        self.transport.send(&message::command(
+            0,
+            &[
+                Amf0Value::string("_error"),
+                Amf0Value::Number(transaction_id as f64),
+                Amf0Value::Null,
+                Amf0Value::object([
+                    ("level", Amf0Value::string("error")),
+                    ("code", Amf0Value::string("NetConnection.Connect.Rejected")),
+                    ("description", Amf0Value::string(description)),
+                ]),
+            ],
+        ));
+    }
+
+    /// Accepts a pending publish: StreamBegin, then NetStream.Publish.Start.
+    pub fn accept_publish(&mut self, stream_id: u32) {
+        if self.streams.get(&stream_id) != Some(&StreamState::PublishPending) {
+            return;
+        }
+        self.streams.insert(stream_id, StreamState::Publishing);
+        self.transport
+            .send(&message::user_control(message::UC_STREAM_BEGIN, stream_id));
+        self.transport.send(&message::on_status(
+            stream_id,
+            "status",
+            "NetStream.Publish.Start",
+            "Start publishing",
+        ));
+    }
+
+    /// Rejects a pending publish with an error-level `onStatus` (e.g.
+    /// `NetStream.Publish.BadName`), which ffmpeg and OBS show and do not retry. The
+    /// driver closes the connection after flushing it.
+    pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
+        self.streams.insert(stream_id, StreamState::Created);
+        self.transport
+            .send(&message::on_status(stream_id, "error", code, description));
+    }
+}
