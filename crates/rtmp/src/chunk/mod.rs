@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn extended_timestamp_on_type0_and_type3_with_or_without_repeat() {
         let ts = 0x0100_0000;
-        let payload = vec![1u8; 200];
+        let payload = [1u8; 200];
         // Encoder that repeats the extended timestamp on continuation chunks.
         let mut with = type0(6, ts, 200, 9, 1);
         with.extend_from_slice(&payload[..128]);

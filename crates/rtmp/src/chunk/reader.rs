@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
 use super::{ChunkError, RawMessage, EXTENDED_TIMESTAMP, MSG_ABORT, MSG_SET_CHUNK_SIZE};
 

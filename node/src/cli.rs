@@ -1,0 +1,157 @@
+//! Command line: `serve`, and channel administration (`channel create|list|rotate-key|
+//! delete`). The stream key is printed exactly once, by `create` and `rotate-key`.
+
+use std::path::PathBuf;
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::{app, http, store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamgate",
+    version,
+    about = "Secure live-ingest node: RTMP in, stream key to public UUID"
+)]
+pub struct Cli {
+    /// Config file (default: ./streamgate.toml when it exists, else built-in defaults).
+    #[arg(long, global = true, env = "STREAMGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node.
+    Serve,
+    /// Manage channels.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Validate the configuration and print it with every default filled in.
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel and print its stream key (shown only this once).
+    Create {
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List channels (never prints keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a channel a new stream key; a live publish with the old key is ended.
+    RotateKey {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a channel; a live publish is ended.
+    Delete { id: Uuid },
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            init_logging(&config);
+            app::serve(config).await
+        }
+        Command::CheckConfig => {
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Channel(cmd) => channel(cmd, &config).await,
+    }
+}
+
+async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
+    let store = store::open(config).await?;
+    match cmd {
+        ChannelCommand::Create { name, json } => {
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty(), "channel name must not be empty");
+            let (ch, key) = store.create_channel(name).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": ch.id, "name": ch.name, "stream_key": key.expose() })
+                );
+            } else {
+                println!("channel created");
+                println!("  id:         {}", ch.id);
+                println!("  name:       {}", ch.name);
+                println!("  thumbnail:  {}", http::thumbnail_name(&ch.id));
+                println!("  stream key: {}", key.expose());
+                println!();
+                println!("The stream key is shown only now. In OBS: Server rtmp://HOST:PORT/{}, Stream Key as above.", config.rtmp.app);
+            }
+        }
+        ChannelCommand::List { json } => {
+            let list = store.list_channels().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<36}  {:<5}  {:<25}  NAME", "ID", "LIVE", "LIVE SINCE");
+                for c in list {
+                    let since = c
+                        .live_since
+                        .filter(|_| c.is_live)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<36}  {:<5}  {:<25}  {}",
+                        c.id,
+                        if c.is_live { "yes" } else { "no" },
+                        since,
+                        c.name
+                    );
+                }
+            }
+        }
+        ChannelCommand::RotateKey { id, json } => {
+            let key = store
+                .rotate_key(id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no channel with id {id}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id, "stream_key": key.expose() })
+                );
+            } else {
+                println!("new stream key for {id}: {}", key.expose());
+                println!("A live publish with the old key ends within auth.recheck_interval.");
+            }
+        }
+        ChannelCommand::Delete { id } => {
+            anyhow::ensure!(store.delete_channel(id).await?, "no channel with id {id}");
+            println!("channel {id} deleted");
+        }
+    }
+    Ok(())
+}

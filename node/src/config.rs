@@ -1,0 +1,542 @@
+//! Configuration: one TOML file (every key documented in `streamgate.example.toml`),
+//! `STREAMGATE_<SECTION>_<KEY>` environment overrides, `.env` support. Loaded and
+//! validated once at start; unknown keys, in the file or the environment, are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "STREAMGATE_";
+/// Config file used when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "streamgate.toml";
+
+/// A configuration problem, phrased for the operator: which key, what is wrong, how
+/// to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key} = {value}: {problem}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        problem: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub status: StatusConfig,
+    pub log: LogConfig,
+}
+
+/// `[rtmp]`: the ingest listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    pub listen: String,
+    pub app: String,
+    pub max_connections: usize,
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    pub chunk_size: u32,
+    pub max_message_size: u32,
+    pub max_chunk_streams: usize,
+    pub max_partial_bytes: usize,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1935".into(),
+            app: "live".into(),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            chunk_size: 4096,
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
+            max_partial_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[http]`: API, health, (later) thumbnails and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+/// `[database]`: where channels live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:./data/streamgate.db".into(),
+        }
+    }
+}
+
+/// `[auth]`: stream key checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub recheck_interval: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            recheck_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[status]`: live/offline writes to the database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    #[serde(with = "duration_str")]
+    pub retry_max_backoff: Duration,
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            retry_max_backoff: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// Durations written like `"10s"`, `"1500ms"`, `"2m"`.
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}): write it like \"10s\", \"500ms\" or \"2m\""
+            ))
+        })
+    }
+}
+
+/// Which database backend a URL selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite(PathBuf),
+}
+
+impl Config {
+    /// Loads `path` (or the default file when present, or nothing), applies `.env` and
+    /// `STREAMGATE_*` overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        let (table, origin) = match path {
+            Some(p) => (read_table(p)?, p.display().to_string()),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => (
+                read_table(Path::new(DEFAULT_CONFIG_FILE))?,
+                DEFAULT_CONFIG_FILE.to_string(),
+            ),
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_table(table, &origin, &env)
+    }
+
+    /// Builds a config from a parsed file and environment pairs.
+    pub fn from_table(
+        mut table: toml::Table,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        apply_env(&mut table, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Parse {
+                    path: origin.to_string(),
+                    message: format!("{key}: {}", e.inner().message()),
+                }
+            })?;
+        config.validate()
+    }
+
+    /// Checks every value once; errors name the key and the fix.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        fn invalid(key: &'static str, value: impl ToString, problem: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                problem: problem.to_string(),
+            }
+        }
+        let r = &self.rtmp;
+        if r.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "rtmp.listen",
+                format!("{:?}", r.listen),
+                "not a socket address; write host:port, e.g. \"0.0.0.0:1935\"",
+            ));
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                format!("{:?}", self.http.listen),
+                "not a socket address; write host:port, e.g. \"0.0.0.0:8080\"",
+            ));
+        }
+        if r.app.is_empty() || r.app.contains('/') || r.app.contains('?') {
+            return Err(invalid(
+                "rtmp.app",
+                format!("{:?}", r.app),
+                "must be one path segment without '/' or '?', e.g. \"live\"",
+            ));
+        }
+        if r.max_connections == 0 {
+            return Err(invalid("rtmp.max_connections", 0, "must be at least 1"));
+        }
+        for (key, d) in [
+            ("rtmp.handshake_timeout", r.handshake_timeout),
+            ("rtmp.idle_timeout", r.idle_timeout),
+            ("rtmp.write_timeout", r.write_timeout),
+            ("auth.timeout", self.auth.timeout),
+            ("auth.recheck_interval", self.auth.recheck_interval),
+            ("status.retry_max_backoff", self.status.retry_max_backoff),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(
+                    key,
+                    "\"0s\"",
+                    "must be longer than zero, e.g. \"5s\"",
+                ));
+            }
+        }
+        if !(128..=16_777_215).contains(&r.chunk_size) {
+            return Err(invalid(
+                "rtmp.chunk_size",
+                r.chunk_size,
+                "must be between 128 and 16777215 (4096 is a good value)",
+            ));
+        }
+        if !(64 * 1024..=16_777_215).contains(&r.max_message_size) {
+            return Err(invalid(
+                "rtmp.max_message_size",
+                r.max_message_size,
+                "must be between 65536 and 16777215 bytes (keyframes of high-bitrate streams need a few MiB)",
+            ));
+        }
+        if r.max_chunk_streams < 4 {
+            return Err(invalid(
+                "rtmp.max_chunk_streams",
+                r.max_chunk_streams,
+                "must be at least 4",
+            ));
+        }
+        if r.max_partial_bytes < r.max_message_size as usize {
+            return Err(invalid(
+                "rtmp.max_partial_bytes",
+                r.max_partial_bytes,
+                "must be at least rtmp.max_message_size",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                format!("{:?}", self.log.format),
+                "must be \"text\" or \"json\"",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{:?}", self.log.level),
+                "must be a level (error, warn, info, debug, trace) or a filter like \"info,streamgate=debug\"",
+            ));
+        }
+        self.database_kind()?;
+        Ok(self)
+    }
+
+    /// The backend selected by `database.url`.
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let url = self.database.url.as_str();
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "database.url",
+                    value: format!("{url:?}"),
+                    problem: "names no file; write \"sqlite:./data/streamgate.db\"".into(),
+                });
+            }
+            return Ok(DatabaseKind::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(ConfigError::Invalid {
+            key: "database.url",
+            // Never echo a URL that may carry a password.
+            value: format!("\"{scheme}:...\""),
+            problem: "unsupported database; this build supports \"sqlite:PATH\"".into(),
+        })
+    }
+
+    pub fn rtmp_listen(&self) -> SocketAddr {
+        self.rtmp.listen.parse().expect("validated")
+    }
+
+    pub fn http_listen(&self) -> SocketAddr {
+        self.http.listen.parse().expect("validated")
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Every leaf key of the default config as (env suffix, section, key).
+fn env_keys() -> Vec<(String, String, String)> {
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    let mut keys = Vec::new();
+    if let toml::Value::Table(t) = defaults {
+        for (section, v) in t {
+            if let toml::Value::Table(inner) = v {
+                for key in inner.keys() {
+                    keys.push((
+                        format!("{section}_{key}").to_uppercase(),
+                        section.clone(),
+                        key.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    keys
+}
+
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let keys = env_keys();
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    for (var, raw) in env {
+        let Some(suffix) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if suffix == "CONFIG" {
+            continue; // the config file path, read by the CLI
+        }
+        let Some((_, section, key)) = keys.iter().find(|(s, _, _)| s == suffix) else {
+            let mut valid: Vec<String> = keys
+                .iter()
+                .map(|(s, _, _)| format!("{ENV_PREFIX}{s}"))
+                .collect();
+            valid.sort();
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: format!("no such setting; valid names: {}", valid.join(", ")),
+            });
+        };
+        let default = &defaults[section.as_str()][key.as_str()];
+        let value = if default.is_str() {
+            toml::Value::String(raw.clone())
+        } else {
+            let parsed = format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"));
+            match parsed {
+                Some(v) if v.type_str() == default.type_str() => v,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: var.clone(),
+                        message: format!(
+                            "expected a {} like {default}, got {raw:?}",
+                            default.type_str()
+                        ),
+                    })
+                }
+            }
+        };
+        let section_table = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table {
+            toml::Value::Table(t) => {
+                t.insert(key.clone(), value);
+            }
+            _ => {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("[{section}] in the config file is not a table"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Config::from_table(text.parse().unwrap(), "test.toml", &env)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.rtmp_listen().port(), 1935);
+        assert_eq!(c.http_listen().port(), 8080);
+        assert_eq!(
+            c.database_kind().unwrap(),
+            DatabaseKind::Sqlite("./data/streamgate.db".into())
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../streamgate.example.toml"
+        ))
+        .unwrap();
+        assert_eq!(load(&text, &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_and_env_overrides() {
+        let c = load(
+            "[rtmp]\nidle_timeout = \"3s\"\napp = \"ingest\"\n",
+            &[
+                ("STREAMGATE_RTMP_MAX_CONNECTIONS", "50"),
+                ("STREAMGATE_HTTP_LISTEN", "127.0.0.1:9000"),
+                ("STREAMGATE_RTMP_APP", "live2"),
+                ("OTHER_VAR", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rtmp.idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.rtmp.max_connections, 50);
+        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        assert_eq!(c.rtmp.app, "live2", "the environment wins over the file");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let e = load("[rtmp]\nidle_timeot = \"3s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("idle_timeot") && e.contains("idle_timeout"),
+            "{e}"
+        );
+        let e = load("[rtmp]\nidle_timeout = \"3 parsecs\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timeout") && e.contains("\"10s\""), "{e}");
+        let e = load("[rtmp]\nlisten = \"1935\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtmp.listen") && e.contains("host:port"), "{e}");
+        let e = load("", &[("STREAMGATE_RTMP_MAX_CONNECTION", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("STREAMGATE_RTMP_MAX_CONNECTION")
+                && e.contains("STREAMGATE_RTMP_MAX_CONNECTIONS"),
+            "{e}"
+        );
+        let e = load("", &[("STREAMGATE_RTMP_MAX_CONNECTIONS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("integer"), "{e}");
+        let e = load("[database]\nurl = \"mysql://user:hunter2@db/x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url") && !e.contains("hunter2"), "{e}");
+        let e = load("[rtmp]\nidle_timeout = \"0s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtmp.idle_timeout"), "{e}");
+    }
+}

@@ -1,0 +1,295 @@
+//! The hub: one live publish per channel. A publish of a channel that is already live
+//! takes over: the old session is cancelled at once (this ends the "stream busy" loop
+//! when OBS reconnects over a half-dead TCP connection). Status transitions go to the
+//! [`StatusOutbox`]; nothing here waits on the database.
+//!
+//! Each [`LiveStream`] keeps its keyframe cache and statistics; the ingest connection
+//! feeds it, the API reads it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use media::{AudioTag, KeyframeCache, StatsSnapshot, StreamStats, VideoTag};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::outbox::StatusOutbox;
+use crate::store::{Channel, StatusUpdate};
+
+/// Why a publish ended, when the node ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A new publisher with the same key took over.
+    TakenOver,
+    /// The key was rotated or the channel deleted.
+    KeyRevoked,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::TakenOver => "taken over by a new publisher with the same key",
+            EndReason::KeyRevoked => "stream key rotated or channel deleted",
+            EndReason::Shutdown => "node shutting down",
+        }
+    }
+}
+
+/// Media state of a live stream, behind one short-held lock.
+#[derive(Debug, Default)]
+pub struct MediaState {
+    pub cache: KeyframeCache,
+    pub stats: StreamStats,
+}
+
+/// One live publish.
+#[derive(Debug)]
+pub struct LiveStream {
+    pub channel_id: Uuid,
+    pub name: String,
+    /// Identifies this publish session (status writes carry it).
+    pub session_id: Uuid,
+    /// SHA-256 of the key it published with, to notice rotation.
+    pub key_hash: String,
+    pub peer: SocketAddr,
+    pub started_at: DateTime<Utc>,
+    /// Monotonic start, the zero of the stats clock.
+    started: Instant,
+    /// Cancelled when the node ends this publish.
+    pub cancel: CancellationToken,
+    /// Set before `cancel` fires.
+    end_reason: OnceLock<EndReason>,
+    pub media: Mutex<MediaState>,
+}
+
+impl LiveStream {
+    fn ms_since_start(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Ends this publish from the node's side.
+    pub fn end(&self, reason: EndReason) {
+        let _ = self.end_reason.set(reason);
+        self.cancel.cancel();
+    }
+
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.end_reason.get().copied()
+    }
+
+    pub fn on_metadata(&self, body: Bytes) {
+        let size = metadata_size(&body);
+        let mut m = self.media.lock().expect("media lock");
+        if let Some((w, h)) = size {
+            m.stats.on_metadata_size(w, h);
+        }
+        m.cache.on_metadata(body);
+    }
+
+    /// Records a video message. Malformed tags are still counted as bytes.
+    pub fn on_video(&self, timestamp: u32, body: &Bytes) {
+        let now = self.ms_since_start();
+        if let Ok(tag) = VideoTag::parse(body) {
+            let mut m = self.media.lock().expect("media lock");
+            m.stats.on_video(now, body, &tag);
+            m.cache.on_video(timestamp, body, &tag);
+        }
+    }
+
+    pub fn on_audio(&self, timestamp: u32, body: &Bytes) {
+        let now = self.ms_since_start();
+        if let Ok(tag) = AudioTag::parse(body) {
+            let mut m = self.media.lock().expect("media lock");
+            m.stats.on_audio(now, body, &tag);
+            m.cache.on_audio(timestamp, body, &tag);
+        }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let now = self.ms_since_start();
+        self.media.lock().expect("media lock").stats.snapshot(now)
+    }
+}
+
+/// Width and height from an `onMetaData` body, when present.
+fn metadata_size(body: &[u8]) -> Option<(u32, u32)> {
+    let values = rtmp::amf0::decode_all(body).ok()?;
+    let obj = values.get(1)?;
+    let w = obj.get("width")?.as_number()?;
+    let h = obj.get("height")?.as_number()?;
+    (w > 0.0 && h > 0.0 && w < 65536.0 && h < 65536.0).then_some((w as u32, h as u32))
+}
+
+/// All live streams of this node.
+pub struct Hub {
+    /// Live stream per channel.
+    live: Mutex<HashMap<Uuid, Arc<LiveStream>>>,
+    /// Where status transitions go.
+    outbox: Arc<StatusOutbox>,
+    /// Orders status updates.
+    seq: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(outbox: Arc<StatusOutbox>) -> Arc<Self> {
+        Arc::new(Self {
+            live: Mutex::new(HashMap::new()),
+            outbox,
+            seq: AtomicU64::new(1),
+        })
+    }
+
+    fn status(&self, stream: &LiveStream, live: bool) {
+        self.outbox.push(StatusUpdate {
+            channel_id: stream.channel_id,
+            live,
+            session_id: stream.session_id,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            at: Utc::now(),
+        });
+    }
+
+    /// Starts a publish of `channel`, taking over any current one.
+    pub fn start_publish(
+        self: &Arc<Self>,
+        channel: &Channel,
+        key_hash: String,
+        peer: SocketAddr,
+    ) -> PublishHandle {
+        let stream = Arc::new(LiveStream {
+            channel_id: channel.id,
+            name: channel.name.clone(),
+            session_id: Uuid::new_v4(),
+            key_hash,
+            peer,
+            started_at: Utc::now(),
+            started: Instant::now(),
+            cancel: CancellationToken::new(),
+            end_reason: OnceLock::new(),
+            media: Mutex::new(MediaState::default()),
+        });
+        let previous = self
+            .live
+            .lock()
+            .expect("hub lock")
+            .insert(channel.id, stream.clone());
+        if let Some(old) = previous {
+            old.end(EndReason::TakenOver);
+        }
+        self.status(&stream, true);
+        PublishHandle {
+            hub: self.clone(),
+            stream,
+        }
+    }
+
+    /// Live streams, in no particular order.
+    pub fn list(&self) -> Vec<Arc<LiveStream>> {
+        self.live
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, channel_id: &Uuid) -> Option<Arc<LiveStream>> {
+        self.live.lock().expect("hub lock").get(channel_id).cloned()
+    }
+
+    fn finish(&self, stream: &Arc<LiveStream>) {
+        let mut live = self.live.lock().expect("hub lock");
+        let current = live
+            .get(&stream.channel_id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream));
+        if current {
+            live.remove(&stream.channel_id);
+            drop(live);
+            self.status(stream, false);
+        }
+    }
+
+    /// Ends every live stream (shutdown).
+    pub fn end_all(&self, reason: EndReason) {
+        for s in self.list() {
+            s.end(reason);
+        }
+    }
+}
+
+/// Held by the ingest connection while it publishes; dropping it ends the publish
+/// (and marks the channel offline, unless another session took over).
+pub struct PublishHandle {
+    hub: Arc<Hub>,
+    pub stream: Arc<LiveStream>,
+}
+
+impl Drop for PublishHandle {
+    fn drop(&mut self) {
+        self.hub.finish(&self.stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> Channel {
+        Channel {
+            id: Uuid::new_v4(),
+            name: "c".into(),
+            is_live: false,
+            live_since: None,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn takeover_cancels_the_old_session_and_keeps_the_channel_live() {
+        let outbox = StatusOutbox::new();
+        let hub = Hub::new(outbox.clone());
+        let ch = channel();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let first = hub.start_publish(&ch, "h".into(), peer);
+        let second = hub.start_publish(&ch, "h".into(), peer);
+        assert!(first.stream.cancel.is_cancelled());
+        assert_eq!(first.stream.end_reason(), Some(EndReason::TakenOver));
+        assert!(!second.stream.cancel.is_cancelled());
+        drop(first);
+        // The old session leaving does not take the channel offline.
+        assert_eq!(hub.list().len(), 1);
+        let pending = outbox.take_all();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].live && pending[0].session_id == second.stream.session_id);
+        drop(second);
+        assert!(hub.list().is_empty());
+        let pending = outbox.take_all();
+        assert!(!pending[0].live);
+    }
+
+    #[test]
+    fn coalescing_keeps_the_newest_update() {
+        let outbox = StatusOutbox::new();
+        let id = Uuid::new_v4();
+        let u = |live, seq| StatusUpdate {
+            channel_id: id,
+            live,
+            session_id: Uuid::nil(),
+            seq,
+            at: Utc::now(),
+        };
+        outbox.push(u(true, 1));
+        outbox.push(u(false, 3));
+        outbox.push(u(true, 2)); // a retried older update must not win
+        assert_eq!(outbox.pending_len(), 1);
+        let all = outbox.take_all();
+        assert_eq!((all[0].live, all[0].seq), (false, 3));
+    }
+}

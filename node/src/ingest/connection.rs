@@ -1,0 +1,296 @@
+//! One RTMP client connection: handshake under a deadline, then the server session,
+//! with an idle deadline on every read and a write deadline on every flush. The
+//! publish request waits for the authorizer; a refused key gets an error-level
+//! `onStatus` (NetStream.Publish.BadName, "invalid stream key") before the close, so
+//! ffmpeg exits at once and OBS shows the error instead of reconnecting.
+//!
+//! Generic over `AsyncRead + AsyncWrite`, so tests can drive it over an in-memory pipe.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rtmp::handshake::{HandshakeError, ServerHandshake};
+use rtmp::{ChunkLimits, OutputQueue, ServerConfig, ServerEvent, ServerSession, SessionError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::IngestContext;
+use crate::auth::AuthDecision;
+use crate::hub::{EndReason, PublishHandle};
+use crate::key::StreamKey;
+
+/// Spare read-buffer capacity reserved before each read. Small, because thousands of
+/// connections each hold one; it grows when a large chunk needs it.
+const READ_RESERVE: usize = 8 * 1024;
+/// Most slices handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Why a connection ended abnormally. None of these affects another connection.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("protocol error: {0}")]
+    Session(#[from] SessionError),
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
+    #[error("client did not read our data within {0:?}")]
+    WriteTimeout(Duration),
+    #[error("client closed the connection during the handshake")]
+    ClosedInHandshake,
+}
+
+/// How a connection ended normally.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Rejected(&'static str),
+    EndedByNode(EndReason),
+    Shutdown,
+}
+
+/// Runs one connection to its end and logs how it ended.
+pub async fn serve<S>(io: S, peer: SocketAddr, ctx: Arc<IngestContext>, cancel: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Connection {
+        io,
+        peer,
+        ctx,
+        buf: BytesMut::new(),
+        publish: None,
+    };
+    let result = conn.run(&cancel).await;
+    let channel_id = conn.publish.as_ref().map(|p| p.stream.channel_id);
+    match result {
+        Ok(End::ClientClosed) => debug!(%peer, ?channel_id, "connection closed by client"),
+        Ok(End::Rejected(why)) => debug!(%peer, reason = why, "connection closed after refusal"),
+        Ok(End::EndedByNode(reason)) => {
+            info!(%peer, ?channel_id, reason = reason.as_str(), "connection closed by the node")
+        }
+        Ok(End::Shutdown) => debug!(%peer, ?channel_id, "connection closed for shutdown"),
+        Err(e) => {
+            if channel_id.is_some() {
+                info!(%peer, ?channel_id, error = %e, "publisher connection ended");
+            } else {
+                debug!(%peer, error = %e, "connection ended");
+            }
+        }
+    }
+    // Dropping the publish handle marks the channel offline (unless taken over).
+    if let Some(handle) = conn.publish.take() {
+        info!(channel_id = %handle.stream.channel_id, session = %handle.stream.session_id, "publish ended");
+    }
+}
+
+struct Connection<S> {
+    io: S,
+    peer: SocketAddr,
+    ctx: Arc<IngestContext>,
+    /// Received bytes not yet interpreted.
+    buf: BytesMut,
+    /// The publish this connection holds, if any.
+    publish: Option<PublishHandle>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    async fn run(&mut self, cancel: &CancellationToken) -> Result<End, ConnectionError> {
+        let ctx = self.ctx.clone();
+        let cfg = &ctx.config;
+        let hs_timeout = cfg.handshake_timeout;
+        tokio::select! {
+            r = tokio::time::timeout(hs_timeout, self.handshake()) => {
+                r.map_err(|_| ConnectionError::HandshakeTimeout(hs_timeout))??;
+            }
+            _ = cancel.cancelled() => return Ok(End::Shutdown),
+        }
+
+        let mut session = ServerSession::new(ServerConfig {
+            chunk_limits: ChunkLimits {
+                max_message_size: cfg.max_message_size,
+                max_chunk_streams: cfg.max_chunk_streams,
+                max_partial_bytes: cfg.max_partial_bytes,
+            },
+            out_chunk_size: cfg.chunk_size,
+            ..ServerConfig::default()
+        });
+        let mut events = Vec::new();
+        let idle = cfg.idle_timeout;
+        loop {
+            // Interpret everything buffered; requests that need an answer stop the
+            // session so that it is given before later messages are read.
+            loop {
+                session.handle_bytes(&mut self.buf, &mut events)?;
+                if events.is_empty() {
+                    break;
+                }
+                for ev in std::mem::take(&mut events) {
+                    if let Some(end) = self.on_event(&mut session, ev).await? {
+                        return Ok(end);
+                    }
+                }
+            }
+            self.flush(session.output()).await?;
+
+            let ended = self.publish.as_ref().map(|p| p.stream.cancel.clone());
+            self.buf.reserve(READ_RESERVE);
+            tokio::select! {
+                r = tokio::time::timeout(idle, self.io.read_buf(&mut self.buf)) => {
+                    match r {
+                        Err(_) => return Err(ConnectionError::Idle(idle)),
+                        Ok(Ok(0)) => return Ok(End::ClientClosed),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e.into()),
+                    }
+                }
+                _ = cancel.cancelled() => return Ok(End::Shutdown),
+                _ = async { match &ended { Some(c) => c.cancelled().await, None => std::future::pending().await } } => {
+                    let reason = self.publish.as_ref().and_then(|p| p.stream.end_reason()).unwrap_or(EndReason::Shutdown);
+                    return Ok(End::EndedByNode(reason));
+                }
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<(), ConnectionError> {
+        let mut hs = ServerHandshake::new();
+        let mut out = BytesMut::new();
+        loop {
+            let done = hs.read(&mut self.buf, &mut out)?;
+            if !out.is_empty() {
+                self.io.write_all(&out).await?;
+                out.clear();
+            }
+            if done {
+                debug!(peer = %self.peer, kind = ?hs.kind(), "handshake done");
+                return Ok(());
+            }
+            self.buf.reserve(READ_RESERVE);
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(ConnectionError::ClosedInHandshake);
+            }
+        }
+    }
+
+    /// Acts on one session event; `Some` ends the connection.
+    async fn on_event(
+        &mut self,
+        session: &mut ServerSession,
+        ev: ServerEvent,
+    ) -> Result<Option<End>, ConnectionError> {
+        match ev {
+            ServerEvent::ConnectRequested { app } => {
+                if app == self.ctx.config.app {
+                    session.accept_connect();
+                } else {
+                    debug!(peer = %self.peer, "connect to an unknown application refused");
+                    let hint = format!(
+                        "unknown application; publish to rtmp://HOST/{}/<stream key>",
+                        self.ctx.config.app
+                    );
+                    session.reject_connect(&hint);
+                    self.flush(session.output()).await?;
+                    return Ok(Some(End::Rejected("unknown application")));
+                }
+            }
+            ServerEvent::PublishRequested { stream_id, name } => {
+                if self.publish.is_some() {
+                    session.reject_publish(
+                        stream_id,
+                        "NetStream.Publish.BadConnection",
+                        "this connection is already publishing",
+                    );
+                    self.flush(session.output()).await?;
+                    return Ok(Some(End::Rejected("second publish on one connection")));
+                }
+                let key = StreamKey::new(name.expose());
+                match self.ctx.auth.authorize(&key).await {
+                    AuthDecision::Accepted(channel) => {
+                        session.accept_publish(stream_id);
+                        let handle =
+                            self.ctx
+                                .hub
+                                .start_publish(&channel, key.sha256_hex(), self.peer);
+                        info!(peer = %self.peer, channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
+                        self.publish = Some(handle);
+                    }
+                    AuthDecision::UnknownKey => {
+                        warn!(peer = %self.peer, key_fp = %key.fingerprint(), "publish rejected: no channel has this key");
+                        session.reject_publish(
+                            stream_id,
+                            "NetStream.Publish.BadName",
+                            "invalid stream key",
+                        );
+                        self.flush(session.output()).await?;
+                        return Ok(Some(End::Rejected("invalid stream key")));
+                    }
+                    AuthDecision::Unavailable(reason) => {
+                        warn!(peer = %self.peer, key_fp = %key.fingerprint(), %reason, "publish refused: cannot check the key now");
+                        session.reject_publish(
+                            stream_id,
+                            "NetStream.Publish.Unauthorized",
+                            "stream key cannot be checked right now, try again shortly",
+                        );
+                        self.flush(session.output()).await?;
+                        return Ok(Some(End::Rejected("authorization unavailable")));
+                    }
+                }
+            }
+            ServerEvent::Metadata { payload, .. } => {
+                if let Some(p) = &self.publish {
+                    p.stream.on_metadata(payload);
+                }
+            }
+            ServerEvent::Video(m) => {
+                if let Some(p) = &self.publish {
+                    p.stream.on_video(m.timestamp, &m.payload);
+                }
+            }
+            ServerEvent::Audio(m) => {
+                if let Some(p) = &self.publish {
+                    p.stream.on_audio(m.timestamp, &m.payload);
+                }
+            }
+            ServerEvent::Unpublished { .. } => {
+                if let Some(handle) = self.publish.take() {
+                    info!(channel_id = %handle.stream.channel_id, session = %handle.stream.session_id, "publish ended by client");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes everything queued, with vectored writes, under the write deadline.
+    async fn flush(&mut self, out: &mut OutputQueue) -> Result<(), ConnectionError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let deadline = self.ctx.config.write_timeout;
+        let io = &mut self.io;
+        let write = async {
+            while !out.is_empty() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = out.io_slices(&mut slices);
+                let written = io.write_vectored(&slices[..n]).await?;
+                if written == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+                }
+                out.advance(written);
+            }
+            io.flush().await
+        };
+        tokio::time::timeout(deadline, write)
+            .await
+            .map_err(|_| ConnectionError::WriteTimeout(deadline))??;
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! Stream keys: generation, hashing, fingerprints. A [`StreamKey`] never prints its
+//! content: `Debug` and `Display` show a short fingerprint, so a key cannot reach a log
+//! line, an error message or a panic by accident.
+
+use std::fmt;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Random bytes in a generated key (160 bits of entropy).
+const KEY_BYTES: usize = 20;
+/// Prefix of generated keys, so secret scanners recognise them.
+const KEY_PREFIX: &str = "sg_";
+
+/// A stream key (the secret a streamer pastes into OBS).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamKey(String);
+
+impl StreamKey {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; KEY_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
+    }
+
+    /// The secret itself: only for showing it once to its owner.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Lowercase hex SHA-256, the form stored by default.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+
+    /// Eight hex digits identifying the key in logs without revealing it.
+    pub fn fingerprint(&self) -> String {
+        self.sha256_hex()[..8].to_string()
+    }
+}
+
+impl fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamKey(fp={})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key fp {}", self.fingerprint())
+    }
+}
+
+/// Compares two strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_long_random_and_never_printed() {
+        let a = StreamKey::generate();
+        let b = StreamKey::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), KEY_PREFIX.len() + 2 * KEY_BYTES);
+        for shown in [format!("{a:?}"), format!("{a}")] {
+            assert!(!shown.contains(a.expose()), "{shown}");
+            assert!(shown.contains(&a.fingerprint()));
+        }
+    }
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        assert_eq!(
+            StreamKey::new("abc").sha256_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

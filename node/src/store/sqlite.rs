@@ -1,0 +1,326 @@
+//! The embedded default store: one SQLite file (WAL mode, so the CLI and the running
+//! node can use it at once). Calls run on tokio's blocking pool, never on the reactor.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::{Channel, ChannelStore, StatusUpdate, StoreError};
+use crate::key::StreamKey;
+
+/// How long a statement waits for a lock held by another process (the CLI).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    stream_key_hash TEXT NOT NULL UNIQUE,
+    is_live         INTEGER NOT NULL DEFAULT 0,
+    live_since      TEXT,
+    last_seen       TEXT,
+    live_session    TEXT,
+    created_at      TEXT NOT NULL
+);";
+
+/// Channels in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Query(other.to_string()),
+        }
+    }
+}
+
+fn parse_time(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn row_to_channel(row: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
+    let id: String = row.get(0)?;
+    Ok(Channel {
+        id: Uuid::parse_str(&id).unwrap_or_default(),
+        name: row.get(1)?,
+        is_live: row.get::<_, i64>(2)? != 0,
+        live_since: parse_time(row.get(3)?),
+        last_seen: parse_time(row.get(4)?),
+    })
+}
+
+const CHANNEL_COLUMNS: &str = "id, name, is_live, live_since, last_seen";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its folder.
+    pub async fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!("cannot create the database folder {}: {e}", dir.display())
+                })?;
+            }
+            let conn = Connection::open(&path).map_err(|e| {
+                anyhow::anyhow!("cannot open SQLite database {}: {e}", path.display())
+            })?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(SqliteStore {
+                conn: Arc::new(Mutex::new(conn)),
+            })
+        })
+        .await?
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("database connection poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl ChannelStore for SqliteStore {
+    async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError> {
+        let hash = key.sha256_hex();
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE stream_key_hash = ?1"),
+                params![hash],
+                row_to_channel,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+        let ids = ids.to_vec();
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT stream_key_hash FROM channels WHERE id = ?1")?;
+            let mut out = HashMap::new();
+            for id in ids {
+                if let Some(h) = stmt
+                    .query_row(params![id.to_string()], |r| r.get::<_, String>(0))
+                    .optional()?
+                {
+                    out.insert(id, h);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
+        let u = u.clone();
+        self.with(move |c| {
+            let at = u.at.to_rfc3339();
+            if u.live {
+                c.execute(
+                    "UPDATE channels SET is_live = 1, live_since = ?2, last_seen = ?2, live_session = ?3 WHERE id = ?1",
+                    params![u.channel_id.to_string(), at, u.session_id.to_string()],
+                )?;
+            } else {
+                // An offline from an older session must not end a newer one.
+                c.execute(
+                    "UPDATE channels SET is_live = 0, last_seen = ?2, live_session = NULL
+                     WHERE id = ?1 AND (live_session = ?3 OR live_session IS NULL)",
+                    params![u.channel_id.to_string(), at, u.session_id.to_string()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_all_offline(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE channels SET is_live = 0, live_session = NULL WHERE is_live != 0",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let key = StreamKey::generate();
+            let id = Uuid::new_v4();
+            let res = c.execute(
+                "INSERT INTO channels (id, name, stream_key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id.to_string(), name, key.sha256_hex(), Utc::now().to_rfc3339()],
+            );
+            match res {
+                Err(rusqlite::Error::SqliteFailure(f, Some(msg)))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("name") =>
+                {
+                    return Err(StoreError::DuplicateName(name));
+                }
+                other => other?,
+            };
+            let channel = Channel {
+                id,
+                name,
+                is_live: false,
+                live_since: None,
+                last_seen: None,
+            };
+            Ok((channel, key))
+        })
+        .await
+    }
+
+    async fn list_channels(&self) -> Result<Vec<Channel>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY created_at, name"
+            ))?;
+            let rows = stmt.query_map([], row_to_channel)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError> {
+        self.with(move |c| {
+            let key = StreamKey::generate();
+            let n = c.execute(
+                "UPDATE channels SET stream_key_hash = ?2 WHERE id = ?1",
+                params![id.to_string(), key.sha256_hex()],
+            )?;
+            Ok((n > 0).then_some(key))
+        })
+        .await
+    }
+
+    async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            Ok(c.execute(
+                "DELETE FROM channels WHERE id = ?1",
+                params![id.to_string()],
+            )? > 0)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (SqliteStore, tempdir::Dir) {
+        let dir = tempdir::Dir::new();
+        (
+            SqliteStore::open(&dir.path.join("db/x.db")).await.unwrap(),
+            dir,
+        )
+    }
+
+    /// A minimal temporary directory, removed on drop.
+    mod tempdir {
+        pub(super) struct Dir {
+            pub(super) path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub(super) fn new() -> Self {
+                let path = std::env::temp_dir().join(format!("sg-test-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn channel_lifecycle() {
+        let (s, _d) = store().await;
+        let (ch, key) = s.create_channel("alpha").await.unwrap();
+        assert!(matches!(
+            s.create_channel("alpha").await,
+            Err(StoreError::DuplicateName(_))
+        ));
+        assert_eq!(s.find_by_key(&key).await.unwrap().unwrap().id, ch.id);
+        assert!(s
+            .find_by_key(&StreamKey::new("wrong"))
+            .await
+            .unwrap()
+            .is_none());
+        let new_key = s.rotate_key(ch.id).await.unwrap().unwrap();
+        assert!(s.find_by_key(&key).await.unwrap().is_none());
+        assert_eq!(s.find_by_key(&new_key).await.unwrap().unwrap().id, ch.id);
+        assert_eq!(
+            s.key_hashes(&[ch.id]).await.unwrap()[&ch.id],
+            new_key.sha256_hex()
+        );
+        assert!(s.delete_channel(ch.id).await.unwrap());
+        assert!(!s.delete_channel(ch.id).await.unwrap());
+        assert!(s.key_hashes(&[ch.id]).await.unwrap().is_empty());
+        assert!(s.rotate_key(ch.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn stale_offline_does_not_end_a_newer_live() {
+        let (s, _d) = store().await;
+        let (ch, _) = s.create_channel("beta").await.unwrap();
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        let upd = |live, session_id, seq| StatusUpdate {
+            channel_id: ch.id,
+            live,
+            session_id,
+            seq,
+            at: Utc::now(),
+        };
+        s.apply_status(&upd(true, old, 1)).await.unwrap();
+        s.apply_status(&upd(true, new, 2)).await.unwrap();
+        s.apply_status(&upd(false, old, 3)).await.unwrap();
+        assert!(s.list_channels().await.unwrap()[0].is_live);
+        s.apply_status(&upd(false, new, 4)).await.unwrap();
+        let c = &s.list_channels().await.unwrap()[0];
+        assert!(!c.is_live && c.last_seen.is_some());
+        s.apply_status(&upd(true, new, 5)).await.unwrap();
+        assert_eq!(s.mark_all_offline().await.unwrap(), 1);
+        assert!(!s.list_channels().await.unwrap()[0].is_live);
+    }
+}
