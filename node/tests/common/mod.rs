@@ -1,0 +1,450 @@
+//! Test harness: runs the real `streamgate` binary on 127.0.0.1 with port 0, captures
+//! everything it prints (for the key-leak checks), talks HTTP to it, publishes with real
+//! ffmpeg / GStreamer, and cleans up every process it started, by PID.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("streamgate-{tag}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fails the test with a clear message when a required program is missing: tests
+/// never skip silently.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is required by this test and is not on PATH: install it with `apt-get install -y {package}` (scripts/setup-test-deps.sh does this)"
+    );
+}
+
+/// Everything the node printed and every HTTP answer the tests received.
+#[derive(Default, Clone)]
+pub struct Transcript(Arc<Mutex<Vec<String>>>);
+
+impl Transcript {
+    pub fn push(&self, s: impl Into<String>) {
+        self.0.lock().unwrap().push(s.into());
+    }
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    /// Node output plus API answers.
+    pub transcript: Transcript,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_streamgate")
+}
+
+/// The port of a "<what> listening" log line, in text or JSON log format.
+fn port_from(line: &str, what: &str) -> Option<u16> {
+    let addr = if let Some(i) = line.find(&format!("{what} listening addr=")) {
+        line[i..]
+            .split('=')
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_string()
+    } else if line.contains(&format!("\"message\":\"{what} listening\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v["fields"]["addr"].as_str()?.to_string()
+    } else {
+        return None;
+    };
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+impl Node {
+    /// Writes a config (ports 0, SQLite in a temp dir, debug logs) plus `extra` TOML
+    /// sections, and starts `streamgate serve`.
+    pub fn start(extra: &str) -> Node {
+        let dir = TempDir::new("node");
+        let config = dir.0.join("streamgate.toml");
+        let db = dir.0.join("data/streamgate.db");
+        let mut text = format!("[database]\nurl = \"sqlite:{}\"\n\n{extra}\n", db.display());
+        if !extra.contains("[log]") {
+            text.push_str("[log]\nlevel = \"debug\"\n");
+        }
+        if !extra.contains("[rtmp]") {
+            text.push_str("[rtmp]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        if !extra.contains("[http]") {
+            text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        std::fs::write(&config, text).unwrap();
+        let mut node = Node {
+            child: None,
+            dir,
+            config,
+            rtmp_port: 0,
+            http_port: 0,
+            transcript: Transcript::default(),
+        };
+        node.spawn();
+        node
+    }
+
+    /// Starts (or restarts) the process on the same config and database.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .current_dir(&self.dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start streamgate");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let t = self.transcript.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("STREAMGATE_TEST_ECHO").is_some() {
+                        eprintln!("[node] {line}");
+                    }
+                    t.push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (mut rtmp, mut http) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while rtmp.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    rtmp = rtmp.or_else(|| port_from(&line, "RTMP"));
+                    http = http.or_else(|| port_from(&line, "HTTP"));
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("node did not start; output:\n{}", self.transcript.text());
+                }
+            }
+        }
+        self.rtmp_port = rtmp.unwrap();
+        self.http_port = http.unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/<key>`.
+    pub fn publish_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port)
+    }
+
+    /// Runs a CLI subcommand against this node's config; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(&self.dir.0)
+            .output()
+            .expect("run streamgate cli");
+        assert!(
+            out.status.success(),
+            "streamgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates a channel; returns (id, key).
+    pub fn create_channel(&self, name: &str) -> (String, String) {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.cli(&["channel", "create", name, "--json"])).unwrap();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["stream_key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A plain HTTP/1.1 GET; returns (status, head, body). The answer is recorded.
+    pub fn http_get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect http");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("http head");
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut body = raw[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        self.transcript.push(format!(
+            "HTTP {path}: {head}\n{}",
+            String::from_utf8_lossy(&body)
+        ));
+        (status, head, body)
+    }
+
+    /// `/api/v1/streams` as JSON.
+    pub fn streams(&self) -> Vec<serde_json::Value> {
+        let (status, _, body) = self.http_get("/api/v1/streams");
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["streams"].as_array().unwrap().clone()
+    }
+
+    /// The live stream of a channel, when listed.
+    pub fn stream(&self, channel_id: &str) -> Option<serde_json::Value> {
+        self.streams()
+            .into_iter()
+            .find(|s| s["channel_id"] == channel_id)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.0.join("data/streamgate.db")
+    }
+
+    /// (is_live, live_session) of a channel, read straight from SQLite.
+    pub fn db_live(&self, channel_id: &str) -> (bool, Option<String>) {
+        let c = rusqlite::Connection::open(self.db_path()).unwrap();
+        c.busy_timeout(Duration::from_secs(5)).unwrap();
+        c.query_row(
+            "SELECT is_live, live_session FROM channels WHERE id = ?1",
+            [channel_id],
+            |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        let status = wait_child(&mut child, Duration::from_secs(15));
+        status.is_some_and(|s| s.success())
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asserts that `secret` appears in nothing the node printed or the API answered.
+    pub fn assert_never_printed(&self, secret: &str) {
+        let text = self.transcript.text();
+        assert!(
+            !text.is_empty(),
+            "the transcript is empty: nothing was checked"
+        );
+        if let Some(line) = text.lines().find(|l| l.contains(secret)) {
+            panic!("the stream key leaked in: {line}");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+/// Sends a signal by PID with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits up to `timeout` for a child to exit.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    wait_for(timeout, || child.try_wait().ok().flatten())
+}
+
+/// A background process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                *sink.lock().unwrap() = s.clone();
+            }
+        });
+        Proc { child, stderr }
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ffmpeg publishing a moving H.264 + AAC test pattern for `seconds`.
+pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32) -> Proc {
+    require("ffmpeg", "ffmpeg");
+    Proc::spawn(Command::new("ffmpeg").args([
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-t",
+        &seconds.to_string(),
+        "-f",
+        "flv",
+        url,
+    ]))
+}
+
+/// Waits until the channel is listed live by the API; returns its entry.
+pub fn wait_listed(node: &Node, channel_id: &str, timeout: Duration) -> serde_json::Value {
+    wait_for(timeout, || node.stream(channel_id)).unwrap_or_else(|| {
+        panic!(
+            "channel {channel_id} never listed; node output:\n{}",
+            node.transcript.text()
+        )
+    })
+}
+
+/// Path helper for test data written by the tests themselves.
+pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}

@@ -1,0 +1,487 @@
+//! End to end: the real binary, real ffmpeg and GStreamer publishers, SQLite checked
+//! directly, the HTTP API read over TCP. Every test also asserts that the stream key
+//! appears nowhere in what the node printed or the API answered.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use rtmp::handshake::{ClientHandshake, HandshakeKind};
+use rtmp::{ClientConfig, ClientEvent, ClientSession};
+
+/// A publisher made of our own client session over a blocking socket: it does exactly
+/// what the test says (e.g. go silent), unlike ffmpeg.
+struct RawPublisher {
+    sock: TcpStream,
+    session: ClientSession,
+    buf: BytesMut,
+}
+
+impl RawPublisher {
+    fn write_out(&mut self) {
+        let out = self.session.output().take_contiguous();
+        self.sock.write_all(&out).unwrap();
+    }
+
+    /// Connects and publishes; `Err` carries the server's refusal.
+    fn publish(port: u16, app: &str, key: &str) -> Result<RawPublisher, String> {
+        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut hs = ClientHandshake::new(HandshakeKind::Simple);
+        let mut out = BytesMut::new();
+        hs.start(&mut out);
+        sock.write_all(&out).unwrap();
+        out.clear();
+        let mut buf = BytesMut::new();
+        let mut tmp = [0u8; 8192];
+        while !hs.read(&mut buf, &mut out).unwrap() {
+            let n = sock.read(&mut tmp).unwrap();
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        sock.write_all(&out).unwrap();
+        let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
+        let mut p = RawPublisher {
+            sock,
+            session: ClientSession::new(ClientConfig::new(app, &tc_url, key)),
+            buf,
+        };
+        p.session.start();
+        p.write_out();
+        loop {
+            let mut events = Vec::new();
+            p.session.handle_bytes(&mut p.buf, &mut events).unwrap();
+            p.write_out();
+            for e in events {
+                match e {
+                    ClientEvent::Publishing => return Ok(p),
+                    ClientEvent::Rejected { code, description } => {
+                        return Err(format!("{code}: {description}"))
+                    }
+                }
+            }
+            let n = p.sock.read(&mut tmp).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed".into());
+            }
+            p.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// Blocks until the server closes the connection; returns how long that took.
+    fn wait_closed(&mut self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut tmp = [0u8; 4096];
+        while start.elapsed() < timeout {
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn ffmpeg_publish_is_listed_live_and_offline_after_stop() {
+    let node = Node::start("");
+    let (id, key) = node.create_channel("studio-a");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "640x360", 6);
+
+    let s = wait_listed(&node, &id, Duration::from_secs(10));
+    assert_eq!(s["name"], "studio-a");
+    assert_eq!(node.db_live(&id).0, true, "channel must be live in SQLite");
+    // Resolution and codec from the SPS; fps and bitrate once a full second passed.
+    let s = wait_for(Duration::from_secs(8), || {
+        node.stream(&id)
+            .filter(|s| s["fps"].as_f64().unwrap_or(0.0) > 20.0)
+    })
+    .expect("fps measured");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert_eq!(s["video_codec"], "h264");
+    assert_eq!(s["audio_codec"], "aac");
+    assert!(s["bitrate_kbps"].as_u64().unwrap() > 10, "{s}");
+    let thumb = s["thumbnail"].as_str().unwrap();
+    assert!(thumb.len() == 36 && thumb.ends_with(".jpg"), "{thumb}");
+    let text = serde_json::to_string(&s).unwrap();
+    assert!(
+        !text.contains("peer") && !text.contains("key"),
+        "public data only: {text}"
+    );
+
+    let status = ff.wait(Duration::from_secs(20)).expect("ffmpeg finishes");
+    assert!(status.success(), "ffmpeg failed: {}", ff.stderr());
+    wait_for(Duration::from_secs(5), || {
+        (!node.db_live(&id).0).then_some(())
+    })
+    .expect("channel offline in SQLite after the publisher stopped");
+    assert!(node.stream(&id).is_none());
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn wrong_key_makes_ffmpeg_exit_with_an_error_at_once() {
+    let node = Node::start("");
+    let (id, key) = node.create_channel("c");
+    let bad = format!("{key}x");
+    let start = Instant::now();
+    let mut ff = ffmpeg_publish(&node.publish_url(&bad), "320x240", 10);
+    let status = ff.wait(Duration::from_secs(5)).expect("ffmpeg exits");
+    let took = start.elapsed();
+    assert!(!status.success(), "ffmpeg must fail");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        ff.stderr().contains("invalid stream key"),
+        "ffmpeg shows the reason: {}",
+        ff.stderr()
+    );
+    assert!(!node.db_live(&id).0);
+    assert!(node.streams().is_empty());
+    // The refusal is logged with a fingerprint, not the key.
+    assert!(wait_for(Duration::from_secs(2), || node
+        .transcript
+        .contains("publish rejected")
+        .then_some(()))
+    .is_some());
+    node.assert_never_printed(&bad);
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn second_publisher_with_the_same_key_takes_over() {
+    let node = Node::start("");
+    let (id, key) = node.create_channel("takeover");
+    let mut first = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    let (_, first_session) = node.db_live(&id);
+
+    let mut second = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    // The old session is closed at once: the first ffmpeg ends (with an I/O error).
+    first
+        .wait(Duration::from_secs(8))
+        .expect("first publisher disconnected");
+    assert!(
+        second.child.try_wait().unwrap().is_none(),
+        "second publisher still running"
+    );
+    let (live, session) = wait_for(Duration::from_secs(5), || {
+        let (live, s) = node.db_live(&id);
+        (s != first_session).then_some((live, s))
+    })
+    .expect("new session recorded");
+    assert!(live, "channel stays live across the takeover");
+    assert!(session.is_some());
+    assert_eq!(node.streams().len(), 1);
+    assert!(
+        node.transcript.contains("taken over"),
+        "{}",
+        node.transcript.text()
+    );
+    // The old session's end must not mark the channel offline.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(node.db_live(&id).0);
+
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+    wait_for(Duration::from_secs(5), || {
+        (!node.db_live(&id).0).then_some(())
+    })
+    .expect("offline after the last publisher left");
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn silent_publisher_is_dropped_after_the_idle_deadline() {
+    let node = Node::start("[rtmp]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"2s\"\n");
+    let (id, key) = node.create_channel("quiet");
+    let mut p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish accepted");
+    wait_listed(&node, &id, Duration::from_secs(5));
+    assert!(node.db_live(&id).0);
+    // Send nothing: the node must close within the deadline (plus slack).
+    let took = p
+        .wait_closed(Duration::from_secs(6))
+        .expect("node closed the silent publisher");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
+    wait_for(Duration::from_secs(5), || {
+        (!node.db_live(&id).0).then_some(())
+    })
+    .expect("offline after idle drop");
+    assert!(node.streams().is_empty());
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn gstreamer_rtmp2sink_publishes_too() {
+    require(
+        "gst-launch-1.0",
+        "gstreamer1.0-tools gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly",
+    );
+    let node = Node::start("");
+    let (id, key) = node.create_channel("gst");
+    let pipeline = format!(
+        "videotestsrc is-live=true num-buffers=240 ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast ! h264parse ! flvmux streamable=true name=m \
+         ! rtmp2sink location={} \
+         audiotestsrc is-live=true num-buffers=400 ! audioconvert ! voaacenc ! aacparse ! m.",
+        node.publish_url(&key)
+    );
+    let mut gst = Proc::spawn(
+        Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline.split_whitespace()),
+    );
+    let s = wait_listed(&node, &id, Duration::from_secs(15));
+    assert!(node.db_live(&id).0);
+    let s = wait_for(Duration::from_secs(5), || {
+        node.stream(&id).filter(|s| s["width"].as_u64().is_some())
+    })
+    .unwrap_or(s);
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{s}"
+    );
+    assert_eq!(s["video_codec"], "h264");
+    let status = gst
+        .wait(Duration::from_secs(30))
+        .expect("gstreamer finishes");
+    assert!(status.success(), "gst-launch failed: {}", gst.stderr());
+    wait_for(Duration::from_secs(5), || {
+        (!node.db_live(&id).0).then_some(())
+    })
+    .expect("offline after gstreamer stopped");
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn rotating_or_deleting_the_key_ends_the_live_publish() {
+    let node = Node::start("[auth]\nrecheck_interval = \"1s\"\n");
+    let (id, key) = node.create_channel("rotating");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    let rotated: serde_json::Value =
+        serde_json::from_str(&node.cli(&["channel", "rotate-key", &id, "--json"])).unwrap();
+    let new_key = rotated["stream_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    ff.wait(Duration::from_secs(6))
+        .expect("publish with the old key ended");
+    wait_for(Duration::from_secs(5), || {
+        (!node.db_live(&id).0).then_some(())
+    })
+    .expect("offline after rotation");
+    // The old key is refused now; the new one works.
+    let err = RawPublisher::publish(node.rtmp_port, "live", &key)
+        .err()
+        .expect("old key refused");
+    assert!(err.contains("NetStream.Publish.BadName"), "{err}");
+    let mut ff2 = ffmpeg_publish(&node.publish_url(&new_key), "320x240", 30);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    node.cli(&["channel", "delete", &id]);
+    ff2.wait(Duration::from_secs(6))
+        .expect("publish of a deleted channel ended");
+    assert!(wait_for(Duration::from_secs(3), || node
+        .streams()
+        .is_empty()
+        .then_some(()))
+    .is_some());
+    node.assert_never_printed(&key);
+    node.assert_never_printed(&new_key);
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection() {
+    let node = Node::start("");
+    let (id, key) = node.create_channel("robust");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_listed(&node, &id, Duration::from_secs(10));
+
+    // HTTP on the RTMP port, a bad handshake version, garbage after a good handshake,
+    // a huge announced message, and a deeply nested connect object.
+    let attacks: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![6; 1537],
+        {
+            let mut v = vec![3u8];
+            v.extend(vec![0u8; 1536 * 2]);
+            // A type-1 header on a chunk stream never opened, then junk.
+            v.push(0x45);
+            v.extend((0..4000u32).map(|i| (i * 7919 % 251) as u8));
+            v
+        },
+        {
+            let mut v = vec![3u8];
+            v.extend(vec![0u8; 1536 * 2]);
+            v.extend([0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0]);
+            v
+        },
+        {
+            let mut v = vec![3u8];
+            v.extend(vec![0u8; 1536 * 2]);
+            let mut body = vec![0x02, 0, 7];
+            body.extend(b"connect");
+            body.extend([0x00, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
+            for _ in 0..100 {
+                body.extend([0x03, 0, 1, b'a']);
+            }
+            let len = (body.len() as u32).to_be_bytes();
+            v.extend([0x03, 0, 0, 0, len[1], len[2], len[3], 20, 0, 0, 0, 0]);
+            // Send as 128-byte chunks.
+            for (i, part) in body.chunks(128).enumerate() {
+                if i > 0 {
+                    v.push(0xC3);
+                }
+                v.extend(part);
+            }
+            v
+        },
+    ];
+    for attack in attacks {
+        let mut s = TcpStream::connect(("127.0.0.1", node.rtmp_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&attack);
+        // The node closes this connection (EOF or reset) without waiting for the idle deadline.
+        let mut sink = Vec::new();
+        let start = Instant::now();
+        let _ = s.read_to_end(&mut sink);
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "connection not closed promptly"
+        );
+    }
+    // The publisher and the node are unaffected.
+    assert!(
+        ff.child.try_wait().unwrap().is_none(),
+        "publisher survived: {}",
+        ff.stderr()
+    );
+    assert!(node.stream(&id).is_some());
+    assert_eq!(node.http_get("/healthz").0, 200);
+    let child = node.child.as_ref().unwrap();
+    assert!(child.id() > 0);
+    assert!(
+        node.transcript.contains("nesting") || node.transcript.contains("AMF"),
+        "deep AMF refused with a reason:\n{}",
+        node.transcript.text()
+    );
+    assert!(!node.transcript.contains("panicked"));
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn http_errors_are_json_and_healthz_answers() {
+    let node = Node::start("");
+    let (status, _, body) = node.http_get("/healthz");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["status"],
+        "ok"
+    );
+    let (status, head, body) = node.http_get("/nope");
+    assert_eq!(status, 404);
+    assert!(head.to_ascii_lowercase().contains("application/json"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"],
+        "not found"
+    );
+}
+
+#[test]
+fn sigterm_marks_live_channels_offline_before_exit() {
+    let mut node = Node::start("");
+    let (id, key) = node.create_channel("graceful");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    assert!(node.db_live(&id).0);
+    assert!(
+        node.terminate(),
+        "clean exit on SIGTERM:\n{}",
+        node.transcript.text()
+    );
+    assert!(
+        !node.db_live(&id).0,
+        "offline in SQLite once the process is gone"
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn a_restart_after_a_crash_marks_stale_live_channels_offline() {
+    let mut node = Node::start("");
+    let (id, key) = node.create_channel("crashy");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    wait_for(Duration::from_secs(3), || node.db_live(&id).0.then_some(())).expect("live");
+    node.kill();
+    assert!(node.db_live(&id).0, "a crash leaves the row live");
+    node.spawn();
+    wait_for(Duration::from_secs(5), || {
+        (!node.db_live(&id).0).then_some(())
+    })
+    .expect("recovered to offline");
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn cli_never_lists_keys_and_config_errors_name_the_key() {
+    let node = Node::start("");
+    let (id, key) = node.create_channel("listed");
+    let list = node.cli(&["channel", "list"]);
+    assert!(list.contains(&id) && list.contains("listed"));
+    let json = node.cli(&["channel", "list", "--json"]);
+    assert!(!list.contains(&key) && !json.contains(&key));
+    let bad = write_file(&node.dir.0, "bad.toml", "[rtmp]\nidle_timout = \"5s\"\n");
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&bad)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("idle_timout") && err.contains("idle_timeout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_key_never_leaks_even_at_trace_level() {
+    // Every crate at trace level: whatever any layer logs about a publish is checked.
+    let node = Node::start("[log]\nlevel = \"trace\"\nformat = \"json\"\n");
+    let (id, key) = node.create_channel("secretive");
+    let mut ok = ffmpeg_publish(&node.publish_url(&format!("{key}?token=abc")), "320x240", 3);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    let wrong = format!("{key}-wrong");
+    let mut bad = ffmpeg_publish(&node.publish_url(&wrong), "320x240", 3);
+    bad.wait(Duration::from_secs(5)).expect("refused");
+    ok.wait(Duration::from_secs(15)).expect("finished");
+    node.streams();
+    node.http_get("/api/v1/streams?key=x");
+    assert!(
+        node.transcript.text().len() > 1000,
+        "trace logging produced output"
+    );
+    node.assert_never_printed(&key);
+    node.assert_never_printed(&wrong);
+}
