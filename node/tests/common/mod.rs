@@ -2,7 +2,9 @@
 //! everything it prints (for the key-leak checks), talks HTTP to it, publishes with real
 //! ffmpeg / GStreamer, and cleans up every process it started, by PID.
 
-#![allow(dead_code)]
+// Helpers shared by several test binaries: not every binary uses every one, and
+// `pub` here means "for the tests", not an exported API.
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
