@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the real components the test suite runs against, from Debian's packages:
+# ffmpeg/ffprobe (publisher, checks), GStreamer (a second RTMP client), nginx with the
+# RTMP module (relay upstream) and PostgreSQL (channel store). Installs only what is
+# missing; fails loudly when it cannot install.
+set -euo pipefail
+
+packages=(
+  ffmpeg
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  nginx libnginx-mod-rtmp
+  postgresql
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-test-deps: all test components present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup-test-deps: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+echo "setup-test-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian packages start nginx and a PostgreSQL cluster on their default ports;
+# tests start their own instances on free ports, so stop the packaged ones.
+$SUDO systemctl stop nginx 2>/dev/null || $SUDO service nginx stop 2>/dev/null || true
+echo "setup-test-deps: done"
