@@ -191,9 +191,9 @@ impl Bits<'_> {
         }
         Ok(((1u64 << zeros) - 1 + self.bits(zeros)? as u64) as u32)
     }
-    fn se(&mut self) -> Result<i32, CodecError> {
+    fn se(&mut self) -> Result<i64, CodecError> {
         let v = self.ue()? as i64;
-        Ok(if v % 2 == 1 { (v + 1) / 2 } else { -(v / 2) } as i32)
+        Ok(if v % 2 == 1 { (v + 1) / 2 } else { -(v / 2) })
     }
 }
 
@@ -232,10 +232,12 @@ pub fn h264_sps_size(nal: &[u8]) -> Result<PictureSize, CodecError> {
             for i in 0..count {
                 if r.bit()? == 1 {
                     let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
+                    let (mut last, mut next) = (8i64, 8i64);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            // delta_scale is in -128..=127 in a valid SPS; a hostile
+                            // one may be anything, so compute without overflow.
+                            next = (last + r.se()? + 256).rem_euclid(256);
                         }
                         last = if next == 0 { last } else { next };
                     }
@@ -460,6 +462,35 @@ mod tests {
         assert_eq!(cfg.sps(), Some(sps));
         let ab = cfg.annex_b(&[0, 0, 0, 2, 0x26, 0x01]).unwrap();
         assert!(ab.ends_with(&[0, 0, 0, 1, 0x26, 0x01]));
+    }
+
+    #[test]
+    fn hostile_scaling_list_does_not_overflow() {
+        // Found by the flv_tag fuzz target: a huge delta_scale in a scaling list.
+        let crash = [
+            0x00, 0x2c, 0x01, 0xff, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x31, 0x01, 0x00, 0x00,
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0x00, 0x00, 0xff, 0xf4,
+            0x31, 0x04, 0x04, 0x04, 0x04, 0x31, 0x31, 0x31,
+        ];
+        for start in 0..crash.len() {
+            let _ = h264_sps_size(&crash[start..]);
+        }
+        let mut sps = vec![0x67, 100, 0, 0x1f];
+        // ue(0) sps id, ue(1)=010 chroma 1, ue 0, ue 0, flag 0, scaling matrix present 1,
+        // list 0 present 1, then se with 31 leading zeros (the largest value).
+        sps.extend_from_slice(&[
+            0b1010_1101,
+            0b1000_0000,
+            0,
+            0,
+            0,
+            0b0000_0001,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ]);
+        let _ = h264_sps_size(&sps);
     }
 
     #[test]

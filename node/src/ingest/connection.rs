@@ -48,6 +48,16 @@ enum ConnectionError {
     ClosedInHandshake,
 }
 
+impl ConnectionError {
+    /// The client broke the protocol or a limit (as opposed to a network failure).
+    fn is_protocol_violation(&self) -> bool {
+        matches!(
+            self,
+            ConnectionError::Handshake(_) | ConnectionError::Session(_)
+        )
+    }
+}
+
 /// How a connection ended normally.
 #[derive(Debug)]
 enum End {
@@ -78,13 +88,15 @@ where
             info!(%peer, ?channel_id, reason = reason.as_str(), "connection closed by the node")
         }
         Ok(End::Shutdown) => debug!(%peer, ?channel_id, "connection closed for shutdown"),
-        Err(e) => {
-            if channel_id.is_some() {
-                info!(%peer, ?channel_id, error = %e, "publisher connection ended");
-            } else {
-                debug!(%peer, error = %e, "connection ended");
-            }
+        Err(e) if channel_id.is_some() => {
+            info!(%peer, ?channel_id, error = %e, "publisher connection ended")
         }
+        // Protocol violations and limits are worth an operator's attention; plain
+        // network noise (resets, scanners that hang up) is not.
+        Err(e) if e.is_protocol_violation() => {
+            info!(%peer, error = %e, "connection closed: protocol error")
+        }
+        Err(e) => debug!(%peer, error = %e, "connection ended"),
     }
     // Dropping the publish handle marks the channel offline (unless taken over).
     if let Some(handle) = conn.publish.take() {
