@@ -15,6 +15,7 @@ use crate::http::{self, HttpState};
 use crate::hub::{EndReason, Hub};
 use crate::ingest::{IngestContext, Listener};
 use crate::outbox::StatusOutbox;
+use crate::relay::RelayManager;
 use crate::store;
 
 /// Raises the soft open-files limit to the hard limit: each publisher is a socket.
@@ -65,10 +66,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
+    let relay = RelayManager::new(config.relay.clone())?;
+    if !config.relay.targets.is_empty() {
+        info!(
+            targets = config.relay.targets.len(),
+            "relaying every live stream"
+        );
+    }
     let ctx = Arc::new(IngestContext {
         config: config.rtmp.clone(),
         hub: hub.clone(),
         auth: Authorizer::new(store.clone(), config.auth.timeout),
+        relay: relay.clone(),
     });
     let listener = Listener::bind(ctx).await?;
     let http_addr = config.http_listen();
@@ -94,6 +103,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grace = config.status.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!("connections still open after the grace period");
+    }
+    // Relays unpublish upstream once their streams ended.
+    relay.tracker.close();
+    if tokio::time::timeout(grace, relay.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("relays still closing after the grace period");
     }
     outbox_stop.cancel();
     let _ = outbox_task.await;

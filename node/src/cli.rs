@@ -57,6 +57,9 @@ pub enum ChannelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set the channel's own extra relay targets (used with relay.per_channel_targets);
+    /// no URL clears them. They may embed third-party keys and are never printed.
+    SetRelayTargets { id: Uuid, urls: Vec<String> },
     /// Delete a channel; a live publish is ended.
     Delete { id: Uuid },
 }
@@ -146,6 +149,20 @@ async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
             } else {
                 println!("new stream key for {id}: {}", key.expose());
                 println!("A live publish with the old key ends within auth.recheck_interval.");
+            }
+        }
+        ChannelCommand::SetRelayTargets { id, urls } => {
+            for (i, u) in urls.iter().enumerate() {
+                crate::relay::target::TargetTemplate::new(u)
+                    .map_err(|e| anyhow::anyhow!("relay target {} {e}", i + 1))?;
+            }
+            anyhow::ensure!(
+                store.set_relay_targets(id, &urls).await?,
+                "no channel with id {id}"
+            );
+            println!("channel {id}: {} extra relay target(s) set", urls.len());
+            if !config.relay.per_channel_targets && !urls.is_empty() {
+                println!("note: relay.per_channel_targets is false in this configuration; they are not used until it is true.");
             }
         }
         ChannelCommand::Delete { id } => {

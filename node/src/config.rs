@@ -43,6 +43,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub status: StatusConfig,
+    pub relay: RelayConfig,
     pub log: LogConfig,
 }
 
@@ -146,6 +147,47 @@ impl Default for StatusConfig {
         Self {
             retry_max_backoff: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[relay]`: pass-through forwarding to upstream RTMP servers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// URL templates; placeholders `{channel_id}`, `{thumb_id}`, `{name}`.
+    pub targets: Vec<String>,
+    /// Also relay to each channel's own extra targets from the store.
+    pub per_channel_targets: bool,
+    pub chunk_size: u32,
+    pub queue_max_bytes: usize,
+    #[serde(with = "duration_str")]
+    pub queue_max_delay: Duration,
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub reconnect_min: Duration,
+    #[serde(with = "duration_str")]
+    pub reconnect_max: Duration,
+    /// Extra CA certificates (PEM) trusted for rtmps:// targets.
+    pub ca_file: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            per_channel_targets: false,
+            chunk_size: 60_000,
+            queue_max_bytes: 4 * 1024 * 1024,
+            queue_max_delay: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            ca_file: String::new(),
         }
     }
 }
@@ -269,6 +311,10 @@ impl Config {
             ("auth.timeout", self.auth.timeout),
             ("auth.recheck_interval", self.auth.recheck_interval),
             ("status.retry_max_backoff", self.status.retry_max_backoff),
+            ("relay.queue_max_delay", self.relay.queue_max_delay),
+            ("relay.connect_timeout", self.relay.connect_timeout),
+            ("relay.write_timeout", self.relay.write_timeout),
+            ("relay.reconnect_min", self.relay.reconnect_min),
         ] {
             if d.is_zero() {
                 return Err(invalid(
@@ -304,6 +350,44 @@ impl Config {
                 "rtmp.max_partial_bytes",
                 r.max_partial_bytes,
                 "must be at least rtmp.max_message_size",
+            ));
+        }
+        for (i, t) in self.relay.targets.iter().enumerate() {
+            if let Err(e) = crate::relay::target::TargetTemplate::new(t) {
+                let shown = t.split('?').next().unwrap_or_default();
+                return Err(ConfigError::Invalid {
+                    key: "relay.targets",
+                    value: format!("[{i}] {shown:?}"),
+                    problem: format!("{e}"),
+                });
+            }
+        }
+        if !(128..=16_777_215).contains(&self.relay.chunk_size) {
+            return Err(invalid(
+                "relay.chunk_size",
+                self.relay.chunk_size,
+                "must be between 128 and 16777215 (60000 is a good value)",
+            ));
+        }
+        if self.relay.queue_max_bytes < 64 * 1024 {
+            return Err(invalid(
+                "relay.queue_max_bytes",
+                self.relay.queue_max_bytes,
+                "must be at least 65536 (a keyframe must fit)",
+            ));
+        }
+        if self.relay.reconnect_max < self.relay.reconnect_min {
+            return Err(invalid(
+                "relay.reconnect_max",
+                humantime::format_duration(self.relay.reconnect_max),
+                "must not be shorter than relay.reconnect_min",
+            ));
+        }
+        if !self.relay.ca_file.is_empty() && !Path::new(&self.relay.ca_file).is_file() {
+            return Err(invalid(
+                "relay.ca_file",
+                format!("{:?}", self.relay.ca_file),
+                "is not a readable file (PEM certificates)",
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -1,6 +1,7 @@
 //! HTTP: `GET /healthz`, `GET /api/v1/streams` (public data only: never a key, never
 //! a peer address). Errors are JSON `{"error": "..."}`.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -35,6 +36,20 @@ pub struct StreamInfo {
     pub bitrate_kbps: u64,
     /// File name of the thumbnail: md5 of the channel UUID, `.jpg`.
     pub thumbnail: String,
+    pub relays: Vec<RelayInfo>,
+}
+
+/// State of one relay target of a live stream.
+#[derive(Debug, Serialize)]
+pub struct RelayInfo {
+    /// Scheme, host, port, app and public name only.
+    pub url: String,
+    pub connected: bool,
+    pub reconnects: u64,
+    pub bytes_sent: u64,
+    pub dropped_messages: u64,
+    pub dropped_bytes: u64,
+    pub last_error: Option<String>,
 }
 
 /// `md5(lowercase hyphenated uuid).jpg`: the public thumbnail name.
@@ -77,6 +92,25 @@ async fn streams(State(state): State<HttpState>) -> Response {
         .into_iter()
         .map(|s| {
             let st = s.stats();
+            let relays = s
+                .media
+                .lock()
+                .expect("media lock")
+                .relays
+                .iter()
+                .map(|r| {
+                    let q = &r.queue.stats;
+                    RelayInfo {
+                        url: r.display_url.clone(),
+                        connected: q.connected.load(Relaxed),
+                        reconnects: q.reconnects.load(Relaxed),
+                        bytes_sent: q.bytes_sent.load(Relaxed),
+                        dropped_messages: q.dropped_messages.load(Relaxed),
+                        dropped_bytes: q.dropped_bytes.load(Relaxed),
+                        last_error: r.last_error.lock().expect("relay error lock").clone(),
+                    }
+                })
+                .collect();
             StreamInfo {
                 channel_id: s.channel_id,
                 name: s.name.clone(),
@@ -88,6 +122,7 @@ async fn streams(State(state): State<HttpState>) -> Response {
                 fps: (st.fps * 100.0).round() / 100.0,
                 bitrate_kbps: st.bitrate_bps / 1000,
                 thumbnail: thumbnail_name(&s.channel_id),
+                relays,
             }
         })
         .collect();

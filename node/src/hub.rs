@@ -18,7 +18,10 @@ use media::{AudioTag, KeyframeCache, StatsSnapshot, StreamStats, VideoTag};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use rtmp::message::{MSG_AUDIO, MSG_VIDEO};
+
 use crate::outbox::StatusOutbox;
+use crate::relay::queue::{RelayItem, RelayQueue};
 use crate::store::{Channel, StatusUpdate};
 
 /// Why a publish ended, when the node ended it.
@@ -42,11 +45,28 @@ impl EndReason {
     }
 }
 
-/// Media state of a live stream, behind one short-held lock.
+/// A relay target attached to a live stream.
+#[derive(Debug)]
+pub struct RelayAttachment {
+    /// The target as it may be shown (no userinfo, no query, secrets masked).
+    pub display_url: String,
+    pub queue: Arc<RelayQueue>,
+    /// Last failure, for the API.
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+/// Media state of a live stream, behind one short-held lock. The ingest connection
+/// updates it and fans each message out to the relay queues in the same critical
+/// section, so a relay that snapshots the cache under this lock sees a consistent
+/// cut between "in the snapshot" and "in my queue".
 #[derive(Debug, Default)]
 pub struct MediaState {
     pub cache: KeyframeCache,
     pub stats: StreamStats,
+    /// Relay queues fed by this stream.
+    pub relays: Vec<RelayAttachment>,
+    /// Whether any video was seen (an audio-only stream restarts on any audio).
+    pub has_video: bool,
 }
 
 /// One live publish.
@@ -84,37 +104,88 @@ impl LiveStream {
         self.end_reason.get().copied()
     }
 
-    pub fn on_metadata(&self, body: Bytes) {
+    pub fn on_metadata(&self, timestamp: u32, body: Bytes) {
         let size = metadata_size(&body);
+        let now = Instant::now();
         let mut m = self.media.lock().expect("media lock");
         if let Some((w, h)) = size {
             m.stats.on_metadata_size(w, h);
         }
+        for r in &m.relays {
+            r.queue.push(
+                RelayItem::Metadata {
+                    timestamp,
+                    payload: body.clone(),
+                },
+                false,
+                now,
+            );
+        }
         m.cache.on_metadata(body);
     }
 
-    /// Records a video message. Malformed tags are still counted as bytes.
+    /// Records a video message and hands it to the relays. Tags that cannot be
+    /// classified are relayed unchanged but not interpreted.
     pub fn on_video(&self, timestamp: u32, body: &Bytes) {
-        let now = self.ms_since_start();
-        if let Ok(tag) = VideoTag::parse(body) {
-            let mut m = self.media.lock().expect("media lock");
-            m.stats.on_video(now, body, &tag);
-            m.cache.on_video(timestamp, body, &tag);
+        let ms = self.ms_since_start();
+        let now = Instant::now();
+        let tag = VideoTag::parse(body).ok();
+        let mut m = self.media.lock().expect("media lock");
+        m.has_video = true;
+        if let Some(tag) = &tag {
+            m.stats.on_video(ms, body, tag);
+            m.cache.on_video(timestamp, body, tag);
+        }
+        let keyframe = tag.is_some_and(|t| t.is_keyframe_data());
+        for r in &m.relays {
+            r.queue
+                .push(media_item(MSG_VIDEO, timestamp, body), keyframe, now);
         }
     }
 
     pub fn on_audio(&self, timestamp: u32, body: &Bytes) {
-        let now = self.ms_since_start();
-        if let Ok(tag) = AudioTag::parse(body) {
-            let mut m = self.media.lock().expect("media lock");
-            m.stats.on_audio(now, body, &tag);
-            m.cache.on_audio(timestamp, body, &tag);
+        let ms = self.ms_since_start();
+        let now = Instant::now();
+        let tag = AudioTag::parse(body).ok();
+        let mut m = self.media.lock().expect("media lock");
+        if let Some(tag) = &tag {
+            m.stats.on_audio(ms, body, tag);
+            m.cache.on_audio(timestamp, body, tag);
+        }
+        let restart_point = !m.has_video;
+        for r in &m.relays {
+            r.queue
+                .push(media_item(MSG_AUDIO, timestamp, body), restart_point, now);
+        }
+    }
+
+    /// Attaches a relay queue (fed from the next message on).
+    pub fn attach_relay(&self, attachment: RelayAttachment) {
+        self.media
+            .lock()
+            .expect("media lock")
+            .relays
+            .push(attachment);
+    }
+
+    /// Closes every relay queue: the relays unpublish and disconnect.
+    pub fn close_relays(&self) {
+        for r in &self.media.lock().expect("media lock").relays {
+            r.queue.close();
         }
     }
 
     pub fn stats(&self) -> StatsSnapshot {
         let now = self.ms_since_start();
         self.media.lock().expect("media lock").stats.snapshot(now)
+    }
+}
+
+fn media_item(type_id: u8, timestamp: u32, body: &Bytes) -> RelayItem {
+    RelayItem::Media {
+        type_id,
+        timestamp,
+        payload: body.clone(),
     }
 }
 
@@ -233,6 +304,7 @@ pub struct PublishHandle {
 
 impl Drop for PublishHandle {
     fn drop(&mut self) {
+        self.stream.close_relays();
         self.hub.finish(&self.stream);
     }
 }
@@ -248,6 +320,7 @@ mod tests {
             is_live: false,
             live_since: None,
             last_seen: None,
+            relay_targets: Vec::new(),
         }
     }
 

@@ -10,5 +10,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod key;
+pub mod net;
 pub mod outbox;
+pub mod relay;
 pub mod store;

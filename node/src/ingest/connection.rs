@@ -6,7 +6,6 @@
 //!
 //! Generic over `AsyncRead + AsyncWrite`, so tests can drive it over an in-memory pipe.
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use bytes::BytesMut;
 use rtmp::handshake::{HandshakeError, ServerHandshake};
 use rtmp::{ChunkLimits, OutputQueue, ServerConfig, ServerEvent, ServerSession, SessionError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -22,12 +22,11 @@ use super::IngestContext;
 use crate::auth::AuthDecision;
 use crate::hub::{EndReason, PublishHandle};
 use crate::key::StreamKey;
+use crate::net::{write_queued, WriteError};
 
 /// Spare read-buffer capacity reserved before each read. Small, because thousands of
 /// connections each hold one; it grows when a large chunk needs it.
 const READ_RESERVE: usize = 8 * 1024;
-/// Most slices handed to one vectored write.
-const MAX_IOV: usize = 64;
 
 /// Why a connection ended abnormally. None of these affects another connection.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                                 .hub
                                 .start_publish(&channel, key.sha256_hex(), self.peer);
                         info!(peer = %self.peer, channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
+                        self.ctx.relay.attach(&handle.stream, &channel);
                         self.publish = Some(handle);
                     }
                     AuthDecision::UnknownKey => {
@@ -257,9 +257,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
             }
-            ServerEvent::Metadata { payload, .. } => {
+            ServerEvent::Metadata {
+                timestamp, payload, ..
+            } => {
                 if let Some(p) = &self.publish {
-                    p.stream.on_metadata(payload);
+                    p.stream.on_metadata(timestamp, payload);
                 }
             }
             ServerEvent::Video(m) => {
@@ -281,28 +283,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(None)
     }
 
-    /// Writes everything queued, with vectored writes, under the write deadline.
+    /// Writes everything queued under the write deadline.
     async fn flush(&mut self, out: &mut OutputQueue) -> Result<(), ConnectionError> {
-        if out.is_empty() {
-            return Ok(());
+        match write_queued(&mut self.io, out, self.ctx.config.write_timeout).await {
+            Ok(_) => Ok(()),
+            Err(WriteError::Io(e)) => Err(e.into()),
+            Err(WriteError::Timeout(d)) => Err(ConnectionError::WriteTimeout(d)),
         }
-        let deadline = self.ctx.config.write_timeout;
-        let io = &mut self.io;
-        let write = async {
-            while !out.is_empty() {
-                let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                let n = out.io_slices(&mut slices);
-                let written = io.write_vectored(&slices[..n]).await?;
-                if written == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
-                }
-                out.advance(written);
-            }
-            io.flush().await
-        };
-        tokio::time::timeout(deadline, write)
-            .await
-            .map_err(|_| ConnectionError::WriteTimeout(deadline))??;
-        Ok(())
     }
 }

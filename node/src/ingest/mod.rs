@@ -15,12 +15,14 @@ use tracing::{debug, info, warn};
 use crate::auth::Authorizer;
 use crate::config::RtmpConfig;
 use crate::hub::Hub;
+use crate::relay::RelayManager;
 
 /// What every connection task shares.
 pub struct IngestContext {
     pub config: RtmpConfig,
     pub hub: Arc<Hub>,
     pub auth: Authorizer,
+    pub relay: Arc<RelayManager>,
 }
 
 /// Accepts RTMP connections until `cancel`.

@@ -23,6 +23,9 @@ pub struct Channel {
     pub is_live: bool,
     pub live_since: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
+    /// Extra relay targets of this channel (may embed third-party keys: never shown).
+    #[serde(skip)]
+    pub relay_targets: Vec<String>,
 }
 
 /// One live/offline transition, from one publish session.
@@ -64,6 +67,8 @@ pub trait ChannelStore: Send + Sync + 'static {
     async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
     /// Gives the channel a new key; `None` when there is no such channel.
     async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError>;
+    /// Replaces the channel's extra relay targets; `false` when there is no channel.
+    async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError>;
     /// Deletes the channel; `false` when there was none.
     async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError>;
 }

@@ -26,8 +26,12 @@ CREATE TABLE IF NOT EXISTS channels (
     live_since      TEXT,
     last_seen       TEXT,
     live_session    TEXT,
+    relay_targets   TEXT,
     created_at      TEXT NOT NULL
 );";
+
+/// Columns added after the first release, created on open when missing.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("relay_targets", "TEXT")];
 
 /// Channels in a SQLite file.
 #[derive(Clone)]
@@ -66,10 +70,14 @@ fn row_to_channel(row: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
         is_live: row.get::<_, i64>(2)? != 0,
         live_since: parse_time(row.get(3)?),
         last_seen: parse_time(row.get(4)?),
+        relay_targets: row
+            .get::<_, Option<String>>(5)?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
     })
 }
 
-const CHANNEL_COLUMNS: &str = "id, name, is_live, live_since, last_seen";
+const CHANNEL_COLUMNS: &str = "id, name, is_live, live_since, last_seen, relay_targets";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its folder.
@@ -88,6 +96,15 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.execute_batch(SCHEMA)?;
+            let existing: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info('channels')")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for (col, ty) in ADDED_COLUMNS {
+                if !existing.iter().any(|c| c == col) {
+                    conn.execute_batch(&format!("ALTER TABLE channels ADD COLUMN {col} {ty}"))?;
+                }
+            }
             Ok(SqliteStore {
                 conn: Arc::new(Mutex::new(conn)),
             })
@@ -202,6 +219,7 @@ impl ChannelStore for SqliteStore {
                 is_live: false,
                 live_since: None,
                 last_seen: None,
+                relay_targets: Vec::new(),
             };
             Ok((channel, key))
         })
@@ -227,6 +245,18 @@ impl ChannelStore for SqliteStore {
                 params![id.to_string(), key.sha256_hex()],
             )?;
             Ok((n > 0).then_some(key))
+        })
+        .await
+    }
+
+    async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError> {
+        let json = (!targets.is_empty())
+            .then(|| serde_json::to_string(targets).expect("strings serialize"));
+        self.with(move |c| {
+            Ok(c.execute(
+                "UPDATE channels SET relay_targets = ?2 WHERE id = ?1",
+                params![id.to_string(), json],
+            )? > 0)
         })
         .await
     }
@@ -294,6 +324,24 @@ mod tests {
             s.key_hashes(&[ch.id]).await.unwrap()[&ch.id],
             new_key.sha256_hex()
         );
+        let targets = vec!["rtmp://a.example/live2/third-party-key".to_string()];
+        assert!(s.set_relay_targets(ch.id, &targets).await.unwrap());
+        assert_eq!(
+            s.find_by_key(&new_key)
+                .await
+                .unwrap()
+                .unwrap()
+                .relay_targets,
+            targets
+        );
+        assert!(s.set_relay_targets(ch.id, &[]).await.unwrap());
+        assert!(s
+            .find_by_key(&new_key)
+            .await
+            .unwrap()
+            .unwrap()
+            .relay_targets
+            .is_empty());
         assert!(s.delete_channel(ch.id).await.unwrap());
         assert!(!s.delete_channel(ch.id).await.unwrap());
         assert!(s.key_hashes(&[ch.id]).await.unwrap().is_empty());

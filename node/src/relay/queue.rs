@@ -1,0 +1,268 @@
+//! The queue between ingest and one relay target. Ingest pushes without ever waiting;
+//! the queue is bounded by bytes and by the age of its oldest item. On overflow it
+//! drops everything queued and every new message until the next video keyframe, counts
+//! what it dropped, and marks the restart point with [`RelayItem::Resync`] so the relay
+//! re-sends metadata and sequence headers before that keyframe.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// One thing to send upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayItem {
+    /// Audio (8) or video (9) message, payload shared with ingest.
+    Media {
+        type_id: u8,
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// `onMetaData` body.
+    Metadata { timestamp: u32, payload: Bytes },
+    /// Frames were dropped; re-send metadata and sequence headers first.
+    Resync,
+}
+
+impl RelayItem {
+    fn size(&self) -> usize {
+        match self {
+            RelayItem::Media { payload, .. } | RelayItem::Metadata { payload, .. } => payload.len(),
+            RelayItem::Resync => 0,
+        }
+    }
+}
+
+/// Bounds of a queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_bytes: usize,
+    pub max_delay: Duration,
+}
+
+/// Counters and state shown in the API.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub connected: AtomicBool,
+    pub reconnects: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub dropped_messages: AtomicU64,
+    pub dropped_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    items: VecDeque<(RelayItem, Instant)>,
+    bytes: usize,
+    /// Dropping until the next video keyframe.
+    waiting_keyframe: bool,
+    /// Whether delivery ever started: what precedes the first keyframe of a stream is
+    /// not lost (the relay sends metadata and sequence headers from the cache), so it
+    /// is not counted as dropped.
+    started: bool,
+    closed: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct RelayQueue {
+    inner: Mutex<Inner>,
+    wake: Notify,
+    limits: QueueLimits,
+    pub stats: RelayStats,
+}
+
+impl RelayQueue {
+    /// A new queue; it starts waiting for a keyframe.
+    pub fn new(limits: QueueLimits) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                items: VecDeque::new(),
+                bytes: 0,
+                waiting_keyframe: true,
+                started: false,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            limits,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Empties the queue, counting the media it held as dropped.
+    fn clear(&self, q: &mut Inner) {
+        let n = q
+            .items
+            .iter()
+            .filter(|(i, _)| *i != RelayItem::Resync)
+            .count() as u64;
+        let b = q.bytes;
+        q.items.clear();
+        q.bytes = 0;
+        q.waiting_keyframe = true;
+        if n > 0 {
+            self.count_drop(n, b);
+        }
+    }
+
+    fn count_drop(&self, messages: u64, bytes: usize) {
+        self.stats
+            .dropped_messages
+            .fetch_add(messages, Ordering::Relaxed);
+        self.stats
+            .dropped_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Queues an item. `keyframe` marks a video keyframe (a restart point). Never blocks
+    /// for longer than the short critical section.
+    pub fn push(&self, item: RelayItem, keyframe: bool, now: Instant) {
+        let size = item.size();
+        let mut q = self.inner.lock().expect("relay queue lock");
+        if q.closed {
+            return;
+        }
+        let too_old = q
+            .items
+            .front()
+            .is_some_and(|(_, t)| now.duration_since(*t) > self.limits.max_delay);
+        if !q.waiting_keyframe && (q.bytes + size > self.limits.max_bytes || too_old) {
+            self.clear(&mut q);
+        }
+        if q.waiting_keyframe {
+            if !keyframe {
+                let started = q.started;
+                drop(q);
+                if started {
+                    self.count_drop(1, size);
+                }
+                return;
+            }
+            q.waiting_keyframe = false;
+            q.started = true;
+            q.items.push_back((RelayItem::Resync, now));
+        }
+        q.bytes += size;
+        q.items.push_back((item, now));
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Moves everything queued into `out`; returns `false` once the queue is closed and
+    /// empty (the publish ended).
+    pub fn drain(&self, out: &mut Vec<RelayItem>) -> bool {
+        let mut q = self.inner.lock().expect("relay queue lock");
+        out.extend(q.items.drain(..).map(|(i, _)| i));
+        q.bytes = 0;
+        !q.closed
+    }
+
+    /// Whether nothing is queued (a fresh connection may then start from the cached
+    /// keyframe).
+    pub fn is_waiting_empty(&self) -> bool {
+        let q = self.inner.lock().expect("relay queue lock");
+        q.items.is_empty() && q.waiting_keyframe
+    }
+
+    /// Drops what is queued and waits for the next keyframe (after a lost connection:
+    /// what was queued for it is stale).
+    pub fn restart(&self) {
+        let mut q = self.inner.lock().expect("relay queue lock");
+        self.clear(&mut q);
+    }
+
+    /// The publish ended: the relay sends what is left, unpublishes and closes.
+    pub fn close(&self) {
+        self.inner.lock().expect("relay queue lock").closed = true;
+        self.wake.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("relay queue lock").closed
+    }
+
+    /// Waits until something was pushed or the queue closed.
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(n: usize) -> RelayItem {
+        RelayItem::Media {
+            type_id: 9,
+            timestamp: 0,
+            payload: Bytes::from(vec![0u8; n]),
+        }
+    }
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            max_bytes: 1000,
+            max_delay: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn starts_at_a_keyframe_with_a_resync() {
+        let q = RelayQueue::new(limits());
+        let t = Instant::now();
+        q.push(media(10), false, t);
+        q.push(media(20), true, t);
+        q.push(media(30), false, t);
+        let mut out = Vec::new();
+        assert!(q.drain(&mut out));
+        assert_eq!(out, vec![RelayItem::Resync, media(20), media(30)]);
+        // What precedes the stream's first keyframe is not a loss.
+        assert_eq!(q.stats.dropped_messages.load(Ordering::Relaxed), 0);
+        q.restart();
+        q.push(media(5), false, t);
+        assert_eq!(q.stats.dropped_messages.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn overflow_by_bytes_drops_to_the_next_keyframe() {
+        let q = RelayQueue::new(limits());
+        let t = Instant::now();
+        q.push(media(400), true, t);
+        q.push(media(400), false, t);
+        q.push(media(400), false, t); // 1200 > 1000: everything goes
+        q.push(media(100), false, t); // still waiting
+        q.push(media(50), true, t);
+        let mut out = Vec::new();
+        q.drain(&mut out);
+        assert_eq!(out, vec![RelayItem::Resync, media(50)]);
+        assert_eq!(q.stats.dropped_messages.load(Ordering::Relaxed), 4);
+        assert_eq!(q.stats.dropped_bytes.load(Ordering::Relaxed), 1300);
+    }
+
+    #[test]
+    fn overflow_by_age() {
+        let q = RelayQueue::new(limits());
+        let t = Instant::now();
+        q.push(media(1), true, t);
+        q.push(media(1), false, t + Duration::from_secs(3));
+        let mut out = Vec::new();
+        q.drain(&mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(q.stats.dropped_messages.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn close_ends_the_drain() {
+        let q = RelayQueue::new(limits());
+        q.push(media(1), true, Instant::now());
+        q.close();
+        let mut out = Vec::new();
+        assert!(!q.drain(&mut out));
+        assert_eq!(out.len(), 2, "what was queued is still delivered");
+        q.push(media(1), true, Instant::now());
+        assert!(!q.drain(&mut Vec::new()));
+    }
+}
