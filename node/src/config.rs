@@ -171,6 +171,8 @@ pub struct RelayConfig {
     pub reconnect_min: Duration,
     #[serde(with = "duration_str")]
     pub reconnect_max: Duration,
+    /// Kernel send buffer per upstream socket (0: the kernel's auto-tuning).
+    pub send_buffer: u32,
     /// Extra CA certificates (PEM) trusted for rtmps:// targets.
     pub ca_file: String,
 }
@@ -187,6 +189,7 @@ impl Default for RelayConfig {
             write_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            send_buffer: 256 * 1024,
             ca_file: String::new(),
         }
     }

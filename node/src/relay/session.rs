@@ -13,7 +13,7 @@ use rtmp::handshake::{ClientHandshake, HandshakeKind};
 use rtmp::message::{MSG_AUDIO, MSG_VIDEO};
 use rtmp::{ClientConfig, ClientEvent, ClientSession, SessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
@@ -127,10 +127,35 @@ impl RelayTask {
         }
     }
 
-    async fn connect(&self) -> Result<Box<dyn Io>, RelayError> {
-        let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
+    /// Connects to the first address of the host that answers, with the configured
+    /// send buffer.
+    async fn connect_tcp(&self) -> Result<TcpStream, RelayError> {
+        let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port))
             .await
             .map_err(RelayError::Connect)?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address");
+        for addr in addrs {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(RelayError::Connect)?;
+            if self.config.send_buffer > 0 {
+                socket
+                    .set_send_buffer_size(self.config.send_buffer)
+                    .map_err(RelayError::Connect)?;
+            }
+            match socket.connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(RelayError::Connect(last))
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Io>, RelayError> {
+        let tcp = self.connect_tcp().await?;
         let _ = tcp.set_nodelay(true);
         if !self.url.tls {
             return Ok(Box::new(tcp));
