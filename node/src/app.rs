@@ -59,10 +59,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.status.retry_max_backoff,
         outbox_stop.clone(),
     ));
+    let thumbs = &config.thumbnails;
+    let mut thumbnails_on = thumbs.enabled;
+    if thumbs.enabled {
+        tokio::fs::create_dir_all(&thumbs.dir).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create thumbnails.dir {} ({e})",
+                thumbs.dir.display()
+            )
+        })?;
+        match crate::thumbs::probe_ffmpeg(&thumbs.ffmpeg).await {
+            Ok(version) => {
+                info!(%version, workers = thumbs.worker_count(), dir = %thumbs.dir.display(), "thumbnails on")
+            }
+            Err(e) => {
+                // Everything but thumbnails still works.
+                warn!(error = %e, "thumbnails disabled: ffmpeg is not available; install it (apt-get install ffmpeg) or set thumbnails.ffmpeg");
+                thumbnails_on = false;
+            }
+        }
+    }
+    if thumbnails_on {
+        let mut tc = thumbs.clone();
+        tc.workers = tc.worker_count();
+        let scheduler = crate::thumbs::ThumbnailScheduler::new(tc, hub.clone());
+        tokio::spawn(scheduler.run(cancel.clone()));
+    }
     tokio::spawn(auth::watch_keys(
         hub.clone(),
         store.clone(),
         config.auth.recheck_interval,
+        thumbs.enabled.then(|| thumbs.dir.clone()),
         cancel.clone(),
     ));
 
@@ -85,7 +112,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
     })?;
     info!(addr = %http_listener.local_addr()?, "HTTP listening");
-    let router = http::router(HttpState { hub: hub.clone() });
+    let router = http::router(HttpState {
+        hub: hub.clone(),
+        thumbnails_dir: config.thumbnails.dir.clone(),
+    });
     let http_cancel = cancel.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, router)

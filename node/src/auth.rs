@@ -1,6 +1,7 @@
 //! Publish authorization: stream key → channel, with a deadline, and the watcher that
 //! ends live publishes whose key was rotated or whose channel was deleted.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,10 +52,12 @@ impl Authorizer {
 /// Every `interval`, checks that each live publish's key is still its channel's key;
 /// ends the publishes whose key was rotated or whose channel is gone. When the store
 /// is unreachable nothing is ended.
+/// The thumbnail of a deleted channel is removed from `thumbnail_dir`.
 pub async fn watch_keys(
     hub: Arc<Hub>,
     store: Arc<dyn ChannelStore>,
     interval: Duration,
+    thumbnail_dir: Option<PathBuf>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -77,12 +80,17 @@ pub async fn watch_keys(
             }
         };
         for stream in live {
-            let valid = current
-                .get(&stream.channel_id)
-                .is_some_and(|h| constant_time_eq(h.as_bytes(), stream.key_hash.as_bytes()));
-            if !valid {
-                info!(channel_id = %stream.channel_id, session = %stream.session_id, "ending publish: stream key rotated or channel deleted");
-                stream.end(EndReason::KeyRevoked);
+            let reason = match current.get(&stream.channel_id) {
+                None => EndReason::ChannelDeleted,
+                Some(h) if !constant_time_eq(h.as_bytes(), stream.key_hash.as_bytes()) => {
+                    EndReason::KeyRevoked
+                }
+                Some(_) => continue,
+            };
+            info!(channel_id = %stream.channel_id, session = %stream.session_id, reason = reason.as_str(), "ending publish");
+            stream.end(reason);
+            if let (EndReason::ChannelDeleted, Some(dir)) = (reason, &thumbnail_dir) {
+                crate::thumbs::remove_deleted(dir, &stream.channel_id).await;
             }
         }
     }

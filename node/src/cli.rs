@@ -167,6 +167,8 @@ async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
         }
         ChannelCommand::Delete { id } => {
             anyhow::ensure!(store.delete_channel(id).await?, "no channel with id {id}");
+            // A running node ends a live publish and removes the thumbnail too.
+            crate::thumbs::remove_deleted(&config.thumbnails.dir, &id).await;
             println!("channel {id} deleted");
         }
     }

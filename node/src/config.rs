@@ -44,6 +44,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub status: StatusConfig,
     pub relay: RelayConfig,
+    pub thumbnails: ThumbnailConfig,
     pub log: LogConfig,
 }
 
@@ -195,6 +196,53 @@ impl Default for RelayConfig {
     }
 }
 
+/// `[thumbnails]`: one JPEG per live channel, refreshed every `interval`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThumbnailConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+    /// Output width in pixels (height keeps the aspect ratio; never upscaled).
+    pub width: u32,
+    /// JPEG quality, 1 (smallest) to 100 (best).
+    pub quality: u8,
+    /// Concurrent ffmpeg processes; 0 means half the cores (at least 1).
+    pub workers: usize,
+    /// An ffmpeg still running after this is killed.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// The ffmpeg program (name on PATH or absolute path).
+    pub ffmpeg: String,
+}
+
+impl Default for ThumbnailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from("./data/thumbs"),
+            interval: Duration::from_secs(10),
+            width: 640,
+            quality: 80,
+            workers: 0,
+            timeout: Duration::from_secs(5),
+            ffmpeg: "ffmpeg".into(),
+        }
+    }
+}
+
+impl ThumbnailConfig {
+    /// `workers` with 0 resolved to half the cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (cores / 2).max(1)
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -318,6 +366,8 @@ impl Config {
             ("relay.connect_timeout", self.relay.connect_timeout),
             ("relay.write_timeout", self.relay.write_timeout),
             ("relay.reconnect_min", self.relay.reconnect_min),
+            ("thumbnails.interval", self.thumbnails.interval),
+            ("thumbnails.timeout", self.thumbnails.timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(
@@ -391,6 +441,35 @@ impl Config {
                 "relay.ca_file",
                 format!("{:?}", self.relay.ca_file),
                 "is not a readable file (PEM certificates)",
+            ));
+        }
+        let t = &self.thumbnails;
+        if !(16..=7680).contains(&t.width) || t.width % 2 != 0 {
+            return Err(invalid(
+                "thumbnails.width",
+                t.width,
+                "must be an even number of pixels between 16 and 7680, e.g. 640",
+            ));
+        }
+        if !(1..=100).contains(&t.quality) {
+            return Err(invalid(
+                "thumbnails.quality",
+                t.quality,
+                "must be between 1 and 100 (80 is a good value)",
+            ));
+        }
+        if t.dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "thumbnails.dir",
+                "\"\"",
+                "must name a folder, e.g. \"./data/thumbs\"",
+            ));
+        }
+        if t.ffmpeg.is_empty() {
+            return Err(invalid(
+                "thumbnails.ffmpeg",
+                "\"\"",
+                "must name the ffmpeg program, e.g. \"ffmpeg\"",
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

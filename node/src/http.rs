@@ -1,11 +1,14 @@
 //! HTTP: `GET /healthz`, `GET /api/v1/streams` (public data only: never a key, never
-//! a peer address). Errors are JSON `{"error": "..."}`.
+//! a peer address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
+//! `{"error": "..."}`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::path::PathBuf;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +23,8 @@ use crate::hub::Hub;
 #[derive(Clone)]
 pub struct HttpState {
     pub hub: Arc<Hub>,
+    /// Folder of the thumbnails.
+    pub thumbnails_dir: PathBuf,
 }
 
 /// One live stream in `/api/v1/streams`.
@@ -36,6 +41,10 @@ pub struct StreamInfo {
     pub bitrate_kbps: u64,
     /// File name of the thumbnail: md5 of the channel UUID, `.jpg`.
     pub thumbnail: String,
+    /// Where this node serves it.
+    pub thumbnail_url: String,
+    /// When it was last refreshed (null until the first one is written).
+    pub thumbnail_updated_at: Option<DateTime<Utc>>,
     pub relays: Vec<RelayInfo>,
 }
 
@@ -64,6 +73,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/streams", get(streams))
+        .route("/thumbs/{name}", get(thumbnail))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -122,12 +132,74 @@ async fn streams(State(state): State<HttpState>) -> Response {
                 fps: (st.fps * 100.0).round() / 100.0,
                 bitrate_kbps: st.bitrate_bps / 1000,
                 thumbnail: thumbnail_name(&s.channel_id),
+                thumbnail_url: format!("/thumbs/{}", thumbnail_name(&s.channel_id)),
+                thumbnail_updated_at: *s.thumbnail_updated_at.lock().expect("thumb time"),
                 relays,
             }
         })
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     Json(serde_json::json!({ "streams": list })).into_response()
+}
+
+/// `<32 lowercase hex>.jpg`: the only names ever served (no traversal possible).
+fn is_thumbnail_name(name: &str) -> bool {
+    name.len() == 36
+        && name.ends_with(".jpg")
+        && name[..32]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+async fn thumbnail(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !is_thumbnail_name(&name) {
+        return not_found().await;
+    }
+    let path = state.thumbnails_dir.join(&name);
+    let (meta, body) = match tokio::fs::metadata(&path).await {
+        Ok(m) => match tokio::fs::read(&path).await {
+            Ok(b) => (m, b),
+            Err(_) => return not_found().await,
+        },
+        Err(_) => return not_found().await,
+    };
+    let modified: DateTime<Utc> = meta
+        .modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now());
+    let etag = format!(
+        "\"{:x}-{:x}\"",
+        body.len(),
+        modified.timestamp_nanos_opt().unwrap_or_default()
+    );
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
+    let last_modified = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    h.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&last_modified).expect("ascii"),
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    (StatusCode::OK, h, body).into_response()
 }
 
 #[cfg(test)]
@@ -144,5 +216,20 @@ mod tests {
         );
         assert_eq!(thumbnail_name(&id), expected);
         assert_eq!(expected.len(), 32 + 4);
+        assert!(is_thumbnail_name(&expected));
+    }
+
+    #[test]
+    fn only_thumbnail_names_are_served() {
+        for bad in [
+            "../streamgate.toml",
+            "..%2f..%2fetc%2fpasswd",
+            "0123456789abcdef0123456789abcdef.png",
+            "0123456789ABCDEF0123456789ABCDEF.jpg",
+            "/0123456789abcdef0123456789abcde.jpg",
+            "",
+        ] {
+            assert!(!is_thumbnail_name(bad), "{bad}");
+        }
     }
 }

@@ -29,8 +29,10 @@ use crate::store::{Channel, StatusUpdate};
 pub enum EndReason {
     /// A new publisher with the same key took over.
     TakenOver,
-    /// The key was rotated or the channel deleted.
+    /// The stream key was rotated.
     KeyRevoked,
+    /// The channel was deleted.
+    ChannelDeleted,
     /// The node is shutting down.
     Shutdown,
 }
@@ -39,7 +41,8 @@ impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::TakenOver => "taken over by a new publisher with the same key",
-            EndReason::KeyRevoked => "stream key rotated or channel deleted",
+            EndReason::KeyRevoked => "stream key rotated",
+            EndReason::ChannelDeleted => "channel deleted",
             EndReason::Shutdown => "node shutting down",
         }
     }
@@ -87,6 +90,8 @@ pub struct LiveStream {
     /// Set before `cancel` fires.
     end_reason: OnceLock<EndReason>,
     pub media: Mutex<MediaState>,
+    /// When the thumbnail was last written.
+    pub thumbnail_updated_at: crate::thumbs::ThumbnailTime,
 }
 
 impl LiveStream {
@@ -245,6 +250,7 @@ impl Hub {
             cancel: CancellationToken::new(),
             end_reason: OnceLock::new(),
             media: Mutex::new(MediaState::default()),
+            thumbnail_updated_at: Mutex::new(None),
         });
         let previous = self
             .live

@@ -14,3 +14,4 @@ pub mod net;
 pub mod outbox;
 pub mod relay;
 pub mod store;
+pub mod thumbs;
