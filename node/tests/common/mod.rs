@@ -692,3 +692,92 @@ impl HookServer {
         self.requests.lock().unwrap().join("\n")
     }
 }
+
+/// A publisher made of our own client session over a blocking socket: it does exactly
+/// what the test says (e.g. go silent), unlike ffmpeg.
+pub struct RawPublisher {
+    sock: TcpStream,
+    session: rtmp::ClientSession,
+    buf: bytes::BytesMut,
+}
+
+impl RawPublisher {
+    pub fn write_out(&mut self) {
+        let out = self.session.output().take_contiguous();
+        self.sock.write_all(&out).unwrap();
+    }
+
+    /// Connects and publishes; `Err` carries the server's refusal.
+    pub fn publish(port: u16, app: &str, key: &str) -> Result<RawPublisher, String> {
+        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut hs = rtmp::handshake::ClientHandshake::new(rtmp::handshake::HandshakeKind::Simple);
+        let mut out = bytes::BytesMut::new();
+        hs.start(&mut out);
+        sock.write_all(&out).unwrap();
+        out.clear();
+        let mut buf = bytes::BytesMut::new();
+        let mut tmp = [0u8; 8192];
+        while !hs.read(&mut buf, &mut out).unwrap() {
+            let n = sock.read(&mut tmp).unwrap();
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        sock.write_all(&out).unwrap();
+        let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
+        let mut p = RawPublisher {
+            sock,
+            session: rtmp::ClientSession::new(rtmp::ClientConfig::new(app, &tc_url, key)),
+            buf,
+        };
+        p.session.start();
+        p.write_out();
+        loop {
+            let mut events = Vec::new();
+            p.session.handle_bytes(&mut p.buf, &mut events).unwrap();
+            p.write_out();
+            match events.into_iter().next() {
+                Some(rtmp::ClientEvent::Publishing) => return Ok(p),
+                Some(rtmp::ClientEvent::Rejected { code, description }) => {
+                    return Err(format!("{code}: {description}"))
+                }
+                None => {}
+            }
+            let n = p.sock.read(&mut tmp).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed".into());
+            }
+            p.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// Sends one media message (8 audio, 9 video) with our client session.
+    pub fn send(&mut self, type_id: u8, timestamp: u32, body: &[u8]) {
+        self.session
+            .send_media(type_id, timestamp, bytes::Bytes::copy_from_slice(body));
+        self.write_out();
+    }
+
+    /// Blocks until the server closes the connection; returns how long that took.
+    pub fn wait_closed(&mut self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut tmp = [0u8; 4096];
+        while start.elapsed() < timeout {
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    }
+}

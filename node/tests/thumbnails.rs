@@ -1,0 +1,405 @@
+//! Thumbnails end to end: real ffmpeg publishes and decodes, ffprobe checks the JPEGs;
+//! HEVC arrives as Enhanced RTMP tags built from real x265 output; corrupt frames, a
+//! hanging decoder and a missing ffmpeg are survived.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn thumb_path(node: &Node, channel_id: &str) -> PathBuf {
+    use md5::{Digest, Md5};
+    node.dir.0.join("thumbs").join(format!(
+        "{}.jpg",
+        hex::encode(Md5::digest(channel_id.as_bytes()))
+    ))
+}
+
+fn thumbs_config(extra: &str) -> String {
+    format!("[thumbnails]\ndir = \"thumbs\"\nwidth = 320\ninterval = \"2s\"\n{extra}")
+}
+
+fn md5_of(path: &std::path::Path) -> Option<String> {
+    use md5::{Digest, Md5};
+    std::fs::read(path)
+        .ok()
+        .map(|b| hex::encode(Md5::digest(&b)))
+}
+
+#[test]
+fn thumbnail_follows_the_first_keyframe_is_a_jpeg_of_the_width_and_refreshes() {
+    let node = Node::start(&thumbs_config(""));
+    let (id, key) = node.create_channel("thumbed");
+    let path = thumb_path(&node, &id);
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "1280x720", 10);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    let listed = Instant::now();
+    wait_for(Duration::from_secs(3), || path.exists().then_some(())).unwrap_or_else(|| {
+        panic!(
+            "no thumbnail within 3 s of the first keyframe:\n{}",
+            node.transcript.text()
+        )
+    });
+    assert!(listed.elapsed() <= Duration::from_secs(3));
+
+    let streams = ffprobe_streams(&path);
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(
+        (streams[0].1.as_str(), streams[0].2, streams[0].3),
+        ("mjpeg", Some(320), Some(180))
+    );
+
+    // The test pattern moves: the next interval's image differs.
+    let first = md5_of(&path).unwrap();
+    let second = wait_for(Duration::from_secs(6), || {
+        md5_of(&path).filter(|h| *h != first)
+    })
+    .expect("thumbnail content changes across intervals");
+    assert_ne!(first, second);
+    let s = node.stream(&id).unwrap();
+    assert_eq!(
+        s["thumbnail_url"],
+        format!("/thumbs/{}", path.file_name().unwrap().to_string_lossy())
+    );
+    assert!(s["thumbnail_updated_at"].is_string(), "{s}");
+
+    // Served over HTTP with the headers a website needs.
+    let url = s["thumbnail_url"].as_str().unwrap().to_string();
+    let (status, head, body) = node.http_get(&url);
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    for h in [
+        "content-type: image/jpeg",
+        "cache-control: no-store, no-cache, must-revalidate, max-age=0",
+        "access-control-allow-origin: *",
+        "etag: \"",
+        "last-modified: ",
+    ] {
+        assert!(head.contains(h), "missing {h:?} in:\n{head}");
+    }
+    assert_eq!(&body[..2], &[0xFF, 0xD8]);
+
+    assert!(
+        ff.wait(Duration::from_secs(20)).expect("done").success(),
+        "{}",
+        ff.stderr()
+    );
+    wait_for(Duration::from_secs(5), || {
+        node.stream(&id).is_none().then_some(())
+    })
+    .expect("offline");
+    assert!(
+        path.exists(),
+        "the last thumbnail stays after the stream ends"
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn http_serves_no_traversal_and_answers_conditional_requests() {
+    let node = Node::start(&thumbs_config(""));
+    let (id, key) = node.create_channel("cond");
+    let path = thumb_path(&node, &id);
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 20);
+    wait_for(Duration::from_secs(10), || path.exists().then_some(())).expect("thumbnail");
+    std::fs::write(node.dir.0.join("thumbs").join("secret.txt"), "do not serve").unwrap();
+    for bad in [
+        "/thumbs/../streamgate.toml",
+        "/thumbs/..%2fstreamgate.toml",
+        "/thumbs/%2e%2e/streamgate.toml",
+        "/thumbs/secret.txt",
+        "/thumbs/..%2f..%2f..%2fetc%2fpasswd",
+        "/thumbs/",
+    ] {
+        let (status, _, body) = node.http_get(bad);
+        assert!(status == 404 || status == 400, "{bad} -> {status}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("do not serve") && !body.contains("[database]"),
+            "{bad} leaked: {body}"
+        );
+    }
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let (_, head, _) = node.http_get(&format!("/thumbs/{name}"));
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_string())
+        })
+        .expect("etag");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    use std::io::{Read, Write};
+    write!(s, "GET /thumbs/{name} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    // The file may have been refreshed in between; then a 200 with a new ETag is right.
+    assert!(
+        answer.starts_with("HTTP/1.1 304") || !answer.contains(&etag),
+        "{answer}"
+    );
+}
+
+/// NAL units of an Annex-B byte stream.
+fn nal_units(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &s)| {
+            let end = starts.get(n + 1).map_or(data.len(), |&e| e - 3);
+            let mut nal = data[s..end].to_vec();
+            while nal.last() == Some(&0) {
+                nal.pop();
+            }
+            nal
+        })
+        .collect()
+}
+
+/// One keyframe of a real encoder, as Annex B.
+fn encode_one_frame(codec: &str, format: &str, size: &str) -> Vec<u8> {
+    require("ffmpeg", "ffmpeg");
+    let dir = TempDir::new("enc");
+    let out = dir.0.join("frame.bin");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-frames:v", "1", "-c:v", codec, "-pix_fmt", "yuv420p"])
+        .args(if codec == "libx265" {
+            &["-x265-params", "log-level=error"][..]
+        } else {
+            &[][..]
+        })
+        .args(["-f", format])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(&out).unwrap()
+}
+
+fn length_prefixed(nals: &[&Vec<u8>]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for n in nals {
+        v.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        v.extend_from_slice(n);
+    }
+    v
+}
+
+#[test]
+fn hevc_over_enhanced_rtmp_gets_a_thumbnail() {
+    let annexb = encode_one_frame("libx265", "hevc", "640x360");
+    let nals = nal_units(&annexb);
+    let of_type = |t: u8| nals.iter().filter(move |n| (n[0] >> 1) & 0x3f == t);
+    // hvcC: version 1, profile fields (not needed by the decoder path), 4-byte lengths,
+    // then arrays of VPS (32), SPS (33), PPS (34).
+    let mut hvcc = vec![1u8];
+    hvcc.extend_from_slice(&[0; 20]);
+    hvcc.push(0x03);
+    hvcc.push(3);
+    for t in [32u8, 33, 34] {
+        let list: Vec<_> = of_type(t).collect();
+        assert!(!list.is_empty(), "x265 output has NAL type {t}");
+        hvcc.push(0x80 | t);
+        hvcc.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        for n in list {
+            hvcc.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            hvcc.extend_from_slice(n);
+        }
+    }
+    let slices: Vec<&Vec<u8>> = nals.iter().filter(|n| (n[0] >> 1) & 0x3f < 32).collect();
+    assert!(!slices.is_empty());
+    // Enhanced RTMP: IsExHeader | FrameType 1 (key) | PacketType, FourCC "hvc1".
+    let mut seq = vec![0x90];
+    seq.extend_from_slice(b"hvc1");
+    seq.extend_from_slice(&hvcc);
+    let mut key_frame = vec![0x91];
+    key_frame.extend_from_slice(b"hvc1");
+    key_frame.extend_from_slice(&[0, 0, 0]); // composition time
+    key_frame.extend_from_slice(&length_prefixed(&slices));
+
+    let node = Node::start(&thumbs_config(""));
+    let (id, key) = node.create_channel("hevc");
+    let mut p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish");
+    p.send(9, 0, &seq);
+    for i in 0..6u32 {
+        p.send(9, i * 500, &key_frame);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let path = thumb_path(&node, &id);
+    wait_for(Duration::from_secs(5), || path.exists().then_some(()))
+        .unwrap_or_else(|| panic!("no HEVC thumbnail:\n{}", node.transcript.text()));
+    let streams = ffprobe_streams(&path);
+    assert_eq!(
+        (streams[0].1.as_str(), streams[0].2, streams[0].3),
+        ("mjpeg", Some(320), Some(180))
+    );
+    let s = node.stream(&id).unwrap();
+    assert_eq!(s["video_codec"], "hevc");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(640), Some(360)),
+        "size from the HEVC SPS"
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn a_corrupt_keyframe_is_a_logged_failure_not_a_crash() {
+    let annexb = encode_one_frame("libx264", "h264", "320x240");
+    let nals = nal_units(&annexb);
+    let sps = nals.iter().find(|n| n[0] & 0x1f == 7).unwrap();
+    let pps = nals.iter().find(|n| n[0] & 0x1f == 8).unwrap();
+    let mut avcc = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+    avcc.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    avcc.extend_from_slice(sps);
+    avcc.push(1);
+    avcc.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    avcc.extend_from_slice(pps);
+    let mut seq = vec![0x17, 0, 0, 0, 0];
+    seq.extend_from_slice(&avcc);
+    // The IDR slice with every byte after its header flipped.
+    let mut idr = nals.iter().find(|n| n[0] & 0x1f == 5).unwrap().clone();
+    for b in idr.iter_mut().skip(1) {
+        *b = !*b;
+    }
+    let mut frame = vec![0x17, 1, 0, 0, 0];
+    frame.extend_from_slice(&length_prefixed(&[&idr]));
+
+    let node = Node::start(&thumbs_config(""));
+    let (id, key) = node.create_channel("corrupt");
+    let mut p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish");
+    p.send(9, 0, &seq);
+    p.send(9, 0, &frame);
+    wait_for(Duration::from_secs(8), || {
+        node.transcript.contains("thumbnail failed").then_some(())
+    })
+    .unwrap_or_else(|| panic!("failure not logged:\n{}", node.transcript.text()));
+    let line = node
+        .transcript
+        .text()
+        .lines()
+        .find(|l| l.contains("thumbnail failed"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains(&id), "logged with the channel id: {line}");
+    assert!(!thumb_path(&node, &id).exists());
+    // The node and this publish are fine.
+    assert_eq!(node.http_get("/healthz").0, 200);
+    assert!(node.stream(&id).is_some());
+    p.send(9, 40, &frame);
+    assert!(node.stream(&id).is_some());
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn a_hanging_ffmpeg_is_killed_at_the_deadline() {
+    let dir = TempDir::new("fake-ffmpeg");
+    let pid_file = dir.0.join("pid");
+    let fake = write_file(
+        &dir.0,
+        "ffmpeg",
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = \"-version\" ]; then echo 'ffmpeg version fake'; exit 0; fi\necho $$ >> {}\nexec sleep 60\n",
+            pid_file.display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let node = Node::start(&thumbs_config(&format!(
+        "ffmpeg = \"{}\"\ntimeout = \"1s\"\n",
+        fake.display()
+    )));
+    let (id, key) = node.create_channel("hang");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 20);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    wait_for(Duration::from_secs(8), || {
+        node.transcript.contains("was killed").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no deadline kill logged:\n{}", node.transcript.text()));
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    // Killed and reaped: the process is gone, not a zombie.
+    wait_for(Duration::from_secs(3), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("decoder {pid} still exists"));
+    assert!(node.stream(&id).is_some(), "ingest unaffected");
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn without_ffmpeg_the_node_still_ingests_and_relays() {
+    let nginx = Nginx::start(&["live"], None);
+    let node = Node::start(&format!(
+        "{}\n[relay]\ntargets = [\"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n",
+        thumbs_config("ffmpeg = \"/nonexistent/bin/ffmpeg\"\n"),
+        nginx.port
+    ));
+    let warnings = node
+        .transcript
+        .text()
+        .matches("thumbnails disabled")
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "one clear warning at start:\n{}",
+        node.transcript.text()
+    );
+    let (id, key) = node.create_channel("no-thumbs");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 10);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    nginx.wait_playlist("live", &id, Duration::from_secs(15));
+    assert!(!thumb_path(&node, &id).exists());
+    assert_eq!(
+        node.transcript
+            .text()
+            .matches("thumbnails disabled")
+            .count(),
+        1,
+        "warned once only"
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn deleting_a_channel_removes_its_thumbnail() {
+    let node = Node::start(&(thumbs_config("") + "\n[auth]\nrecheck_interval = \"1s\"\n"));
+    let (id, key) = node.create_channel("doomed");
+    let path = thumb_path(&node, &id);
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_for(Duration::from_secs(10), || path.exists().then_some(())).expect("thumbnail");
+    node.cli(&["channel", "delete", &id]);
+    ff.wait(Duration::from_secs(6))
+        .expect("publish of a deleted channel ended");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!path.exists(), "thumbnail of a deleted channel removed");
+    node.assert_never_printed(&key);
+}
