@@ -444,7 +444,7 @@ impl Config {
             ));
         }
         let t = &self.thumbnails;
-        if !(16..=7680).contains(&t.width) || t.width % 2 != 0 {
+        if !(16..=7680).contains(&t.width) || !t.width.is_multiple_of(2) {
             return Err(invalid(
                 "thumbnails.width",
                 t.width,
