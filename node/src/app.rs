@@ -60,7 +60,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         outbox_stop.clone(),
     ));
     let thumbs = &config.thumbnails;
-    let mut thumbnails_on = thumbs.enabled;
     if thumbs.enabled {
         tokio::fs::create_dir_all(&thumbs.dir).await.map_err(|e| {
             anyhow::anyhow!(
@@ -68,22 +67,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 thumbs.dir.display()
             )
         })?;
-        match crate::thumbs::probe_ffmpeg(&thumbs.ffmpeg).await {
+        let ffmpeg = match crate::thumbs::probe_ffmpeg(&thumbs.ffmpeg).await {
             Ok(version) => {
-                info!(%version, workers = thumbs.worker_count(), dir = %thumbs.dir.display(), "thumbnails on")
+                info!(%version, "ffmpeg found");
+                true
+            }
+            Err(e) if thumbs.decoder == "worker" => {
+                warn!(error = %e, "ffmpeg is not available: thumbnails only for H.264 streams; install it (apt-get install ffmpeg) or set thumbnails.ffmpeg for HEVC");
+                false
             }
             Err(e) => {
                 // Everything but thumbnails still works.
                 warn!(error = %e, "thumbnails disabled: ffmpeg is not available; install it (apt-get install ffmpeg) or set thumbnails.ffmpeg");
-                thumbnails_on = false;
+                false
             }
+        };
+        let workers = if thumbs.decoder == "worker" {
+            Some(crate::thumbs::pool::WorkerPool::of_current_exe(
+                thumbs.timeout,
+            )?)
+        } else {
+            None
+        };
+        if workers.is_some() || ffmpeg {
+            let mut tc = thumbs.clone();
+            tc.workers = tc.worker_count();
+            info!(decoder = %tc.decoder, workers = tc.workers, dir = %tc.dir.display(), "thumbnails on");
+            let scheduler =
+                crate::thumbs::ThumbnailScheduler::new(tc, hub.clone(), workers, ffmpeg);
+            tokio::spawn(scheduler.run(cancel.clone()));
         }
-    }
-    if thumbnails_on {
-        let mut tc = thumbs.clone();
-        tc.workers = tc.worker_count();
-        let scheduler = crate::thumbs::ThumbnailScheduler::new(tc, hub.clone());
-        tokio::spawn(scheduler.run(cancel.clone()));
     }
     tokio::spawn(auth::watch_keys(
         hub.clone(),

@@ -35,6 +35,9 @@ pub enum Command {
     Channel(ChannelCommand),
     /// Validate the configuration and print it with every default filled in.
     CheckConfig,
+    /// Internal: the thumbnail decoder subprocess (started by `serve`).
+    #[command(hide = true)]
+    ThumbnailWorker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +92,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Channel(cmd) => channel(cmd, &config).await,
+        Command::ThumbnailWorker => Ok(crate::thumbs::worker::run()?),
     }
 }
 

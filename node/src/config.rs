@@ -213,6 +213,9 @@ pub struct ThumbnailConfig {
     /// An ffmpeg still running after this is killed.
     #[serde(with = "duration_str")]
     pub timeout: Duration,
+    /// `"worker"`: H.264 by our own long-lived worker processes, other codecs by
+    /// ffmpeg; `"ffmpeg"`: every thumbnail by a short-lived ffmpeg.
+    pub decoder: String,
     /// The ffmpeg program (name on PATH or absolute path).
     pub ffmpeg: String,
 }
@@ -227,6 +230,7 @@ impl Default for ThumbnailConfig {
             quality: 80,
             workers: 0,
             timeout: Duration::from_secs(5),
+            decoder: "worker".into(),
             ffmpeg: "ffmpeg".into(),
         }
     }
@@ -463,6 +467,13 @@ impl Config {
                 "thumbnails.dir",
                 "\"\"",
                 "must name a folder, e.g. \"./data/thumbs\"",
+            ));
+        }
+        if !matches!(t.decoder.as_str(), "worker" | "ffmpeg") {
+            return Err(invalid(
+                "thumbnails.decoder",
+                format!("{:?}", t.decoder),
+                "must be \"worker\" or \"ffmpeg\"",
             ));
         }
         if t.ffmpeg.is_empty() {

@@ -8,6 +8,16 @@ use streamgate::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, cli::Command::ThumbnailWorker) {
+        // A subprocess of `serve`: no configuration, no runtime, just stdin/stdout.
+        return match streamgate::thumbs::worker::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("streamgate thumbnail-worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -30,8 +30,17 @@ fn md5_of(path: &std::path::Path) -> Option<String> {
 }
 
 #[test]
-fn thumbnail_follows_the_first_keyframe_is_a_jpeg_of_the_width_and_refreshes() {
-    let node = Node::start(&thumbs_config(""));
+fn worker_thumbnail_follows_the_first_keyframe_is_a_jpeg_of_the_width_and_refreshes() {
+    thumbnail_cycle("worker");
+}
+
+#[test]
+fn ffmpeg_thumbnail_follows_the_first_keyframe_is_a_jpeg_of_the_width_and_refreshes() {
+    thumbnail_cycle("ffmpeg");
+}
+
+fn thumbnail_cycle(decoder: &str) {
+    let node = Node::start(&thumbs_config(&format!("decoder = \"{decoder}\"\n")));
     let (id, key) = node.create_channel("thumbed");
     let path = thumb_path(&node, &id);
     let mut ff = ffmpeg_publish(&node.publish_url(&key), "1280x720", 10);
@@ -328,7 +337,7 @@ fn a_hanging_ffmpeg_is_killed_at_the_deadline() {
     );
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let node = Node::start(&thumbs_config(&format!(
-        "ffmpeg = \"{}\"\ntimeout = \"1s\"\n",
+        "decoder = \"ffmpeg\"\nffmpeg = \"{}\"\ntimeout = \"1s\"\n",
         fake.display()
     )));
     let (id, key) = node.create_channel("hang");
@@ -359,7 +368,7 @@ fn without_ffmpeg_the_node_still_ingests_and_relays() {
     let nginx = Nginx::start(&["live"], None);
     let node = Node::start(&format!(
         "{}\n[relay]\ntargets = [\"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n",
-        thumbs_config("ffmpeg = \"/nonexistent/bin/ffmpeg\"\n"),
+        thumbs_config("decoder = \"ffmpeg\"\nffmpeg = \"/nonexistent/bin/ffmpeg\"\n"),
         nginx.port
     ));
     let warnings = node
@@ -390,6 +399,27 @@ fn without_ffmpeg_the_node_still_ingests_and_relays() {
 }
 
 #[test]
+fn without_ffmpeg_the_worker_still_makes_h264_thumbnails() {
+    let node = Node::start(&thumbs_config("ffmpeg = \"/nonexistent/bin/ffmpeg\"\n"));
+    assert!(
+        node.transcript.contains("thumbnails only for H.264"),
+        "{}",
+        node.transcript.text()
+    );
+    let (id, key) = node.create_channel("worker-only");
+    let path = thumb_path(&node, &id);
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "640x480", 10);
+    wait_for(Duration::from_secs(10), || path.exists().then_some(()))
+        .expect("thumbnail by the worker");
+    let streams = ffprobe_streams(&path);
+    assert_eq!(
+        (streams[0].1.as_str(), streams[0].2, streams[0].3),
+        ("mjpeg", Some(320), Some(240))
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
 fn deleting_a_channel_removes_its_thumbnail() {
     let node = Node::start(&(thumbs_config("") + "\n[auth]\nrecheck_interval = \"1s\"\n"));
     let (id, key) = node.create_channel("doomed");
@@ -402,4 +432,85 @@ fn deleting_a_channel_removes_its_thumbnail() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(!path.exists(), "thumbnail of a deleted channel removed");
     node.assert_never_printed(&key);
+}
+
+/// PSNR (average over planes, dB) of two images, by ffmpeg.
+fn psnr(a: &std::path::Path, b: &std::path::Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-i"])
+        .arg(a)
+        .arg("-i")
+        .arg(b)
+        .args(["-lavfi", "psnr", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let avg = text
+        .split("average:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no PSNR in: {text}"));
+    avg.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn worker_pictures_match_ffmpeg_reference() {
+    use std::io::Write;
+    let dir = TempDir::new("quality");
+    for size in ["1280x720", "1366x768", "640x480"] {
+        // x264's default High profile (CABAC, 8x8 transforms), as OBS sends.
+        let frame = encode_one_frame("libx264", "h264", size);
+        let mut req = b"SGT1".to_vec();
+        req.extend_from_slice(&((frame.len() + 3) as u32).to_be_bytes());
+        req.extend_from_slice(&320u16.to_be_bytes());
+        req.push(90);
+        req.extend_from_slice(&frame);
+        let mut worker = Command::new(bin())
+            .arg("thumbnail-worker")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        worker.stdin.take().unwrap().write_all(&req).unwrap();
+        let out = worker.wait_with_output().unwrap();
+        assert_eq!(
+            out.stdout[0],
+            0,
+            "worker error: {}",
+            String::from_utf8_lossy(&out.stdout[5..])
+        );
+        let ours = dir.0.join(format!("worker-{size}.jpg"));
+        std::fs::write(&ours, &out.stdout[5..]).unwrap();
+        let raw = dir.0.join(format!("{size}.h264"));
+        std::fs::write(&raw, &frame).unwrap();
+        let reference = dir.0.join(format!("ffmpeg-{size}.jpg"));
+        let (w, h) = size.split_once('x').unwrap();
+        let (w, h): (f64, f64) = (w.parse().unwrap(), h.parse().unwrap());
+        let expect_h = ((h * 320.0 / w).round() as u64) & !1;
+        let status = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(&raw)
+            .args([
+                "-frames:v",
+                "1",
+                "-vf",
+                &format!("scale=320:{expect_h}"),
+                "-q:v",
+                "2",
+            ])
+            .arg(&reference)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let streams = ffprobe_streams(&ours);
+        assert_eq!(
+            (streams[0].2, streams[0].3),
+            (Some(320), Some(expect_h)),
+            "{size}"
+        );
+        let db = psnr(&ours, &reference);
+        assert!(
+            db > 30.0,
+            "{size}: worker thumbnail differs from ffmpeg's: PSNR {db:.1} dB"
+        );
+    }
 }

@@ -1,13 +1,21 @@
 //! Thumbnails: every `thumbnails.interval`, for each live stream whose keyframe changed,
-//! decode that one keyframe (with its sequence header, as Annex B) in a short-lived
-//! `ffmpeg` subprocess into a JPEG, written atomically as
-//! `<thumbnails.dir>/<md5(uuid)>.jpg`. The first thumbnail follows the first keyframe
-//! within one scheduler tick.
+//! decode that one keyframe (with its sequence header, as Annex B) into a JPEG, written
+//! atomically as `<thumbnails.dir>/<md5(uuid)>.jpg`. The first thumbnail follows the
+//! first keyframe within one scheduler tick.
 //!
-//! Bounded and isolated: a global pool caps concurrent ffmpeg processes, each has a
-//! deadline (killed and reaped when it passes), a stream whose previous thumbnail is
-//! still being made is skipped, and a decoder crash on a hostile stream is a logged
-//! failure of that job only: ffmpeg runs outside the node's process.
+//! Two decoders, both outside the node's process (a decoder crash on a hostile stream
+//! is a logged failure of that job only):
+//! - `worker` (default, H.264): long-lived `streamgate thumbnail-worker` subprocesses
+//!   ([`worker`], [`pool`]): no process start per thumbnail;
+//! - `ffmpeg`: a short-lived `ffmpeg` per keyframe (stdin in, JPEG out), used for HEVC
+//!   and as the fallback.
+//!
+//! Bounded: a global pool caps concurrent decodes, each has a deadline (the process is
+//! killed and reaped when it passes), and a stream whose previous thumbnail is still
+//! being made is skipped.
+
+pub mod pool;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,12 +56,18 @@ pub enum ThumbError {
         program: String,
         source: std::io::Error,
     },
-    #[error("ffmpeg did not finish within {0:?} and was killed")]
+    #[error("decoder did not finish within {0:?} and was killed")]
     Timeout(Duration),
     #[error("ffmpeg failed ({status}): {stderr}")]
     Ffmpeg { status: String, stderr: String },
     #[error("ffmpeg produced no JPEG")]
     NoImage,
+    #[error("{0}")]
+    Decode(String),
+    #[error("thumbnail worker died: {0}")]
+    WorkerDied(String),
+    #[error("no decoder for {0}: ffmpeg is not available")]
+    NoDecoder(&'static str),
     #[error("cannot write the thumbnail: {0}")]
     Write(std::io::Error),
     #[error("i/o with ffmpeg: {0}")]
@@ -214,6 +228,10 @@ struct ChannelThumb {
 pub struct ThumbnailScheduler {
     config: ThumbnailConfig,
     hub: Arc<Hub>,
+    /// Our own H.264 workers, when `thumbnails.decoder = "worker"`.
+    workers: Option<pool::WorkerPool>,
+    /// Whether ffmpeg can be run (HEVC, and everything with the `ffmpeg` decoder).
+    ffmpeg: bool,
     /// Bounds concurrent ffmpeg processes.
     pool: Arc<Semaphore>,
     state: Mutex<HashMap<Uuid, ChannelThumb>>,
@@ -248,12 +266,19 @@ pub fn thumbnail_path(dir: &Path, channel_id: &Uuid) -> PathBuf {
 }
 
 impl ThumbnailScheduler {
-    pub fn new(config: ThumbnailConfig, hub: Arc<Hub>) -> Arc<Self> {
-        let workers = config.workers.max(1);
+    pub fn new(
+        config: ThumbnailConfig,
+        hub: Arc<Hub>,
+        workers: Option<pool::WorkerPool>,
+        ffmpeg: bool,
+    ) -> Arc<Self> {
+        let n = config.workers.max(1);
         Arc::new(Self {
             config,
             hub,
-            pool: Arc::new(Semaphore::new(workers)),
+            workers,
+            ffmpeg,
+            pool: Arc::new(Semaphore::new(n)),
             state: Mutex::new(HashMap::new()),
         })
     }
@@ -314,7 +339,14 @@ impl ThumbnailScheduler {
         let Some((input, format)) = decoder_input(&snapshot)? else {
             return Ok(false);
         };
-        let jpeg = decode_to_jpeg(&self.config, input, format).await?;
+        let jpeg = match (&self.workers, format) {
+            (Some(pool), "h264") => {
+                pool.h264_to_jpeg(&input, self.config.width, self.config.quality)
+                    .await?
+            }
+            _ if self.ffmpeg => decode_to_jpeg(&self.config, input, format).await?,
+            _ => return Err(ThumbError::NoDecoder(format)),
+        };
         let path = thumbnail_path(&self.config.dir, &stream.channel_id);
         write_atomically(&path, &jpeg)
             .await
