@@ -35,6 +35,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// Refreshes `last_seen` of the live channels; a failure is logged and retried at the
+/// next beat (the video never waits for it).
+async fn heartbeat(
+    hub: Arc<Hub>,
+    store: Arc<dyn crate::store::ChannelStore>,
+    every: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let live: Vec<_> = hub.list().iter().map(|s| s.channel_id).collect();
+        if let Err(e) = store.heartbeat(&live).await {
+            warn!(error = %e, "heartbeat not written");
+        }
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     raise_nofile_limit();
     let store = store::open(&config).await?;
@@ -98,9 +121,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tokio::spawn(scheduler.run(cancel.clone()));
         }
     }
+    let authorizer = Arc::new(Authorizer::new(store.clone(), config.auth.clone()));
     tokio::spawn(auth::watch_keys(
         hub.clone(),
         store.clone(),
+        authorizer.clone(),
         config.auth.recheck_interval,
         thumbs.enabled.then(|| thumbs.dir.clone()),
         cancel.clone(),
@@ -113,10 +138,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "relaying every live stream"
         );
     }
+    tokio::spawn(heartbeat(
+        hub.clone(),
+        store.clone(),
+        config.status.heartbeat_interval,
+        cancel.clone(),
+    ));
     let ctx = Arc::new(IngestContext {
         config: config.rtmp.clone(),
         hub: hub.clone(),
-        auth: Authorizer::new(store.clone(), config.auth.timeout),
+        auth: authorizer.clone(),
         relay: relay.clone(),
     });
     let listener = Listener::bind(ctx).await?;

@@ -35,6 +35,8 @@ pub enum Command {
     Channel(ChannelCommand),
     /// Validate the configuration and print it with every default filled in.
     CheckConfig,
+    /// Create the default channels table (Postgres) or database file (SQLite).
+    Migrate,
     /// Internal: the thumbnail decoder subprocess (started by `serve`).
     #[command(hide = true)]
     ThumbnailWorker,
@@ -92,6 +94,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Channel(cmd) => channel(cmd, &config).await,
+        Command::Migrate => {
+            println!("{}", store::migrate(&config).await?);
+            Ok(())
+        }
         Command::ThumbnailWorker => Ok(crate::thumbs::worker::run()?),
     }
 }

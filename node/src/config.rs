@@ -99,22 +99,88 @@ impl Default for HttpConfig {
     }
 }
 
-/// `[database]`: where channels live.
+/// `[database]`: where channels live, and (Postgres) how the table is shaped.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// Postgres: table holding the channels (optionally schema-qualified).
+    pub table: String,
+    pub id_column: String,
+    pub name_column: String,
+    pub key_column: String,
+    /// `"sha256"` (hex digest stored) or `"plain"` (the key itself stored).
+    pub key_storage: String,
+    pub live_column: String,
+    /// Optional columns: `""` when the table has none.
+    pub live_since_column: String,
+    pub last_seen_column: String,
+    pub session_column: String,
+    pub node_column: String,
+    pub relay_targets_column: String,
+    /// CA certificates (PEM) for `sslmode=verify-ca|verify-full`.
+    pub ca_file: String,
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub query_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite:./data/streamgate.db".into(),
+            table: "channels".into(),
+            id_column: "id".into(),
+            name_column: "name".into(),
+            key_column: "stream_key_hash".into(),
+            key_storage: "sha256".into(),
+            live_column: "is_live".into(),
+            live_since_column: "live_since".into(),
+            last_seen_column: "last_seen".into(),
+            session_column: "live_session".into(),
+            node_column: "live_node".into(),
+            relay_targets_column: "relay_targets".into(),
+            ca_file: String::new(),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// `[auth]`: stream key checks.
+impl DatabaseConfig {
+    /// Whether the table mapping is the default one (the schema `migrate` creates).
+    pub fn is_default_schema(&self) -> bool {
+        let d = DatabaseConfig::default();
+        (
+            &self.table,
+            &self.id_column,
+            &self.name_column,
+            &self.key_column,
+            &self.key_storage,
+            &self.live_column,
+            &self.live_since_column,
+            &self.last_seen_column,
+            &self.session_column,
+            &self.node_column,
+            &self.relay_targets_column,
+        ) == (
+            &d.table,
+            &d.id_column,
+            &d.name_column,
+            &d.key_column,
+            &d.key_storage,
+            &d.live_column,
+            &d.live_since_column,
+            &d.last_seen_column,
+            &d.session_column,
+            &d.node_column,
+            &d.relay_targets_column,
+        )
+    }
+}
+
+/// `[auth]`: stream key checks, their cache, and brute-force protection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -122,6 +188,23 @@ pub struct AuthConfig {
     pub timeout: Duration,
     #[serde(with = "duration_str")]
     pub recheck_interval: Duration,
+    /// Answers younger than this are served from the cache without the database.
+    #[serde(with = "duration_str")]
+    pub cache_ttl: Duration,
+    /// When the database is unreachable, a key seen valid this recently is admitted.
+    #[serde(with = "duration_str")]
+    pub stale_ttl: Duration,
+    /// Whether to admit recently valid keys while the database is unreachable.
+    pub admit_cached_when_unavailable: bool,
+    /// Most cached answers.
+    pub cache_size: usize,
+    /// Wrong keys from one IP within `failure_window` before it is refused.
+    pub max_failures: u32,
+    #[serde(with = "duration_str")]
+    pub failure_window: Duration,
+    /// How long a refused IP stays refused (before the handshake).
+    #[serde(with = "duration_str")]
+    pub ban_duration: Duration,
 }
 
 impl Default for AuthConfig {
@@ -129,6 +212,13 @@ impl Default for AuthConfig {
         Self {
             timeout: Duration::from_secs(2),
             recheck_interval: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(10),
+            stale_ttl: Duration::from_secs(600),
+            admit_cached_when_unavailable: true,
+            cache_size: 100_000,
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
+            ban_duration: Duration::from_secs(300),
         }
     }
 }
@@ -137,6 +227,12 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusConfig {
+    /// Identifies this node in the table (crash recovery marks offline only its own
+    /// channels). Empty: the host name.
+    pub node_id: String,
+    /// How often `last_seen` of live channels is refreshed.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
     #[serde(with = "duration_str")]
     pub retry_max_backoff: Duration,
     #[serde(with = "duration_str")]
@@ -146,6 +242,8 @@ pub struct StatusConfig {
 impl Default for StatusConfig {
     fn default() -> Self {
         Self {
+            node_id: String::new(),
+            heartbeat_interval: Duration::from_secs(30),
             retry_max_backoff: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -247,6 +345,21 @@ impl ThumbnailConfig {
     }
 }
 
+impl StatusConfig {
+    /// `node_id`, or the host name when empty.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "streamgate".into())
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -288,6 +401,21 @@ mod duration_str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseKind {
     Sqlite(PathBuf),
+    Postgres,
+}
+
+/// A SQL identifier, optionally schema-qualified: letters, digits and `_`.
+fn valid_identifier(s: &str, qualified: bool) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    (parts.len() == 1 || (qualified && parts.len() == 2)) && parts.iter().all(|p| ok_part(p))
 }
 
 impl Config {
@@ -365,6 +493,10 @@ impl Config {
             ("rtmp.write_timeout", r.write_timeout),
             ("auth.timeout", self.auth.timeout),
             ("auth.recheck_interval", self.auth.recheck_interval),
+            ("auth.failure_window", self.auth.failure_window),
+            ("database.connect_timeout", self.database.connect_timeout),
+            ("database.query_timeout", self.database.query_timeout),
+            ("status.heartbeat_interval", self.status.heartbeat_interval),
             ("status.retry_max_backoff", self.status.retry_max_backoff),
             ("relay.queue_max_delay", self.relay.queue_max_delay),
             ("relay.connect_timeout", self.relay.connect_timeout),
@@ -497,7 +629,66 @@ impl Config {
                 "must be a level (error, warn, info, debug, trace) or a filter like \"info,streamgate=debug\"",
             ));
         }
-        self.database_kind()?;
+        let kind = self.database_kind()?;
+        let db = &self.database;
+        if kind != DatabaseKind::Postgres && !db.is_default_schema() {
+            return Err(invalid(
+                "database.table",
+                format!("{:?}", db.table),
+                "table and column settings apply to Postgres only; the SQLite store has a fixed schema",
+            ));
+        }
+        if !matches!(db.key_storage.as_str(), "sha256" | "plain") {
+            return Err(invalid(
+                "database.key_storage",
+                format!("{:?}", db.key_storage),
+                "must be \"sha256\" or \"plain\"",
+            ));
+        }
+        if !valid_identifier(&db.table, true) {
+            return Err(invalid(
+                "database.table",
+                format!("{:?}", db.table),
+                "must be a table name like \"channels\" or \"public.channels\"",
+            ));
+        }
+        for (key, value, required) in [
+            ("database.id_column", &db.id_column, true),
+            ("database.name_column", &db.name_column, true),
+            ("database.key_column", &db.key_column, true),
+            ("database.live_column", &db.live_column, true),
+            ("database.live_since_column", &db.live_since_column, false),
+            ("database.last_seen_column", &db.last_seen_column, false),
+            ("database.session_column", &db.session_column, false),
+            ("database.node_column", &db.node_column, false),
+            (
+                "database.relay_targets_column",
+                &db.relay_targets_column,
+                false,
+            ),
+        ] {
+            if (required || !value.is_empty()) && !valid_identifier(value, false) {
+                let fix = if required {
+                    "must be a column name (letters, digits, _)"
+                } else {
+                    "must be a column name (letters, digits, _) or \"\" when the table has none"
+                };
+                return Err(invalid(key, format!("{value:?}"), fix));
+            }
+        }
+        if !db.ca_file.is_empty() && !Path::new(&db.ca_file).is_file() {
+            return Err(invalid(
+                "database.ca_file",
+                format!("{:?}", db.ca_file),
+                "is not a readable file (PEM certificates)",
+            ));
+        }
+        if self.auth.cache_size == 0 {
+            return Err(invalid("auth.cache_size", 0, "must be at least 1"));
+        }
+        if self.auth.max_failures == 0 {
+            return Err(invalid("auth.max_failures", 0, "must be at least 1"));
+        }
         Ok(self)
     }
 
@@ -518,11 +709,14 @@ impl Config {
             return Ok(DatabaseKind::Sqlite(PathBuf::from(path)));
         }
         let scheme = url.split(':').next().unwrap_or_default();
+        if matches!(scheme, "postgres" | "postgresql") {
+            return Ok(DatabaseKind::Postgres);
+        }
         Err(ConfigError::Invalid {
             key: "database.url",
             // Never echo a URL that may carry a password.
             value: format!("\"{scheme}:...\""),
-            problem: "unsupported database; this build supports \"sqlite:PATH\"".into(),
+            problem: "unsupported database; use \"sqlite:PATH\" or \"postgres://user:password@host:5432/db\"".into(),
         })
     }
 

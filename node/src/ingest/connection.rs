@@ -226,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let key = StreamKey::new(name.expose());
                 match self.ctx.auth.authorize(&key).await {
                     AuthDecision::Accepted(channel) => {
+                        self.ctx.auth.limiter.record_success(self.peer.ip());
                         session.accept_publish(stream_id);
                         let handle =
                             self.ctx
@@ -237,6 +238,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                     AuthDecision::UnknownKey => {
                         warn!(peer = %self.peer, key_fp = %key.fingerprint(), "publish rejected: no channel has this key");
+                        if self
+                            .ctx
+                            .auth
+                            .limiter
+                            .record_failure(self.peer.ip(), std::time::Instant::now())
+                        {
+                            warn!(ip = %self.peer.ip(), "too many wrong stream keys: refusing this address for auth.ban_duration");
+                        }
                         session.reject_publish(
                             stream_id,
                             "NetStream.Publish.BadName",

@@ -21,7 +21,7 @@ use crate::relay::RelayManager;
 pub struct IngestContext {
     pub config: RtmpConfig,
     pub hub: Arc<Hub>,
-    pub auth: Authorizer,
+    pub auth: Arc<Authorizer>,
     pub relay: Arc<RelayManager>,
 }
 
@@ -70,6 +70,17 @@ impl Listener {
                     }
                 },
             };
+            if self
+                .ctx
+                .auth
+                .limiter
+                .is_banned(peer.ip(), std::time::Instant::now())
+            {
+                // Refused before the handshake: a key guesser costs us one accept.
+                debug!(%peer, "connection refused: too many wrong stream keys from this address");
+                drop(socket);
+                continue;
+            }
             if let Err(e) = socket.set_nodelay(true) {
                 debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }

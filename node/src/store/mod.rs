@@ -2,6 +2,7 @@
 //! default is SQLite ([`sqlite::SqliteStore`]); a channel has a public UUID, a name, a
 //! stream key stored as its SHA-256 hash, and live status.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -61,8 +62,10 @@ pub trait ChannelStore: Send + Sync + 'static {
     async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError>;
     /// Writes one status transition.
     async fn apply_status(&self, update: &StatusUpdate) -> Result<(), StoreError>;
-    /// Marks offline every channel still marked live (recovery after a crash).
+    /// Marks offline the channels this node left live (recovery after a crash).
     async fn mark_all_offline(&self) -> Result<u64, StoreError>;
+    /// Refreshes `last_seen` of these live channels.
+    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError>;
     async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError>;
     async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
     /// Gives the channel a new key; `None` when there is no such channel.
@@ -73,9 +76,31 @@ pub trait ChannelStore: Send + Sync + 'static {
     async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError>;
 }
 
-/// Opens the store the configuration selects.
+/// Opens the store the configuration selects (for Postgres: connects and checks the
+/// table).
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn ChannelStore>> {
     match config.database_kind()? {
         DatabaseKind::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path).await?)),
+        DatabaseKind::Postgres => Ok(Arc::new(
+            postgres::PgStore::open(&config.database, config.status.node_id()).await?,
+        )),
+    }
+}
+
+/// Creates the default schema (`streamgate migrate`); says what it did.
+pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    match config.database_kind()? {
+        DatabaseKind::Sqlite(path) => {
+            sqlite::SqliteStore::open(&path).await?;
+            Ok(format!(
+                "SQLite database {} ready (its schema is created automatically)",
+                path.display()
+            ))
+        }
+        DatabaseKind::Postgres => {
+            postgres::PgStore::new(&config.database, config.status.node_id())?
+                .migrate()
+                .await
+        }
     }
 }

@@ -196,6 +196,25 @@ impl ChannelStore for SqliteStore {
         .await
     }
 
+    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
+        let ids = live.to_vec();
+        let now = Utc::now().to_rfc3339();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE channels SET last_seen = ?2 WHERE id = ?1 AND is_live = 1",
+                )?;
+                for id in ids {
+                    stmt.execute(params![id.to_string(), now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError> {
         let name = name.to_string();
         self.with(move |c| {

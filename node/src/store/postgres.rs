@@ -1,0 +1,764 @@
+//! The Postgres store (Supabase in production). Works with the default table that
+//! `streamgate migrate` creates or with an existing table whose name and columns are
+//! configured; keys stored as SHA-256 hex or plain. Startup checks that the table and
+//! every configured column exist with a usable type and says exactly what is missing.
+//!
+//! Every statement is sent unnamed (`query_typed`: Parse/Bind/Execute in one round
+//! trip, nothing prepared by name), so the direct connection, Supabase's session pooler
+//! and its transaction pooler all work. `sslmode` from the URL is honoured with libpq's
+//! meaning: `disable`, `prefer` (default), `require` (encrypted, certificate not
+//! checked), `verify-ca`/`verify-full` (checked against the public roots plus
+//! `database.ca_file`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::{Channel, ChannelStore, StatusUpdate, StoreError};
+use crate::config::DatabaseConfig;
+use crate::key::StreamKey;
+
+/// How the URL's `sslmode` is honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Disable,
+    Prefer,
+    Require,
+    Verify,
+}
+
+/// Splits `sslmode` off a Postgres URL (tokio-postgres knows only some of libpq's
+/// values). Returns the URL without it and the mode.
+pub fn split_sslmode(url: &str) -> Result<(String, TlsMode), String> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut mode = TlsMode::Prefer;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = match v {
+                    "disable" => TlsMode::Disable,
+                    "allow" | "prefer" => TlsMode::Prefer,
+                    "require" => TlsMode::Require,
+                    "verify-ca" | "verify-full" => TlsMode::Verify,
+                    other => return Err(format!("unknown sslmode {other:?} (use disable, prefer, require, verify-ca or verify-full)")),
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, mode))
+}
+
+/// Accepts any server certificate but still checks the handshake signatures: libpq's
+/// `sslmode=require` (encryption without authentication of the server).
+#[derive(Debug)]
+struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_config(mode: TlsMode, ca_file: &str) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    if mode != TlsMode::Verify {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if !ca_file.is_empty() {
+        for cert in CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| anyhow::anyhow!("database.ca_file {ca_file:?}: {e}"))?
+        {
+            roots
+                .add(cert.map_err(|e| anyhow::anyhow!("database.ca_file {ca_file:?}: {e}"))?)
+                .map_err(|e| anyhow::anyhow!("database.ca_file {ca_file:?}: {e}"))?;
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// A column as the store uses it: quoted name and the SQL type to cast parameters to.
+#[derive(Debug, Clone)]
+struct Col {
+    quoted: String,
+    /// `uuid` or `text` for ids and sessions; `jsonb` or `text` for relay targets.
+    cast: &'static str,
+}
+
+/// The configured table, checked against the database.
+#[derive(Debug, Clone)]
+struct Mapping {
+    table: String,
+    id: Col,
+    name: Col,
+    key: Col,
+    live: Col,
+    live_since: Option<Col>,
+    last_seen: Option<Col>,
+    session: Option<Col>,
+    node: Option<Col>,
+    relay_targets: Option<Col>,
+    plain_keys: bool,
+}
+
+fn quote(ident: &str) -> String {
+    ident
+        .split('.')
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Channels in a Postgres table.
+pub struct PgStore {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    mode: TlsMode,
+    /// `host:port` for messages (never the password).
+    endpoint: String,
+    settings: DatabaseConfig,
+    node_id: String,
+    client: Mutex<Option<Arc<Client>>>,
+    mapping: std::sync::OnceLock<Mapping>,
+}
+
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+impl PgStore {
+    /// Parses the URL and prepares TLS; does not connect yet.
+    pub fn new(settings: &DatabaseConfig, node_id: String) -> anyhow::Result<PgStore> {
+        let (url, mode) =
+            split_sslmode(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("database.url is not a valid Postgres URL ({e}); write postgres://user:password@host:5432/database"))?;
+        config.connect_timeout(settings.connect_timeout);
+        config.application_name("streamgate");
+        config.ssl_mode(match mode {
+            TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            TlsMode::Require | TlsMode::Verify => tokio_postgres::config::SslMode::Require,
+        });
+        let host = config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        Ok(PgStore {
+            tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+                mode,
+                &settings.ca_file,
+            )?),
+            config,
+            mode,
+            endpoint: format!("{host}:{port}"),
+            settings: settings.clone(),
+            node_id,
+            client: Mutex::new(None),
+            mapping: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Connects and checks the table (or, for `migrate`, only connects).
+    pub async fn open(settings: &DatabaseConfig, node_id: String) -> anyhow::Result<PgStore> {
+        let store = Self::new(settings, node_id)?;
+        store.check_schema().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, StoreError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let connected = match self.mode {
+            TlsMode::Disable => {
+                self.config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map(|(c, conn)| {
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                debug!(error = %e, "postgres connection ended");
+                            }
+                        });
+                        c
+                    })
+            }
+            _ => self
+                .config
+                .connect(self.tls.clone())
+                .await
+                .map(|(c, conn)| {
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(error = %e, "postgres connection ended");
+                        }
+                    });
+                    c
+                }),
+        };
+        let client = Arc::new(connected.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot reach Postgres at {} ({e}): check database.url",
+                self.endpoint
+            ))
+        })?);
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Runs one statement with the query deadline; a failed connection is dropped so the
+    /// next call reconnects.
+    async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        match tokio::time::timeout(self.settings.query_timeout, client.query_typed(sql, params))
+            .await
+        {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                if e.is_closed() || client.is_closed() {
+                    self.client.lock().await.take();
+                    return Err(StoreError::Unavailable(format!(
+                        "lost the Postgres connection to {}: {e}",
+                        self.endpoint
+                    )));
+                }
+                Err(classify(e))
+            }
+            Err(_) => {
+                self.client.lock().await.take();
+                Err(StoreError::Unavailable(format!(
+                    "Postgres at {} did not answer within {:?}",
+                    self.endpoint, self.settings.query_timeout
+                )))
+            }
+        }
+    }
+
+    fn map(&self) -> &Mapping {
+        self.mapping.get().expect("schema checked at open")
+    }
+
+    /// Verifies the table and columns; remembers how to cast parameters.
+    pub async fn check_schema(&self) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let table = s.table.clone();
+        let rows = self
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[(&table, Type::TEXT)],
+            )
+            .await?;
+        if rows.is_empty() {
+            let hint = if s.is_default_schema() {
+                "run `streamgate migrate` to create it, or apply deploy/supabase.sql"
+            } else {
+                "check database.table"
+            };
+            anyhow::bail!(
+                "table {table} does not exist in the database at {} ({hint})",
+                self.endpoint
+            );
+        }
+        let columns: HashMap<String, String> = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        let mut problems = Vec::new();
+        let mut col = |key: &str, name: &str, accepted: &[&str]| -> Option<Col> {
+            if name.is_empty() {
+                return None;
+            }
+            match columns.get(name) {
+                None => {
+                    problems.push(format!(
+                        "column {name} (database.{key}) does not exist in {table}"
+                    ));
+                    None
+                }
+                Some(ty) if !accepted.iter().any(|a| ty.starts_with(a)) => {
+                    problems.push(format!(
+                        "column {name} (database.{key}) is {ty}; expected {}",
+                        accepted.join(" or ")
+                    ));
+                    None
+                }
+                Some(ty) => Some(Col {
+                    quoted: quote(name),
+                    cast: if ty == "uuid" {
+                        "uuid"
+                    } else if ty == "jsonb" {
+                        "jsonb"
+                    } else {
+                        "text"
+                    },
+                }),
+            }
+        };
+        const TEXT: &[&str] = &["text", "character varying", "character"];
+        const IDS: &[&str] = &["uuid", "text", "character varying"];
+        const TIME: &[&str] = &["timestamp with time zone", "timestamp without time zone"];
+        let id = col("id_column", &s.id_column, IDS);
+        let name = col("name_column", &s.name_column, TEXT);
+        let key = col("key_column", &s.key_column, TEXT);
+        let live = col("live_column", &s.live_column, &["boolean"]);
+        let live_since = col("live_since_column", &s.live_since_column, TIME);
+        let last_seen = col("last_seen_column", &s.last_seen_column, TIME);
+        let session = col("session_column", &s.session_column, IDS);
+        let node = col("node_column", &s.node_column, TEXT);
+        let relay_targets = col(
+            "relay_targets_column",
+            &s.relay_targets_column,
+            &["jsonb", "json", "text"],
+        );
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "the channels table does not match the configuration: {}",
+                problems.join("; ")
+            );
+        }
+        let mapping = Mapping {
+            table: quote(&table),
+            id: id.expect("checked"),
+            name: name.expect("checked"),
+            key: key.expect("checked"),
+            live: live.expect("checked"),
+            live_since,
+            last_seen,
+            session,
+            node,
+            relay_targets,
+            plain_keys: s.key_storage == "plain",
+        };
+        if mapping.node.is_none() {
+            warn!("database.node_column is empty: crash recovery marks offline every live channel of the table (run one node per table)");
+        }
+        let _ = self.mapping.set(mapping);
+        info!(endpoint = %self.endpoint, table = %table, "Postgres channel store ready");
+        Ok(())
+    }
+
+    /// Creates the default table (`streamgate migrate`).
+    pub async fn migrate(&self) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            self.settings.is_default_schema(),
+            "database.table/columns are customised (an existing schema): migrate creates only the default table"
+        );
+        self.query(DEFAULT_SCHEMA, &[]).await?;
+        Ok(format!(
+            "table channels ready in the database at {}",
+            self.endpoint
+        ))
+    }
+
+    fn select_columns(&self) -> String {
+        let m = self.map();
+        let opt_time = |c: &Option<Col>| {
+            c.as_ref().map_or("NULL::timestamptz".to_string(), |c| {
+                format!("{}::timestamptz", c.quoted)
+            })
+        };
+        format!(
+            "{}::text, {}::text, {}, {}, {}, {}",
+            m.id.quoted,
+            m.name.quoted,
+            m.live.quoted,
+            opt_time(&m.live_since),
+            opt_time(&m.last_seen),
+            m.relay_targets
+                .as_ref()
+                .map_or("NULL::text".to_string(), |c| format!("{}::text", c.quoted)),
+        )
+    }
+
+    fn stored_key(&self, key: &StreamKey) -> String {
+        if self.map().plain_keys {
+            key.expose().to_string()
+        } else {
+            key.sha256_hex()
+        }
+    }
+}
+
+/// The table `migrate` creates (same columns as deploy/supabase.sql).
+pub const DEFAULT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS channels (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name            text NOT NULL UNIQUE,
+    stream_key_hash text NOT NULL UNIQUE,
+    is_live         boolean NOT NULL DEFAULT false,
+    live_since      timestamptz,
+    last_seen       timestamptz,
+    live_session    uuid,
+    live_node       text,
+    relay_targets   jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now()
+)";
+
+fn classify(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Query(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn row_to_channel(row: &Row) -> Result<Channel, StoreError> {
+    let id: String = row.get(0);
+    Ok(Channel {
+        id: Uuid::parse_str(&id)
+            .map_err(|_| StoreError::Query(format!("channel id {id:?} is not a UUID")))?,
+        name: row.get::<_, Option<String>>(1).unwrap_or_default(),
+        is_live: row.get::<_, Option<bool>>(2).unwrap_or(false),
+        live_since: row.get::<_, Option<DateTime<Utc>>>(3),
+        last_seen: row.get::<_, Option<DateTime<Utc>>>(4),
+        relay_targets: row
+            .get::<_, Option<String>>(5)
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl ChannelStore for PgStore {
+    async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError> {
+        let m = self.map();
+        let stored = self.stored_key(key);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = $1 LIMIT 1",
+            self.select_columns(),
+            m.table,
+            m.key.quoted
+        );
+        let rows = self.query(&sql, &[(&stored, Type::TEXT)]).await?;
+        rows.first().map(row_to_channel).transpose()
+    }
+
+    async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+        let m = self.map();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let sql = format!(
+            "SELECT {}::text, {}::text FROM {} WHERE {} = ANY($1::{}[])",
+            m.id.quoted, m.key.quoted, m.table, m.id.quoted, m.id.cast
+        );
+        let rows = self.query(&sql, &[(&ids, Type::TEXT_ARRAY)]).await?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (id, key): (String, Option<String>) = (r.get(0), r.get(1));
+            let (Ok(id), Some(key)) = (Uuid::parse_str(&id), key) else {
+                continue;
+            };
+            // Plain keys are hashed here, so callers compare digests in constant time.
+            out.insert(
+                id,
+                if m.plain_keys {
+                    StreamKey::new(key).sha256_hex()
+                } else {
+                    key
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
+        let m = self.map();
+        let id = u.channel_id.to_string();
+        let session = u.session_id.to_string();
+        let at = u.at;
+        let mut sets = vec![format!("{} = {}", m.live.quoted, u.live)];
+        if let Some(c) = &m.last_seen {
+            sets.push(format!("{} = $2", c.quoted));
+        }
+        if u.live {
+            if let Some(c) = &m.live_since {
+                sets.push(format!("{} = $2", c.quoted));
+            }
+            if let Some(c) = &m.session {
+                sets.push(format!("{} = $3::{}", c.quoted, c.cast));
+            }
+            if let Some(c) = &m.node {
+                sets.push(format!("{} = $4", c.quoted));
+            }
+        } else if let Some(c) = &m.session {
+            sets.push(format!("{} = NULL", c.quoted));
+        }
+        let mut sql = format!(
+            "UPDATE {} SET {} WHERE {} = $1::{}",
+            m.table,
+            sets.join(", "),
+            m.id.quoted,
+            m.id.cast
+        );
+        if let (false, Some(c)) = (u.live, &m.session) {
+            // An offline from an older session must not end a newer one.
+            sql.push_str(&format!(
+                " AND ({0} = $3::{1} OR {0} IS NULL)",
+                c.quoted, c.cast
+            ));
+        }
+        let node = self.node_id.clone();
+        self.query(
+            &sql,
+            &[
+                (&id, Type::TEXT),
+                (&at, Type::TIMESTAMPTZ),
+                (&session, Type::TEXT),
+                (&node, Type::TEXT),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_all_offline(&self) -> Result<u64, StoreError> {
+        let m = self.map();
+        let mut sets = vec![format!("{} = false", m.live.quoted)];
+        if let Some(c) = &m.session {
+            sets.push(format!("{} = NULL", c.quoted));
+        }
+        let node = self.node_id.clone();
+        let rows = match &m.node {
+            Some(n) => {
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE {} AND {} = $1 RETURNING 1",
+                    m.table,
+                    sets.join(", "),
+                    m.live.quoted,
+                    n.quoted
+                );
+                self.query(&sql, &[(&node, Type::TEXT)]).await?
+            }
+            None => {
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE {} RETURNING 1",
+                    m.table,
+                    sets.join(", "),
+                    m.live.quoted
+                );
+                self.query(&sql, &[]).await?
+            }
+        };
+        Ok(rows.len() as u64)
+    }
+
+    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
+        let m = self.map();
+        let Some(seen) = &m.last_seen else {
+            return Ok(());
+        };
+        if live.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = live.iter().map(|i| i.to_string()).collect();
+        let sql = format!(
+            "UPDATE {} SET {} = now() WHERE {} = ANY($1::{}[]) AND {}",
+            m.table, seen.quoted, m.id.quoted, m.id.cast, m.live.quoted
+        );
+        self.query(&sql, &[(&ids, Type::TEXT_ARRAY)]).await?;
+        Ok(())
+    }
+
+    async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError> {
+        let m = self.map();
+        let key = StreamKey::generate();
+        let id = Uuid::new_v4();
+        let stored = self.stored_key(&key);
+        let sql = format!(
+            "INSERT INTO {} ({}, {}, {}) VALUES ($1::{}, $2, $3)",
+            m.table, m.id.quoted, m.name.quoted, m.key.quoted, m.id.cast
+        );
+        let (ids, names) = (id.to_string(), name.to_string());
+        match self
+            .query(
+                &sql,
+                &[
+                    (&ids, Type::TEXT),
+                    (&names, Type::TEXT),
+                    (&stored, Type::TEXT),
+                ],
+            )
+            .await
+        {
+            Err(StoreError::Query(msg))
+                if msg.contains("23505") && msg.contains(&self.settings.name_column) =>
+            {
+                return Err(StoreError::DuplicateName(name.to_string()))
+            }
+            other => other?,
+        };
+        let channel = Channel {
+            id,
+            name: name.to_string(),
+            is_live: false,
+            live_since: None,
+            last_seen: None,
+            relay_targets: Vec::new(),
+        };
+        Ok((channel, key))
+    }
+
+    async fn list_channels(&self) -> Result<Vec<Channel>, StoreError> {
+        let m = self.map();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            self.select_columns(),
+            m.table,
+            m.name.quoted
+        );
+        self.query(&sql, &[])
+            .await?
+            .iter()
+            .map(row_to_channel)
+            .collect()
+    }
+
+    async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError> {
+        let m = self.map();
+        let key = StreamKey::generate();
+        let stored = self.stored_key(&key);
+        let ids = id.to_string();
+        let sql = format!(
+            "UPDATE {} SET {} = $2 WHERE {} = $1::{} RETURNING 1",
+            m.table, m.key.quoted, m.id.quoted, m.id.cast
+        );
+        let rows = self
+            .query(&sql, &[(&ids, Type::TEXT), (&stored, Type::TEXT)])
+            .await?;
+        Ok((!rows.is_empty()).then_some(key))
+    }
+
+    async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError> {
+        let m = self.map();
+        let Some(col) = &m.relay_targets else {
+            return Err(StoreError::Query(
+                "database.relay_targets_column is not configured".into(),
+            ));
+        };
+        let json = (!targets.is_empty())
+            .then(|| serde_json::to_string(targets).expect("strings serialize"));
+        let ids = id.to_string();
+        let sql = format!(
+            "UPDATE {} SET {} = $2::text::{} WHERE {} = $1::{} RETURNING 1",
+            m.table, col.quoted, col.cast, m.id.quoted, m.id.cast
+        );
+        Ok(!self
+            .query(&sql, &[(&ids, Type::TEXT), (&json, Type::TEXT)])
+            .await?
+            .is_empty())
+    }
+
+    async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError> {
+        let m = self.map();
+        let ids = id.to_string();
+        let sql = format!(
+            "DELETE FROM {} WHERE {} = $1::{} RETURNING 1",
+            m.table, m.id.quoted, m.id.cast
+        );
+        Ok(!self.query(&sql, &[(&ids, Type::TEXT)]).await?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_split_off_with_libpq_meanings() {
+        let (u, m) =
+            split_sslmode("postgres://u:p@h:5432/db?sslmode=verify-full&application_name=x")
+                .unwrap();
+        assert_eq!(
+            (u.as_str(), m),
+            (
+                "postgres://u:p@h:5432/db?application_name=x",
+                TlsMode::Verify
+            )
+        );
+        assert_eq!(split_sslmode("postgres://h/db").unwrap().1, TlsMode::Prefer);
+        assert_eq!(
+            split_sslmode("postgres://h/db?sslmode=require").unwrap(),
+            ("postgres://h/db".into(), TlsMode::Require)
+        );
+        assert_eq!(
+            split_sslmode("postgres://h/db?sslmode=disable").unwrap().1,
+            TlsMode::Disable
+        );
+        assert!(split_sslmode("postgres://h/db?sslmode=bogus")
+            .unwrap_err()
+            .contains("bogus"));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote("public.channels"), "\"public\".\"channels\"");
+    }
+}
