@@ -229,6 +229,7 @@ impl Hub {
             session_id: stream.session_id,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             at: Utc::now(),
+            supersedes: Vec::new(),
         });
     }
 
@@ -357,18 +358,22 @@ mod tests {
     fn coalescing_keeps_the_newest_update() {
         let outbox = StatusOutbox::new();
         let id = Uuid::new_v4();
-        let u = |live, seq| StatusUpdate {
+        let s = |n: u128| Uuid::from_u128(n);
+        let u = |live, session, seq| StatusUpdate {
             channel_id: id,
             live,
-            session_id: Uuid::nil(),
+            session_id: s(session),
             seq,
             at: Utc::now(),
+            supersedes: Vec::new(),
         };
-        outbox.push(u(true, 1));
-        outbox.push(u(false, 3));
-        outbox.push(u(true, 2)); // a retried older update must not win
+        outbox.push(u(true, 1, 1));
+        outbox.push(u(false, 2, 3));
+        outbox.push(u(true, 1, 2)); // a retried older update must not win
         assert_eq!(outbox.pending_len(), 1);
         let all = outbox.take_all();
+        // ...but the survivor may end the sessions it replaced.
+        assert_eq!(all[0].ending_sessions(), vec![s(2), s(1)]);
         assert_eq!((all[0].live, all[0].seq), (false, 3));
     }
 }

@@ -35,9 +35,15 @@ impl StatusOutbox {
     /// Queues an update. Never blocks on the database.
     pub fn push(&self, update: StatusUpdate) {
         let mut pending = self.pending.lock().expect("outbox lock");
-        match pending.get(&update.channel_id) {
-            Some(existing) if existing.seq > update.seq => {}
-            _ => {
+        match pending.get_mut(&update.channel_id) {
+            // A retried, older update: the newer one stays, and inherits its sessions.
+            Some(existing) if existing.seq > update.seq => existing.absorb(&update),
+            Some(existing) => {
+                let mut newer = update;
+                newer.absorb(existing);
+                *existing = newer;
+            }
+            None => {
                 pending.insert(update.channel_id, update);
             }
         }
@@ -69,7 +75,7 @@ impl StatusOutbox {
         for update in self.take_all() {
             match store.apply_status(&update).await {
                 Ok(()) => {
-                    debug!(channel_id = %update.channel_id, live = update.live, "status written")
+                    debug!(channel_id = %update.channel_id, live = update.live, session = %update.session_id, superseded = update.supersedes.len(), "status written")
                 }
                 Err(e) => {
                     ok = false;

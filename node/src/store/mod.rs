@@ -40,6 +40,33 @@ pub struct StatusUpdate {
     pub seq: u64,
     /// When the transition happened.
     pub at: DateTime<Utc>,
+    /// Earlier sessions of this node whose updates this one replaced unwritten
+    /// (coalescing): an offline may clear them too, and nothing else.
+    pub supersedes: Vec<Uuid>,
+}
+
+/// Most superseded sessions one update carries.
+pub const MAX_SUPERSEDED: usize = 64;
+
+impl StatusUpdate {
+    /// Takes over the sessions of an update it replaces (or that failed and is older).
+    pub fn absorb(&mut self, other: &StatusUpdate) {
+        for s in std::iter::once(other.session_id).chain(other.supersedes.iter().copied()) {
+            if s != self.session_id
+                && !self.supersedes.contains(&s)
+                && self.supersedes.len() < MAX_SUPERSEDED
+            {
+                self.supersedes.push(s);
+            }
+        }
+    }
+
+    /// The sessions an offline of this update may end.
+    pub fn ending_sessions(&self) -> Vec<Uuid> {
+        std::iter::once(self.session_id)
+            .chain(self.supersedes.iter().copied())
+            .collect()
+    }
 }
 
 /// Why the store could not answer. Says what to check.

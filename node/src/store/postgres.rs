@@ -559,23 +559,29 @@ impl ChannelStore for PgStore {
             m.id.cast
         );
         if let (false, Some(c)) = (u.live, &m.session) {
-            // An offline from an older session must not end a newer one.
+            // An offline ends only the sessions this node knows ended (its own, merged
+            // by coalescing), never a newer session, e.g. a takeover on another node.
             sql.push_str(&format!(
-                " AND ({0} = $3::{1} OR {0} IS NULL)",
+                " AND ({0} IS NULL OR {0} = ANY($5::{1}[]))",
                 c.quoted, c.cast
             ));
         }
+        sql.push_str(" RETURNING 1");
         let node = self.node_id.clone();
-        self.query(
-            &sql,
-            &[
-                (&id, Type::TEXT),
-                (&at, Type::TIMESTAMPTZ),
-                (&session, Type::TEXT),
-                (&node, Type::TEXT),
-            ],
-        )
-        .await?;
+        let ending: Vec<String> = u.ending_sessions().iter().map(|s| s.to_string()).collect();
+        let rows = self
+            .query(
+                &sql,
+                &[
+                    (&id, Type::TEXT),
+                    (&at, Type::TIMESTAMPTZ),
+                    (&session, Type::TEXT),
+                    (&node, Type::TEXT),
+                    (&ending, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?;
+        debug!(channel_id = %u.channel_id, live = u.live, rows = rows.len(), "status statement");
         Ok(())
     }
 

@@ -173,12 +173,18 @@ impl ChannelStore for SqliteStore {
                     params![u.channel_id.to_string(), at, u.session_id.to_string()],
                 )?;
             } else {
-                // An offline from an older session must not end a newer one.
-                c.execute(
-                    "UPDATE channels SET is_live = 0, last_seen = ?2, live_session = NULL
-                     WHERE id = ?1 AND (live_session = ?3 OR live_session IS NULL)",
-                    params![u.channel_id.to_string(), at, u.session_id.to_string()],
-                )?;
+                // An offline ends only the sessions this node knows ended.
+                let tx = c.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE channels SET is_live = 0, last_seen = ?2, live_session = NULL
+                         WHERE id = ?1 AND (live_session = ?3 OR live_session IS NULL)",
+                    )?;
+                    for s in u.ending_sessions() {
+                        stmt.execute(params![u.channel_id.to_string(), at, s.to_string()])?;
+                    }
+                }
+                tx.commit()?;
             }
             Ok(())
         })
@@ -378,6 +384,7 @@ mod tests {
             session_id,
             seq,
             at: Utc::now(),
+            supersedes: Vec::new(),
         };
         s.apply_status(&upd(true, old, 1)).await.unwrap();
         s.apply_status(&upd(true, new, 2)).await.unwrap();
@@ -386,7 +393,14 @@ mod tests {
         s.apply_status(&upd(false, new, 4)).await.unwrap();
         let c = &s.list_channels().await.unwrap()[0];
         assert!(!c.is_live && c.last_seen.is_some());
-        s.apply_status(&upd(true, new, 5)).await.unwrap();
+        // Coalesced during an outage: "old" live was written, then "new" live and
+        // offline were merged into one offline that supersedes "old".
+        s.apply_status(&upd(true, old, 5)).await.unwrap();
+        let mut merged = upd(false, new, 6);
+        merged.supersedes.push(old);
+        s.apply_status(&merged).await.unwrap();
+        assert!(!s.list_channels().await.unwrap()[0].is_live);
+        s.apply_status(&upd(true, new, 7)).await.unwrap();
         assert_eq!(s.mark_all_offline().await.unwrap(), 1);
         assert!(!s.list_channels().await.unwrap()[0].is_live);
     }

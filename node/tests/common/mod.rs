@@ -112,7 +112,11 @@ impl Node {
         let dir = TempDir::new("node");
         let config = dir.0.join("streamgate.toml");
         let db = dir.0.join("data/streamgate.db");
-        let mut text = format!("[database]\nurl = \"sqlite:{}\"\n\n{extra}\n", db.display());
+        let mut text = if extra.contains("[database]") {
+            format!("{extra}\n")
+        } else {
+            format!("[database]\nurl = \"sqlite:{}\"\n\n{extra}\n", db.display())
+        };
         if !extra.contains("[log]") {
             text.push_str("[log]\nlevel = \"debug\"\n");
         }
@@ -779,5 +783,176 @@ impl RawPublisher {
             }
         }
         None
+    }
+}
+
+/// A private PostgreSQL server (Debian's binaries) on a free loopback port, in a
+/// temporary folder; stopped, by its data directory, on drop.
+pub struct Postgres {
+    pub dir: TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    as_postgres_user: bool,
+}
+
+fn pg_bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap_or_else(|_| panic!("PostgreSQL is required: install it with `apt-get install -y postgresql` (scripts/setup-test-deps.sh does this)"))
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = pg_bin_dir();
+        let dir = TempDir::new("pg");
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        let as_postgres_user = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        if as_postgres_user {
+            // initdb refuses to run as root; the cluster belongs to `postgres`.
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir.0)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let pg = Postgres {
+            dir,
+            port: free_port(),
+            bin,
+            as_postgres_user,
+        };
+        let data = pg.dir.0.join("data");
+        let out = pg
+            .cmd("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.start_server();
+        pg
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Starts (or restarts) the server on the same data and port.
+    pub fn start_server(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.0.display()
+        );
+        let out = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.0.join("data"))
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.0.join("server.log"))
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server at once (an outage).
+    pub fn stop_server(&self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.0.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+
+    /// Runs SQL with psql as `postgres`; returns its unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Like `psql`, but returns the error output instead of failing.
+    pub fn psql_result(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// A fresh database for one test.
+    pub fn create_db(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        name.to_string()
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop_server();
     }
 }

@@ -1,0 +1,394 @@
+//! The Postgres store end to end, against a real PostgreSQL server started by the test
+//! (Debian's binaries, a private cluster per test on a free port): live status, takeover,
+//! outages, crashes, existing Supabase-shaped tables, deploy/supabase.sql and its
+//! row-level security.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A node on `db`; `db_keys` go into `[database]`, `extra` are further sections.
+fn pg_node(pg: &Postgres, db: &str, db_keys: &str, extra: &str) -> Node {
+    Node::start(&format!(
+        "[database]\nurl = \"{}\"\n{db_keys}\n{extra}",
+        pg.url(db)
+    ))
+}
+
+/// (is_live, live_session) of a channel in the default table.
+fn live(pg: &Postgres, db: &str, id: &str) -> (bool, String) {
+    let row = pg.psql(
+        db,
+        &format!(
+            "SELECT is_live, coalesce(live_session::text, '') FROM channels WHERE id = '{id}'"
+        ),
+    );
+    let (l, s) = row.split_once('|').unwrap();
+    (l == "t", s.to_string())
+}
+
+fn wait_live(pg: &Postgres, db: &str, id: &str, want: bool, within: Duration) -> (bool, String) {
+    wait_for(within, || {
+        Some(live(pg, db, id)).filter(|(l, _)| *l == want)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "channel {id} never became is_live={want}: {:?}",
+            live(pg, db, id)
+        )
+    })
+}
+
+#[test]
+fn live_status_follows_publish_takeover_and_stop() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_live");
+    // Without the table the node refuses to start and says what to do.
+    let out = std::process::Command::new(bin())
+        .args(["channel", "list"])
+        .env("STREAMGATE_DATABASE_URL", pg.url(&db))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("streamgate migrate"));
+    let out = std::process::Command::new(bin())
+        .args(["migrate"])
+        .env("STREAMGATE_DATABASE_URL", pg.url(&db))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("table channels ready"));
+    let node = pg_node(&pg, &db, "", "");
+    let (id, key) = node.create_channel("pg-live");
+    // Stored as SHA-256, never in clear.
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM channels WHERE stream_key_hash = encode(sha256(convert_to('x', 'UTF8')), 'hex')"), "0");
+    assert_eq!(
+        pg.psql(
+            &db,
+            &format!("SELECT count(*) FROM channels WHERE stream_key_hash = '{key}'")
+        ),
+        "0"
+    );
+
+    let mut first = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    let listed_at = {
+        wait_listed(&node, &id, Duration::from_secs(10));
+        Instant::now()
+    };
+    let (_, first_session) = wait_live(&pg, &db, &id, true, Duration::from_secs(1));
+    assert!(
+        listed_at.elapsed() <= Duration::from_secs(1),
+        "is_live true within 1 s"
+    );
+    assert!(!first_session.is_empty());
+
+    let mut second = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    first
+        .wait(Duration::from_secs(8))
+        .expect("first publisher replaced");
+    let (l, s) = wait_for(Duration::from_secs(5), || {
+        Some(live(&pg, &db, &id)).filter(|(_, s)| *s != first_session)
+    })
+    .expect("new session recorded");
+    assert!(l, "takeover keeps the channel live");
+    assert!(!s.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        live(&pg, &db, &id).0,
+        "the old session's end did not mark it offline"
+    );
+
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+    wait_live(&pg, &db, &id, false, Duration::from_secs(5));
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn an_outage_loses_nothing_and_known_keys_still_publish() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_outage");
+    pg.psql(&db, streamgate_schema());
+    let node = pg_node(
+        &pg,
+        &db,
+        "query_timeout = \"1s\"\nconnect_timeout = \"1s\"\n",
+        "[auth]\ncache_ttl = \"1s\"\ntimeout = \"1s\"\n[status]\nretry_max_backoff = \"1s\"\n",
+    );
+    let (id, key) = node.create_channel("pg-outage");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_live(&pg, &db, &id, true, Duration::from_secs(10));
+
+    pg.stop_server();
+    let _ = ff.child.kill();
+    let _ = ff.child.wait();
+    wait_for(Duration::from_secs(5), || {
+        node.stream(&id).is_none().then_some(())
+    })
+    .expect("stream ended");
+    // The key was seen valid a moment ago: admitted although the database is down.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut again = ffmpeg_publish(&node.publish_url(&key), "320x240", 4);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    // An unknown key is refused.
+    let mut unknown = ffmpeg_publish(
+        &node.publish_url("sg_0000000000000000000000000000000000000000"),
+        "320x240",
+        4,
+    );
+    let status = unknown
+        .wait(Duration::from_secs(6))
+        .expect("unknown key refused");
+    assert!(!status.success());
+    assert!(
+        again.wait(Duration::from_secs(15)).expect("done").success(),
+        "{}",
+        again.stderr()
+    );
+
+    pg.start_server();
+    // Everything that happened during the outage reaches the table: offline at the end.
+    wait_live(&pg, &db, &id, false, Duration::from_secs(15));
+    assert!(
+        node.transcript.contains("status write failed"),
+        "retries were logged"
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn crash_recovery_is_per_node_and_sigterm_marks_offline() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_crash");
+    pg.psql(&db, streamgate_schema());
+    let mut node = pg_node(&pg, &db, "", "[status]\nnode_id = \"node-a\"\n");
+    let (id, key) = node.create_channel("pg-crash");
+    // Another node's live channel must survive our recovery.
+    pg.psql(&db, "INSERT INTO channels (name, stream_key_hash, is_live, live_node) VALUES ('elsewhere', 'h', true, 'node-b')");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_live(&pg, &db, &id, true, Duration::from_secs(10));
+    assert_eq!(
+        pg.psql(
+            &db,
+            &format!("SELECT live_node FROM channels WHERE id = '{id}'")
+        ),
+        "node-a"
+    );
+    node.kill();
+    assert!(live(&pg, &db, &id).0, "a crash leaves the row live");
+    node.spawn();
+    wait_live(&pg, &db, &id, false, Duration::from_secs(5));
+    assert_eq!(
+        pg.psql(&db, "SELECT is_live FROM channels WHERE name = 'elsewhere'"),
+        "t",
+        "only this node's channels"
+    );
+
+    let _ff2 = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_live(&pg, &db, &id, true, Duration::from_secs(10));
+    assert!(node.terminate(), "clean exit:\n{}", node.transcript.text());
+    assert!(!live(&pg, &db, &id).0, "offline before the process exited");
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn an_existing_supabase_table_with_plain_keys() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_existing");
+    pg.psql(
+        &db,
+        "CREATE TABLE profiles (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), username text NOT NULL, \
+         stream_id text UNIQUE, is_live boolean NOT NULL DEFAULT false, avatar_url text)",
+    );
+    let key = "live_8d1f0c2a9b7e4f31a6c5d2e9b0f7a4c3";
+    let id = pg.psql(
+        &db,
+        &format!(
+            "INSERT INTO profiles (username, stream_id) VALUES ('alice', '{key}') RETURNING id"
+        ),
+    );
+    let mapping = "table = \"profiles\"\nname_column = \"username\"\nkey_column = \"stream_id\"\nkey_storage = \"plain\"\n\
+                   live_since_column = \"\"\nlast_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\nrelay_targets_column = \"\"\n";
+    let node = Node::start(&format!("[database]\nurl = \"{}\"\n{mapping}", pg.url(&db)));
+    let mut ff = ffmpeg_publish(&node.publish_url(key), "320x240", 6);
+    let s = wait_listed(&node, &id, Duration::from_secs(10));
+    assert_eq!(s["name"], "alice");
+    let is_live = |pg: &Postgres| {
+        pg.psql(
+            &db,
+            &format!("SELECT is_live FROM profiles WHERE id = '{id}'"),
+        )
+    };
+    wait_for(Duration::from_secs(2), || {
+        (is_live(&pg) == "t").then_some(())
+    })
+    .expect("live in profiles");
+    assert!(ff.wait(Duration::from_secs(20)).expect("done").success());
+    wait_for(Duration::from_secs(5), || {
+        (is_live(&pg) == "f").then_some(())
+    })
+    .expect("offline in profiles");
+    // A wrong key is still wrong.
+    let mut bad = ffmpeg_publish(&node.publish_url("live_nope"), "320x240", 3);
+    assert!(!bad.wait(Duration::from_secs(5)).expect("refused").success());
+    node.assert_never_printed(key);
+}
+
+#[test]
+fn an_existing_table_with_sha256_keys_and_a_clear_startup_check() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_sha");
+    pg.psql(
+        &db,
+        "CREATE TABLE streams (uid uuid PRIMARY KEY DEFAULT gen_random_uuid(), title text, key_sha256 text, \
+         online boolean NOT NULL DEFAULT false, went_live timestamptz, seen timestamptz)",
+    );
+    let key = "sg_tablekey0123456789abcdef0123456789abcd";
+    let id = pg.psql(
+        &db,
+        &format!("INSERT INTO streams (title, key_sha256) VALUES ('bob', encode(sha256(convert_to('{key}', 'UTF8')), 'hex')) RETURNING uid"),
+    );
+    let mapping = "table = \"public.streams\"\nid_column = \"uid\"\nname_column = \"title\"\nkey_column = \"key_sha256\"\n\
+                   live_column = \"online\"\nlive_since_column = \"went_live\"\nlast_seen_column = \"seen\"\n\
+                   session_column = \"\"\nnode_column = \"\"\nrelay_targets_column = \"\"\n";
+    let node = Node::start(&format!("[database]\nurl = \"{}\"\n{mapping}", pg.url(&db)));
+    let _ff = ffmpeg_publish(&node.publish_url(key), "320x240", 10);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    wait_for(Duration::from_secs(2), || {
+        (pg.psql(
+            &db,
+            &format!("SELECT online AND went_live IS NOT NULL FROM streams WHERE uid = '{id}'"),
+        ) == "t")
+            .then_some(())
+    })
+    .expect("live with live_since");
+    node.assert_never_printed(key);
+    drop(node);
+
+    // A column that does not exist is named, with the setting that names it.
+    let dir = TempDir::new("badmap");
+    let cfg = write_file(
+        &dir.0,
+        "sg.toml",
+        &format!(
+            "[database]\nurl = \"{}\"\n{}",
+            pg.url(&db),
+            mapping.replace("\"seen\"", "\"last_heartbeat\"")
+        ),
+    );
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["channel", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("last_heartbeat")
+            && err.contains("database.last_seen_column")
+            && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+/// The default schema, as `migrate` creates it.
+fn streamgate_schema() -> &'static str {
+    "CREATE TABLE channels (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL UNIQUE, \
+     stream_key_hash text NOT NULL UNIQUE, is_live boolean NOT NULL DEFAULT false, live_since timestamptz, \
+     last_seen timestamptz, live_session uuid, live_node text, relay_targets jsonb, created_at timestamptz NOT NULL DEFAULT now())"
+}
+
+#[test]
+fn supabase_sql_applies_and_the_anon_role_cannot_read_keys() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_supabase");
+    for role in ["anon", "authenticated", "service_role"] {
+        pg.psql(&db, &format!("DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"));
+    }
+    pg.psql(&db, "CREATE PUBLICATION supabase_realtime");
+    let sql = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/supabase.sql"
+    ))
+    .unwrap();
+    let file = write_file(&pg.dir.0, "supabase.sql", &sql);
+    for _ in 0..2 {
+        // Applies cleanly, and again.
+        let out = std::process::Command::new(pg_psql_path())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                &db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let node = pg_node(&pg, &db, "", "");
+    let (id, key) = node.create_channel("public-show");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 10);
+    wait_live(&pg, &db, &id, true, Duration::from_secs(10));
+
+    // As the anon role: the key column and the table are unreadable...
+    for q in [
+        "SELECT stream_key_hash FROM channels",
+        "SELECT * FROM channels",
+        "SELECT id FROM channels",
+    ] {
+        let r = pg.psql_result(&db, &format!("SET ROLE anon; {q}"));
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("permission denied")),
+            "{q}: {r:?}"
+        );
+    }
+    // ...the public view is, with the live state and the thumbnail name.
+    let row = pg.psql(
+        &db,
+        &format!(
+            "SET ROLE anon; SELECT name, is_live, thumbnail FROM public_channels WHERE id = '{id}'"
+        ),
+    );
+    let thumb = pg.psql(&db, &format!("SELECT md5('{id}') || '.jpg'"));
+    assert_eq!(row, format!("public-show|t|{thumb}"));
+    assert!(!pg
+        .psql(
+            &db,
+            "SET ROLE anon; SELECT string_agg(t::text, ',') FROM public_channels t"
+        )
+        .contains(&key));
+    // Realtime follows the status table.
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND tablename = 'channel_status'"),
+        "1"
+    );
+    node.assert_never_printed(&key);
+}
+
+fn pg_psql_path() -> std::path::PathBuf {
+    let mut v: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/psql")))
+        .collect();
+    v.sort();
+    v.pop().unwrap()
+}
