@@ -399,3 +399,43 @@ fn the_key_never_leaks_even_at_trace_level() {
     node.assert_never_printed(&key);
     node.assert_never_printed(&wrong);
 }
+
+#[test]
+fn repeated_wrong_keys_get_the_address_refused_before_the_handshake() {
+    let node =
+        Node::start("[auth]\nmax_failures = 3\nfailure_window = \"1m\"\nban_duration = \"1m\"\n");
+    let (id, key) = node.create_channel("guarded");
+    for i in 0..3 {
+        let err = RawPublisher::publish(node.rtmp_port, "live", &format!("sg_guess{i}"))
+            .err()
+            .expect("wrong key refused");
+        assert!(err.contains("NetStream.Publish.BadName"), "{err}");
+    }
+    // The next connection from this address is closed before any handshake byte.
+    let mut s = TcpStream::connect(("127.0.0.1", node.rtmp_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(vec![0u8; 1536]);
+    let _ = s.write_all(&c0c1);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "no S0/S1/S2 for a refused address, got {} bytes",
+        answer.len()
+    );
+    // Even the right key is refused while the ban lasts.
+    let refused = RawPublisher::publish(node.rtmp_port, "live", &key)
+        .err()
+        .expect("refused");
+    assert!(refused.contains("closed"), "{refused}");
+    assert!(node.stream(&id).is_none());
+    let text = node.transcript.text();
+    assert!(text.contains("too many wrong stream keys"), "{text}");
+    // Failed attempts are logged with the address and a key fingerprint only.
+    assert!(text.contains("key_fp="), "{text}");
+    for i in 0..3 {
+        node.assert_never_printed(&format!("sg_guess{i}"));
+    }
+    node.assert_never_printed(&key);
+}

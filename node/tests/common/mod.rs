@@ -711,24 +711,27 @@ impl RawPublisher {
         self.sock.write_all(&out).unwrap();
     }
 
-    /// Connects and publishes; `Err` carries the server's refusal.
+    /// Connects and publishes; `Err` carries the server's refusal or the I/O failure.
     pub fn publish(port: u16, app: &str, key: &str) -> Result<RawPublisher, String> {
-        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let io = |e: std::io::Error| e.to_string();
+        let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(io)?;
         sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+            .map_err(io)?;
         let mut hs = rtmp::handshake::ClientHandshake::new(rtmp::handshake::HandshakeKind::Simple);
         let mut out = bytes::BytesMut::new();
         hs.start(&mut out);
-        sock.write_all(&out).unwrap();
+        sock.write_all(&out).map_err(io)?;
         out.clear();
         let mut buf = bytes::BytesMut::new();
         let mut tmp = [0u8; 8192];
-        while !hs.read(&mut buf, &mut out).unwrap() {
-            let n = sock.read(&mut tmp).unwrap();
-            assert!(n > 0, "closed during handshake");
+        while !hs.read(&mut buf, &mut out).map_err(|e| e.to_string())? {
+            let n = sock.read(&mut tmp).map_err(io)?;
+            if n == 0 {
+                return Err("closed during the handshake".into());
+            }
             buf.extend_from_slice(&tmp[..n]);
         }
-        sock.write_all(&out).unwrap();
+        sock.write_all(&out).map_err(io)?;
         let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
         let mut p = RawPublisher {
             sock,
