@@ -392,3 +392,67 @@ fn pg_psql_path() -> std::path::PathBuf {
     v.sort();
     v.pop().unwrap()
 }
+
+#[test]
+fn sslmode_from_the_url_is_honoured() {
+    let (pg, ca_pem) = Postgres::start_tls_only();
+    let db = pg.create_db("sg_tls");
+    pg.psql(&db, streamgate_schema());
+    let dir = TempDir::new("pgca");
+    let ca = write_file(&dir.0, "ca.pem", &ca_pem);
+    let base = format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port);
+    let list = |url: &str, extra: &str| {
+        let cfg = write_file(
+            &dir.0,
+            "sg.toml",
+            &format!("[database]\nurl = \"{url}\"\n{extra}"),
+        );
+        std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["channel", "list"])
+            .output()
+            .unwrap()
+    };
+    // require: encrypted, the certificate is not checked (libpq's meaning).
+    let out = list(&format!("{base}?sslmode=require"), "");
+    assert!(
+        out.status.success(),
+        "require: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // verify-full with the server's CA: verified.
+    let out = list(
+        &format!("{base}?sslmode=verify-full"),
+        &format!("ca_file = \"{}\"\n", ca.display()),
+    );
+    assert!(
+        out.status.success(),
+        "verify-full with CA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // verify-full without it: refused, with a reason, and no password in the message.
+    let out = list(
+        &format!(
+            "postgres://postgres:hunter2@127.0.0.1:{}/{db}?sslmode=verify-full",
+            pg.port
+        ),
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot reach Postgres") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // disable against a TLS-only server: refused.
+    let out = list(&format!("{base}?sslmode=disable"), "");
+    assert!(!out.status.success());
+    // The node itself runs over TLS.
+    let node = Node::start(&format!("[database]\nurl = \"{base}?sslmode=require\"\n"));
+    let (id, key) = node.create_channel("tls-channel");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 10);
+    wait_live(&pg, &db, &id, true, Duration::from_secs(10));
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'streamgate' AND s.ssl"), "1");
+    node.assert_never_printed(&key);
+}
