@@ -13,7 +13,7 @@ use crate::auth::{self, Authorizer};
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::hub::{EndReason, Hub};
-use crate::ingest::{IngestContext, Listener};
+use crate::ingest::{IngestContext, IngestWorkers, Listener};
 use crate::outbox::StatusOutbox;
 use crate::relay::RelayManager;
 use crate::store;
@@ -150,7 +150,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth: authorizer.clone(),
         relay: relay.clone(),
     });
-    let listener = Listener::bind(ctx).await?;
+    let workers = IngestWorkers::start(config.rtmp.workers)?;
+    let listener = Listener::bind(ctx, workers.clone()).await?;
     let http_addr = config.http_listen();
     let http_listener = TcpListener::bind(http_addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
@@ -186,6 +187,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     {
         warn!("relays still closing after the grace period");
     }
+    workers.stop();
     outbox_stop.cancel();
     let _ = outbox_task.await;
     if outbox.flush(store.as_ref(), grace).await {

@@ -65,6 +65,8 @@ pub struct RtmpConfig {
     pub max_message_size: u32,
     pub max_chunk_streams: usize,
     pub max_partial_bytes: usize,
+    /// Ingest threads (each a single-threaded runtime); 0: one per core.
+    pub workers: usize,
 }
 
 impl Default for RtmpConfig {
@@ -80,6 +82,7 @@ impl Default for RtmpConfig {
             max_message_size: 8 * 1024 * 1024,
             max_chunk_streams: 64,
             max_partial_bytes: 16 * 1024 * 1024,
+            workers: 0,
         }
     }
 }

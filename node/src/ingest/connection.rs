@@ -136,6 +136,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         });
         let mut events = Vec::new();
         let idle = cfg.idle_timeout;
+        // Set up once, not per read: the idle deadline (re-armed only when it fires),
+        // the shutdown signal, and (once publishing) the end of this publish.
+        let idle_deadline = tokio::time::sleep(idle);
+        tokio::pin!(idle_deadline);
+        let mut last_read = std::time::Instant::now();
+        let shutdown = cancel.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        let mut ended: Option<
+            std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+        > = None;
         loop {
             // Interpret everything buffered; requests that need an answer stop the
             // session so that it is given before later messages are read.
@@ -151,20 +161,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             self.flush(session.output()).await?;
+            match (&self.publish, &ended) {
+                (Some(p), None) => {
+                    ended = Some(Box::pin(p.stream.cancel.clone().cancelled_owned()))
+                }
+                (None, Some(_)) => ended = None,
+                _ => {}
+            }
 
-            let ended = self.publish.as_ref().map(|p| p.stream.cancel.clone());
             self.buf.reserve(READ_RESERVE);
             tokio::select! {
-                r = tokio::time::timeout(idle, self.io.read_buf(&mut self.buf)) => {
+                r = self.io.read_buf(&mut self.buf) => {
                     match r {
-                        Err(_) => return Err(ConnectionError::Idle(idle)),
-                        Ok(Ok(0)) => return Ok(End::ClientClosed),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e.into()),
+                        Ok(0) => return Ok(End::ClientClosed),
+                        Ok(_) => last_read = std::time::Instant::now(),
+                        Err(e) => return Err(e.into()),
                     }
                 }
-                _ = cancel.cancelled() => return Ok(End::Shutdown),
-                _ = async { match &ended { Some(c) => c.cancelled().await, None => std::future::pending().await } } => {
+                _ = &mut idle_deadline => {
+                    let quiet = last_read.elapsed();
+                    if quiet >= idle {
+                        return Err(ConnectionError::Idle(idle));
+                    }
+                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+                }
+                _ = &mut shutdown => return Ok(End::Shutdown),
+                _ = async {
+                    match ended.as_mut() {
+                        Some(f) => f.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     let reason = self.publish.as_ref().and_then(|p| p.stream.end_reason()).unwrap_or(EndReason::Shutdown);
                     return Ok(End::EndedByNode(reason));
                 }

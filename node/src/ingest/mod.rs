@@ -25,16 +25,87 @@ pub struct IngestContext {
     pub relay: Arc<RelayManager>,
 }
 
+/// Single-threaded runtimes, one per core, that run the connections (and their relay
+/// tasks, which they spawn): a stream's ingest and relays share a thread, so handing a
+/// message to a relay never wakes another thread. Connections are dealt round-robin.
+pub struct IngestWorkers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl IngestWorkers {
+    /// Starts `n` worker threads (0: one per core).
+    pub fn start(n: usize) -> std::io::Result<Arc<IngestWorkers>> {
+        let n = if n == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            n
+        };
+        let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            stops.push(tx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ingest-{i}"))
+                    .spawn(move || {
+                        let _ = rt.block_on(rx);
+                        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+                    })?,
+            );
+        }
+        Ok(Arc::new(IngestWorkers {
+            handles,
+            stops: std::sync::Mutex::new(stops),
+            threads: std::sync::Mutex::new(threads),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    fn pick(&self) -> &tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.handles[i % self.handles.len()]
+    }
+
+    /// Stops the worker runtimes (after the connections drained).
+    pub fn stop(&self) {
+        for tx in self.stops.lock().expect("workers").drain(..) {
+            let _ = tx.send(());
+        }
+        for t in self.threads.lock().expect("workers").drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Accepts RTMP connections until `cancel`.
 pub struct Listener {
     listener: TcpListener,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
     ctx: Arc<IngestContext>,
+    workers: Arc<IngestWorkers>,
 }
 
 impl Listener {
-    pub async fn bind(ctx: Arc<IngestContext>) -> anyhow::Result<Listener> {
+    pub async fn bind(
+        ctx: Arc<IngestContext>,
+        workers: Arc<IngestWorkers>,
+    ) -> anyhow::Result<Listener> {
         let addr: SocketAddr = ctx.config.listen.parse()?;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for RTMP on {addr} ({e}): check rtmp.listen")
@@ -43,6 +114,7 @@ impl Listener {
             listener,
             limit: Arc::new(Semaphore::new(ctx.config.max_connections)),
             ctx,
+            workers,
         })
     }
 
@@ -51,7 +123,7 @@ impl Listener {
     }
 
     pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
-        info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), app = %self.ctx.config.app, "RTMP listening");
+        info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), app = %self.ctx.config.app, workers = self.workers.len(), "RTMP listening");
         loop {
             // Take the permit before accepting, so the cap is real.
             let permit = tokio::select! {
@@ -84,12 +156,25 @@ impl Listener {
             if let Err(e) = socket.set_nodelay(true) {
                 debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
+            // Hand the socket to a worker thread: it is registered with that thread's
+            // reactor, and the connection (and its relays) run there.
+            let socket = match socket.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(%peer, error = %e, "cannot hand the connection to a worker");
+                    continue;
+                }
+            };
             let ctx = self.ctx.clone();
             let cancel = cancel.clone();
-            tracker.spawn(async move {
-                connection::serve(socket, peer, ctx, cancel).await;
+            let task = tracker.track_future(async move {
+                match tokio::net::TcpStream::from_std(socket) {
+                    Ok(socket) => connection::serve(socket, peer, ctx, cancel).await,
+                    Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
+                }
                 drop(permit);
             });
+            self.workers.pick().spawn(task);
         }
     }
 }

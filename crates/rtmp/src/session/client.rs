@@ -91,6 +91,11 @@ impl ClientSession {
         self.transport.output()
     }
 
+    /// Whether the publish command was sent and its answer is awaited.
+    pub fn is_publish_pending(&self) -> bool {
+        self.state == State::PublishPending
+    }
+
     /// Whether media may be sent.
     pub fn is_publishing(&self) -> bool {
         self.state == State::Publishing

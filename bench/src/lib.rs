@@ -1,0 +1,299 @@
+//! Load generator, relay sink and side-by-side comparison for streamgate (the
+//! `sgbench` binary is a thin command line over this library).
+//!
+//! - `sgbench compare`: the same publishers, relayed to our sink, against streamgate,
+//!   nginx-rtmp and (with `SRS_BIN`) SRS, one after the other; one table of server CPU,
+//!   RSS, connection success, bytes relayed and relay delay.
+//! - `sgbench storm`: many publishers connecting within a second.
+//! - `sgbench auth`: publish-to-onStatus latency, cold and warm cache, SQLite or Postgres.
+//!
+//! Everything runs on 127.0.0.1. See BENCHMARKS.md for the figures and commands.
+
+pub mod flv_source;
+pub mod publisher;
+pub mod servers;
+pub mod sink;
+pub mod stats;
+
+use std::io::IoSlice;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtmp::OutputQueue;
+use tokio::io::AsyncWriteExt;
+
+use flv_source::FlvSource;
+use publisher::{GeneratorStats, PublisherSpec, SendLog};
+use servers::{Server, ServerKind};
+use sink::Sink;
+
+/// Writes everything queued with vectored writes.
+pub async fn write_all<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    out: &mut OutputQueue,
+) -> std::io::Result<()> {
+    while !out.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = out.io_slices(&mut slices);
+        let k = w.write_vectored(&slices[..n]).await?;
+        if k == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        out.advance(k);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
+pub enum Profile {
+    /// 640x360 30 fps, about 600 kbps.
+    P360,
+    /// 1920x1080 30 fps, about 6 Mbps.
+    P1080,
+}
+
+/// Where generated media is cached between runs.
+pub fn media_path(profile: Profile) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join("sgbench-media");
+    std::fs::create_dir_all(&dir)?;
+    let (name, args): (&str, &[&str]) = match profile {
+        Profile::P360 => (
+            "360p-600k.flv",
+            &[
+                "-s", "640x360", "-b:v", "536k", "-maxrate", "536k", "-bufsize", "1072k",
+                "-preset", "veryfast",
+            ],
+        ),
+        Profile::P1080 => (
+            "1080p-6m.flv",
+            &[
+                "-s",
+                "1920x1080",
+                "-b:v",
+                "5800k",
+                "-maxrate",
+                "5800k",
+                "-bufsize",
+                "11600k",
+                "-preset",
+                "ultrafast",
+            ],
+        ),
+    };
+    let path = dir.join(name);
+    if !path.exists() {
+        eprintln!("generating {} with ffmpeg...", path.display());
+        let status = std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=rate=30:size=1920x1080",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=44100",
+                "-t",
+                "30",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "high",
+                "-g",
+                "60",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(args)
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+            .arg(&path)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "ffmpeg could not generate the benchmark media"
+        );
+    }
+    Ok(path)
+}
+
+/// Result of one server under one workload.
+#[derive(Debug, serde::Serialize)]
+pub struct Outcome {
+    pub server: String,
+    pub publishers: usize,
+    pub connected: u64,
+    pub failed: u64,
+    pub window_s: f64,
+    pub cpu_percent: f64,
+    pub cpu_ms_per_stream_second: f64,
+    pub rss_mib: f64,
+    pub rss_kib_per_publisher: f64,
+    pub relayed_streams: usize,
+    pub relayed_mbps: f64,
+    pub delay_ms_p50: f64,
+    pub delay_ms_p99: f64,
+    pub delay_samples: usize,
+    pub generator_cpu_percent: f64,
+    pub auth_ms_p50: f64,
+    pub auth_ms_p99: f64,
+}
+
+/// Starts `n` publishers against `server`, ramped; returns their handles.
+pub fn start_publishers(
+    server: &Server,
+    source: &Arc<FlvSource>,
+    sink: &Arc<Sink>,
+    stats: &Arc<GeneratorStats>,
+    ramp_per_s: f64,
+    tick: Duration,
+    stop_at: Instant,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    let gap = Duration::from_secs_f64(1.0 / ramp_per_s.max(1.0));
+    let begin = Instant::now();
+    for (i, ch) in server.channels.iter().enumerate() {
+        let log = Arc::new(SendLog::default());
+        sink.logs
+            .lock()
+            .expect("sink")
+            .insert(ch.sink_name.clone(), log.clone());
+        let spec = PublisherSpec {
+            addr: server.rtmp_addr,
+            app: "live".into(),
+            key: ch.key.clone(),
+            tick,
+            stop_at,
+        };
+        let (source, stats) = (source.clone(), stats.clone());
+        let start = begin + gap * i as u32;
+        handles.push(tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+            publisher::run(spec, source, stats, log).await;
+        }));
+    }
+    handles
+}
+
+pub async fn relay_run(
+    kind: ServerKind,
+    n: usize,
+    source: Arc<FlvSource>,
+    ramp: f64,
+    window: Duration,
+    tick: Duration,
+) -> anyhow::Result<Outcome> {
+    let (listener, sink) = Sink::bind().await?;
+    let sink_port = listener.local_addr()?.port();
+    tokio::spawn(sink.clone().serve(listener));
+    let server = Server::start(kind, n, Some(sink_port)).await?;
+    let rss_idle = stats::rss_kib(server.pid);
+    let stats = Arc::new(GeneratorStats::default());
+    let ramp_time = Duration::from_secs_f64(n as f64 / ramp);
+    let warmup = Duration::from_secs(5);
+    let stop_at = Instant::now() + ramp_time + warmup + window + Duration::from_secs(2);
+    let handles = start_publishers(&server, &source, &sink, &stats, ramp, tick, stop_at);
+    tokio::time::sleep(ramp_time + warmup).await;
+
+    let me = std::process::id();
+    let (cpu0, gen0, bytes0) = (
+        stats::cpu_seconds(server.pid),
+        stats::cpu_seconds(me),
+        sink.totals().1,
+    );
+    sink.delay.clear();
+    sink.measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut rss_peak = 0;
+    while t0.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_peak = rss_peak.max(stats::rss_kib(server.pid));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    sink.measuring.store(false, Ordering::Relaxed);
+    let (cpu1, gen1) = (stats::cpu_seconds(server.pid), stats::cpu_seconds(me));
+    let (relayed_streams, bytes1) = sink.totals();
+    for h in handles {
+        let _ = h.await;
+    }
+    server.stop();
+    let connected = stats.connected.load(Ordering::Relaxed);
+    let (count, p50, p99, _) = sink.delay.summary();
+    let (_, a50, a99, _) = stats.auth_latency.summary();
+    let cpu = cpu1 - cpu0;
+    Ok(Outcome {
+        server: kind.name().into(),
+        publishers: n,
+        connected,
+        failed: stats.failed.load(Ordering::Relaxed),
+        window_s: secs,
+        cpu_percent: cpu / secs * 100.0,
+        cpu_ms_per_stream_second: cpu * 1000.0 / (secs * connected.max(1) as f64),
+        rss_mib: rss_peak as f64 / 1024.0,
+        rss_kib_per_publisher: rss_peak.saturating_sub(rss_idle) as f64 / connected.max(1) as f64,
+        relayed_streams,
+        relayed_mbps: (bytes1 - bytes0) as f64 * 8.0 / secs / 1e6,
+        delay_ms_p50: p50,
+        delay_ms_p99: p99,
+        delay_samples: count,
+        generator_cpu_percent: (gen1 - gen0) / secs * 100.0,
+        auth_ms_p50: a50,
+        auth_ms_p99: a99,
+    })
+}
+
+pub fn print_table(title: &str, rows: &[Outcome]) {
+    println!("\n{title}");
+    println!(
+        "| server | publishers ok/failed | server CPU % | CPU ms per stream-s | RSS MiB | RSS KiB per publisher | streams at sink | relayed Mbps | relay delay p50 / p99 ms | bench process CPU % |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {}/{} | {:.1} | {:.3} | {:.1} | {:.1} | {} | {:.1} | {:.1} / {:.1} | {:.1} |",
+            r.server,
+            r.connected,
+            r.failed,
+            r.cpu_percent,
+            r.cpu_ms_per_stream_second,
+            r.rss_mib,
+            r.rss_kib_per_publisher,
+            r.relayed_streams,
+            r.relayed_mbps,
+            r.delay_ms_p50,
+            r.delay_ms_p99,
+            r.generator_cpu_percent
+        );
+    }
+    if let Some(sg) = rows.iter().find(|r| r.server == "streamgate") {
+        for r in rows.iter().filter(|r| r.server != "streamgate") {
+            println!(
+                "ratio {} / streamgate: CPU per stream {:.2}x, RSS per publisher {:.2}x",
+                r.server,
+                r.cpu_ms_per_stream_second / sg.cpu_ms_per_stream_second,
+                r.rss_kib_per_publisher / sg.rss_kib_per_publisher.max(0.001)
+            );
+        }
+    }
+}
+
+pub fn parse_servers(list: &str) -> anyhow::Result<Vec<ServerKind>> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.trim() {
+            "streamgate" => Ok(ServerKind::Streamgate),
+            "nginx" => Ok(ServerKind::Nginx),
+            "srs" => Ok(ServerKind::Srs),
+            other => anyhow::bail!("unknown server {other:?} (streamgate, nginx, srs)"),
+        })
+        .collect()
+}

@@ -1,0 +1,213 @@
+//! `sgbench`: load generator, relay sink and side-by-side comparison for streamgate.
+//! See BENCHMARKS.md for the figures and the commands that produced them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use streamgate_bench::flv_source::FlvSource;
+use streamgate_bench::publisher::GeneratorStats;
+use streamgate_bench::servers::{self, Server, ServerKind};
+use streamgate_bench::sink::Sink;
+use streamgate_bench::{
+    media_path, parse_servers, print_table, relay_run, start_publishers, stats, Profile,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sgbench",
+    about = "streamgate load generator and comparison harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Relay workload against each server, one after the other.
+    Compare {
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        #[arg(long, value_enum, default_value_t = Profile::P360)]
+        profile: Profile,
+        /// Publishers started per second.
+        #[arg(long, default_value_t = 200.0)]
+        ramp: f64,
+        /// Measuring window after all publishers are up and a warm-up.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Comma-separated: streamgate, nginx, srs (srs needs SRS_BIN).
+        #[arg(long, default_value = "streamgate,nginx")]
+        servers: String,
+        /// Sending granularity of the generator (an encoder sends each frame as it is
+        /// made: about every 14 ms for 30 fps video plus AAC audio).
+        #[arg(long, default_value_t = 20)]
+        tick_ms: u64,
+        /// Print one JSON line per server too.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connection storm: publishers connecting within `within_ms`.
+    Storm {
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        #[arg(long, default_value_t = 1000)]
+        within_ms: u64,
+        #[arg(long, default_value = "streamgate,nginx")]
+        servers: String,
+    },
+    /// Publish-command-to-onStatus latency, cold then warm cache.
+    Auth {
+        #[arg(long, default_value_t = 300)]
+        streams: usize,
+        /// Use a private PostgreSQL server (Debian's binaries) instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Compare {
+            streams,
+            profile,
+            ramp,
+            seconds,
+            servers,
+            tick_ms,
+            json,
+        } => {
+            let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
+            let title = format!(
+                "relay, {streams} publishers of {:?} ({} kbps), {seconds} s window",
+                profile,
+                source.bitrate / 1000
+            );
+            let mut rows = Vec::new();
+            for kind in parse_servers(&servers)? {
+                if kind == ServerKind::Srs && std::env::var_os("SRS_BIN").is_none() {
+                    eprintln!("srs skipped: set SRS_BIN to an SRS binary to include it");
+                    continue;
+                }
+                eprintln!("running {} ...", kind.name());
+                let r = relay_run(
+                    kind,
+                    streams,
+                    source.clone(),
+                    ramp,
+                    Duration::from_secs(seconds),
+                    Duration::from_millis(tick_ms),
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                rows.push(r);
+            }
+            print_table(&title, &rows);
+        }
+        Command::Storm {
+            streams,
+            within_ms,
+            servers,
+        } => {
+            let source = Arc::new(FlvSource::load(&media_path(Profile::P360)?)?);
+            println!("\nconnection storm: {streams} publishers within {within_ms} ms");
+            println!("| server | publishing / failed | time until all publishing s | auth p50 / p99 ms | server RSS MiB after |");
+            println!("|---|---|---|---|---|");
+            for kind in parse_servers(&servers)? {
+                let (listener, sink) = Sink::bind().await?;
+                let sink_port = listener.local_addr()?.port();
+                tokio::spawn(sink.clone().serve(listener));
+                let server = Server::start(kind, streams, Some(sink_port)).await?;
+                let stats = Arc::new(GeneratorStats::default());
+                let rate = streams as f64 * 1000.0 / within_ms.max(1) as f64;
+                let t0 = Instant::now();
+                let stop_at = t0 + Duration::from_secs(15);
+                let handles = start_publishers(
+                    &server,
+                    &source,
+                    &sink,
+                    &stats,
+                    rate,
+                    Duration::from_millis(100),
+                    stop_at,
+                );
+                let mut all_up = None;
+                while Instant::now() < stop_at {
+                    let done = stats.connected.load(Ordering::Relaxed)
+                        + stats.failed.load(Ordering::Relaxed);
+                    if done as usize >= streams {
+                        all_up = Some(t0.elapsed());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let rss = stats::rss_kib(server.pid) as f64 / 1024.0;
+                for h in handles {
+                    let _ = h.await;
+                }
+                server.stop();
+                let (_, a50, a99, _) = stats.auth_latency.summary();
+                println!(
+                    "| {} | {}/{} | {} | {:.1} / {:.1} | {:.1} |",
+                    kind.name(),
+                    stats.connected.load(Ordering::Relaxed),
+                    stats.failed.load(Ordering::Relaxed),
+                    all_up.map_or("not all".into(), |d| format!("{:.2}", d.as_secs_f64())),
+                    a50,
+                    a99,
+                    rss
+                );
+            }
+        }
+        Command::Auth { streams, postgres } => {
+            let source = Arc::new(FlvSource::load(&media_path(Profile::P360)?)?);
+            let pg = if postgres {
+                Some(servers::PrivatePostgres::start()?)
+            } else {
+                None
+            };
+            let server = Server::start_streamgate(streams, None, pg.as_ref()).await?;
+            let (listener, sink) = Sink::bind().await?;
+            tokio::spawn(sink.clone().serve(listener));
+            println!(
+                "\nauth latency, publish command to onStatus, {streams} publishers, {}",
+                if postgres {
+                    "Postgres on loopback"
+                } else {
+                    "SQLite"
+                }
+            );
+            println!("| cache | samples | p50 ms | p99 ms | max ms |");
+            println!("|---|---|---|---|---|");
+            for round in ["cold (first use of each key)", "warm (same keys again)"] {
+                let stats = Arc::new(GeneratorStats::default());
+                let stop_at = Instant::now()
+                    + Duration::from_secs(2)
+                    + Duration::from_secs_f64(streams as f64 / 200.0);
+                let handles = start_publishers(
+                    &server,
+                    &source,
+                    &sink,
+                    &stats,
+                    200.0,
+                    Duration::from_millis(100),
+                    stop_at,
+                );
+                for h in handles {
+                    let _ = h.await;
+                }
+                let (n, p50, p99, max) = stats.auth_latency.summary();
+                println!("| {round} | {n} | {p50:.2} | {p99:.2} | {max:.2} |");
+            }
+            server.stop();
+            drop(pg);
+        }
+    }
+    Ok(())
+}

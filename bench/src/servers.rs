@@ -1,0 +1,391 @@
+//! The servers under test, each started on free loopback ports in a temporary folder
+//! and stopped by PID: streamgate (release binary beside `sgbench`), nginx-rtmp
+//! (Debian's nginx + libnginx-mod-rtmp, `push` to the sink) and SRS (`SRS_BIN`,
+//! `forward` to the sink).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    Streamgate,
+    Nginx,
+    Srs,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Streamgate => "streamgate",
+            ServerKind::Nginx => "nginx-rtmp",
+            ServerKind::Srs => "srs",
+        }
+    }
+}
+
+/// A publisher's key, and the name its stream arrives under at the sink.
+#[derive(Debug, Clone)]
+pub struct ChannelKey {
+    pub key: String,
+    pub sink_name: String,
+}
+
+/// A running server.
+pub struct Server {
+    pub pid: u32,
+    pub rtmp_addr: SocketAddr,
+    pub channels: Vec<ChannelKey>,
+    child: Mutex<Option<Child>>,
+    dir: PathBuf,
+}
+
+impl Server {
+    pub fn stop(&self) {
+        if let Some(mut c) = self.child.lock().expect("child").take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    pub async fn start(
+        kind: ServerKind,
+        n: usize,
+        sink_port: Option<u16>,
+    ) -> anyhow::Result<Server> {
+        match kind {
+            ServerKind::Streamgate => Self::start_streamgate(n, sink_port, None).await,
+            ServerKind::Nginx => Self::start_nginx(n, sink_port),
+            ServerKind::Srs => Self::start_srs(n, sink_port),
+        }
+    }
+
+    /// streamgate with `n` channels (SQLite, or the given Postgres), relaying to the sink.
+    /// Thumbnails are off: the peers make none, so the comparison is relay against relay.
+    pub async fn start_streamgate(
+        n: usize,
+        sink_port: Option<u16>,
+        pg: Option<&PrivatePostgres>,
+    ) -> anyhow::Result<Server> {
+        let bin = sibling_binary("streamgate")?;
+        let dir = temp_dir("sg");
+        let mut config = streamgate::config::Config::default();
+        let database = match pg {
+            Some(pg) => format!("url = \"{}\"", pg.url()),
+            None => format!("url = \"sqlite:{}\"", dir.join("sg.db").display()),
+        };
+        config.database.url = match pg {
+            Some(pg) => pg.url(),
+            None => format!("sqlite:{}", dir.join("sg.db").display()),
+        };
+        let store = match pg {
+            Some(_) => {
+                let p =
+                    streamgate::store::postgres::PgStore::new(&config.database, "bench".into())?;
+                p.migrate().await?;
+                drop(p);
+                streamgate::store::open(&config).await?
+            }
+            None => streamgate::store::open(&config).await?,
+        };
+        let mut channels = Vec::with_capacity(n);
+        for i in 0..n {
+            let (ch, key) = store.create_channel(&format!("bench-{i}")).await?;
+            channels.push(ChannelKey {
+                key: key.expose().to_string(),
+                sink_name: ch.id.to_string(),
+            });
+        }
+        drop(store);
+        let relay = sink_port
+            .map(|p| format!("[relay]\ntargets = [\"rtmp://127.0.0.1:{p}/live/{{channel_id}}\"]\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [database]\n{database}\n[thumbnails]\nenabled = false\n[log]\nlevel = \"warn,streamgate::ingest=info\"\n{relay}"
+        );
+        let cfg = dir.join("sg.toml");
+        std::fs::write(&cfg, text)?;
+        let mut cmd = Command::new(bin);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STREAMGATE_")) {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd
+            .arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("RTMP listening addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                if line.contains("ERROR") {
+                    eprintln!("[streamgate] {line}");
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| anyhow::anyhow!("streamgate did not start"))?
+            .parse()?;
+        Ok(Server {
+            pid: child.id(),
+            rtmp_addr: addr,
+            channels,
+            child: Mutex::new(Some(child)),
+            dir,
+        })
+    }
+
+    fn start_nginx(n: usize, sink_port: Option<u16>) -> anyhow::Result<Server> {
+        let dir = temp_dir("nginx");
+        let port = free_port()?;
+        let push = sink_port
+            .map(|p| format!("push rtmp://127.0.0.1:{p}/live;"))
+            .unwrap_or_default();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;\n\
+                 error_log {d}/error.log warn; pid {d}/nginx.pid;\n\
+                 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                 events {{ worker_connections 20000; }}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+                 application live {{ live on; {push} }} }} }}\n"
+            ),
+        )?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_port(port)?;
+        // nginx-rtmp has no key check here: the name is the key, and push keeps it.
+        let channels = (0..n)
+            .map(|i| {
+                let key = format!("bench{i}_{}", uuid::Uuid::new_v4().simple());
+                ChannelKey {
+                    sink_name: key.clone(),
+                    key,
+                }
+            })
+            .collect();
+        Ok(Server {
+            pid: child.id(),
+            rtmp_addr: ([127, 0, 0, 1], port).into(),
+            channels,
+            child: Mutex::new(Some(child)),
+            dir,
+        })
+    }
+
+    fn start_srs(n: usize, sink_port: Option<u16>) -> anyhow::Result<Server> {
+        let bin = std::env::var("SRS_BIN")
+            .map_err(|_| anyhow::anyhow!("set SRS_BIN to an SRS binary"))?;
+        let dir = temp_dir("srs");
+        let port = free_port()?;
+        let forward = sink_port
+            .map(|p| format!("forward {{ enabled on; destination 127.0.0.1:{p}; }}"))
+            .unwrap_or_default();
+        std::fs::write(
+            dir.join("srs.conf"),
+            format!(
+                "listen {port}; max_connections 20000; daemon off; srs_log_tank console; srs_log_level warn;\n\
+                 pid {}/srs.pid;\nvhost __defaultVhost__ {{ {forward} }}\n",
+                dir.display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(dir.join("srs.conf"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_port(port)?;
+        let channels = (0..n)
+            .map(|i| {
+                let key = format!("bench{i}_{}", uuid::Uuid::new_v4().simple());
+                ChannelKey {
+                    sink_name: key.clone(),
+                    key,
+                }
+            })
+            .collect();
+        Ok(Server {
+            pid: child.id(),
+            rtmp_addr: ([127, 0, 0, 1], port).into(),
+            channels,
+            child: Mutex::new(Some(child)),
+            dir,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sgbench-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("server did not listen on {port}")
+}
+
+/// A binary built beside this one (target/<profile>/NAME).
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SG_STREAMGATE_BIN") {
+        return Ok(p.into());
+    }
+    let me = std::env::current_exe()?;
+    for dir in me.ancestors().skip(1).take(3) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("cannot find the {name} binary next to {}; build it (cargo build --release) or set SG_STREAMGATE_BIN", me.display())
+}
+
+/// A private PostgreSQL server (Debian's binaries) for the auth benchmark.
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    root: bool,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> anyhow::Result<PrivatePostgres> {
+        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        bins.sort();
+        let bin = bins
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no PostgreSQL server: apt-get install postgresql"))?;
+        let dir = temp_dir("pg");
+        let root =
+            String::from_utf8_lossy(&Command::new("id").arg("-u").output()?.stdout).trim() == "0";
+        if root {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()?;
+        }
+        let pg = PrivatePostgres {
+            port: free_port()?,
+            dir,
+            bin,
+            root,
+        };
+        let data = pg.dir.join("data");
+        anyhow::ensure!(
+            pg.cmd("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["--auth=trust", "-U", "postgres", "--no-sync"])
+                .status()?
+                .success(),
+            "initdb failed"
+        );
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            pg.port,
+            pg.dir.display()
+        );
+        anyhow::ensure!(
+            pg.cmd("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .args(["-o", &opts, "-l"])
+                .arg(pg.dir.join("log"))
+                .args(["-w", "start"])
+                .stdout(Stdio::null())
+                .status()?
+                .success(),
+            "pg_ctl start failed"
+        );
+        Ok(pg)
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        if self.root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
+            c
+        } else {
+            Command::new(self.bin.join(program))
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

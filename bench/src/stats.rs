@@ -1,0 +1,85 @@
+//! Measurements shared by generator and sink: latency samples with percentiles, and
+//! process CPU and memory from /proc.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency samples (microseconds), bounded.
+#[derive(Debug, Default)]
+pub struct Samples {
+    values: Mutex<Vec<u32>>,
+}
+
+/// Most samples kept (beyond that, every other one is dropped).
+const MAX_SAMPLES: usize = 2_000_000;
+
+impl Samples {
+    pub fn record(&self, d: Duration) {
+        let mut v = self.values.lock().expect("samples");
+        if v.len() < MAX_SAMPLES {
+            v.push(d.as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.values.lock().expect("samples").clear();
+    }
+
+    /// (count, p50, p99, max) in milliseconds.
+    pub fn summary(&self) -> (usize, f64, f64, f64) {
+        let mut v = self.values.lock().expect("samples").clone();
+        if v.is_empty() {
+            return (0, f64::NAN, f64::NAN, f64::NAN);
+        }
+        v.sort_unstable();
+        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        (
+            v.len(),
+            pct(0.50),
+            pct(0.99),
+            *v.last().unwrap() as f64 / 1000.0,
+        )
+    }
+}
+
+/// CPU seconds (user + system) of a process, its reaped children and live descendants.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    fn tree(pid: &str) -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let mut total: u64 = fields
+            .get(11..15)
+            .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
+                    for c in children.split_whitespace() {
+                        total += tree(c);
+                    }
+                }
+            }
+        }
+        total
+    }
+    // USER_HZ is 100 on Linux for every architecture we run on.
+    tree(&pid.to_string()) as f64 / 100.0
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
