@@ -76,3 +76,33 @@ impl FlvSource {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    #[test]
+    fn loops_with_continuous_timestamps() {
+        let mut f = BytesMut::new();
+        media::flv::write_header(&mut f, true, true);
+        media::flv::write_tag(&mut f, TAG_SCRIPT, 0, b"\x02\x00\x0aonMetaData");
+        media::flv::write_tag(&mut f, TAG_VIDEO, 0, &[0x17, 1, 0, 0, 0]);
+        media::flv::write_tag(&mut f, TAG_AUDIO, 20, &[0xAF, 1]);
+        media::flv::write_tag(&mut f, TAG_VIDEO, 33, &[0x27, 1, 0, 0, 0]);
+        let path = std::env::temp_dir().join(format!("sgbench-unit-{}.flv", std::process::id()));
+        std::fs::write(&path, &f).unwrap();
+        let src = FlvSource::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(src.metadata.is_some());
+        assert_eq!(src.tags.len(), 3);
+        assert!(src.tags[0].keyframe && !src.tags[2].keyframe);
+        let ts: Vec<u32> = (0..7).map(|n| src.tag(n).0).collect();
+        let l = src.loop_ms;
+        assert_eq!(ts, vec![0, 20, 33, l, l + 20, l + 33, 2 * l]);
+        assert!(
+            ts.windows(2).all(|w| w[0] <= w[1]),
+            "timestamps never go back: {ts:?}"
+        );
+    }
+}

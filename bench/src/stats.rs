@@ -83,3 +83,34 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let s = Samples::default();
+        for ms in 1..=100u64 {
+            s.record(Duration::from_millis(ms));
+        }
+        let (n, p50, p99, max) = s.summary();
+        assert_eq!(n, 100);
+        assert!((p50 - 50.0).abs() <= 1.0, "{p50}");
+        assert!((p99 - 99.0).abs() <= 1.0, "{p99}");
+        assert_eq!(max, 100.0);
+        assert!(Samples::default().summary().1.is_nan());
+    }
+
+    #[test]
+    fn own_process_is_measured() {
+        let pid = std::process::id();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(cpu_seconds(pid) > 0.0);
+        assert!(rss_kib(pid) > 1000);
+    }
+}

@@ -1,0 +1,83 @@
+//! Smoke version of the benchmark, run by the test suite: 20 generated publishers for
+//! 5 s through streamgate (and nginx-rtmp) to the sink; every stream must arrive, no
+//! connection may fail, and relay delays must have been measured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamgate_bench::flv_source::FlvSource;
+use streamgate_bench::relay_run;
+use streamgate_bench::servers::ServerKind;
+
+fn small_flv() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sgbench-smoke-{}.flv", std::process::id()));
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-g", "30", "-b:v", "300k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "48k", "-f",
+            "flv",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg is required: apt-get install -y ffmpeg (scripts/setup-test-deps.sh)");
+    assert!(status.success());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_publishers_reach_the_sink_through_each_server() {
+    let path = small_flv();
+    let source = Arc::new(FlvSource::load(&path).unwrap());
+    let _ = std::fs::remove_file(&path);
+    for kind in [ServerKind::Streamgate, ServerKind::Nginx] {
+        let r = relay_run(
+            kind,
+            20,
+            source.clone(),
+            100.0,
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.connected, r.failed), (20, 0), "{}: {r:?}", kind.name());
+        assert_eq!(
+            r.relayed_streams,
+            20,
+            "{}: every stream arrived at the sink: {r:?}",
+            kind.name()
+        );
+        assert!(r.relayed_mbps > 1.0, "{}: {r:?}", kind.name());
+        assert!(
+            r.delay_samples > 100,
+            "{}: relay delay measured: {r:?}",
+            kind.name()
+        );
+        assert!(
+            r.cpu_percent > 0.0,
+            "{}: server CPU read from /proc: {r:?}",
+            kind.name()
+        );
+    }
+}
