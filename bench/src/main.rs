@@ -1,6 +1,7 @@
 //! `sgbench`: load generator, relay sink and side-by-side comparison for streamgate.
 //! See BENCHMARKS.md for the figures and the commands that produced them.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,34 @@ enum Command {
         /// Print one JSON line per server too.
         #[arg(long)]
         json: bool,
+    },
+    /// Run only the sink: an RTMP server that accepts relayed publishes and prints
+    /// bytes and messages per stream every few seconds (point a relay at it).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:19350")]
+        listen: String,
+        #[arg(long, default_value_t = 5)]
+        every_s: u64,
+    },
+    /// Run only the generator against any RTMP server: one publisher per key.
+    Publish {
+        /// host:port of the server.
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value = "live")]
+        app: String,
+        /// File with one stream key per line.
+        #[arg(long)]
+        keys: PathBuf,
+        /// FLV file to send (looped); default: the generated 360p media.
+        #[arg(long)]
+        flv: Option<PathBuf>,
+        #[arg(long, default_value_t = 200.0)]
+        ramp: f64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 20)]
+        tick_ms: u64,
     },
     /// Connection storm: publishers connecting within `within_ms`.
     Storm {
@@ -109,6 +138,81 @@ async fn main() -> anyhow::Result<()> {
                 rows.push(r);
             }
             print_table(&title, &rows);
+        }
+        Command::Sink { listen, every_s } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let sink = Arc::new(Sink::default());
+            eprintln!("sink listening on {}", listener.local_addr()?);
+            tokio::spawn(sink.clone().serve(listener));
+            let mut last = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(every_s)).await;
+                let (streams, bytes) = sink.totals();
+                println!(
+                    "streams receiving: {streams}, total {:.1} MB, {:.1} Mbps over the last {every_s} s",
+                    bytes as f64 / 1e6,
+                    (bytes - last) as f64 * 8.0 / every_s as f64 / 1e6
+                );
+                last = bytes;
+            }
+        }
+        Command::Publish {
+            addr,
+            app,
+            keys,
+            flv,
+            ramp,
+            seconds,
+            tick_ms,
+        } => {
+            let path = match flv {
+                Some(p) => p,
+                None => media_path(Profile::P360)?,
+            };
+            let source = Arc::new(FlvSource::load(&path)?);
+            let addr: std::net::SocketAddr = tokio::net::lookup_host(&addr)
+                .await?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{addr} does not resolve"))?;
+            let keys: Vec<String> = std::fs::read_to_string(&keys)?
+                .lines()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(String::from)
+                .collect();
+            let stats = Arc::new(GeneratorStats::default());
+            let gap = Duration::from_secs_f64(1.0 / ramp.max(1.0));
+            let stop_at = Instant::now() + gap * keys.len() as u32 + Duration::from_secs(seconds);
+            let mut handles = Vec::new();
+            for (i, key) in keys.into_iter().enumerate() {
+                let spec = streamgate_bench::publisher::PublisherSpec {
+                    addr,
+                    app: app.clone(),
+                    key,
+                    tick: Duration::from_millis(tick_ms),
+                    stop_at,
+                };
+                let (source, stats) = (source.clone(), stats.clone());
+                let log = Arc::new(streamgate_bench::publisher::SendLog::default());
+                handles.push(tokio::spawn(async move {
+                    tokio::time::sleep(gap * i as u32).await;
+                    streamgate_bench::publisher::run(spec, source, stats, log).await;
+                }));
+            }
+            let me = std::process::id();
+            let cpu0 = stats::cpu_seconds(me);
+            let t0 = Instant::now();
+            for h in handles {
+                let _ = h.await;
+            }
+            let (_, a50, a99, _) = stats.auth_latency.summary();
+            println!(
+                "publishers ok {}, failed {}; sent {:.1} MB; auth p50 {a50:.1} ms p99 {a99:.1} ms; generator CPU {:.1} %",
+                stats.connected.load(Ordering::Relaxed),
+                stats.failed.load(Ordering::Relaxed),
+                stats.bytes_sent.load(Ordering::Relaxed) as f64 / 1e6,
+                (stats::cpu_seconds(me) - cpu0) / t0.elapsed().as_secs_f64() * 100.0
+            );
         }
         Command::Storm {
             streams,

@@ -456,3 +456,28 @@ fn sslmode_from_the_url_is_honoured() {
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'streamgate' AND s.ssl"), "1");
     node.assert_never_printed(&key);
 }
+
+#[test]
+fn rotating_a_key_in_postgres_ends_the_live_publish() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_rotate");
+    pg.psql(&db, streamgate_schema());
+    let node = pg_node(&pg, &db, "", "[auth]\nrecheck_interval = \"1s\"\n");
+    let (id, key) = node.create_channel("pg-rotate");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+    wait_live(&pg, &db, &id, true, Duration::from_secs(10));
+    // The operator rotates the key straight in the table (e.g. from a dashboard).
+    pg.psql(
+        &db,
+        &format!("UPDATE channels SET stream_key_hash = 'rotated' WHERE id = '{id}'"),
+    );
+    ff.wait(Duration::from_secs(6))
+        .expect("publish with the old key ended");
+    wait_live(&pg, &db, &id, false, Duration::from_secs(5));
+    let mut again = ffmpeg_publish(&node.publish_url(&key), "320x240", 3);
+    assert!(!again
+        .wait(Duration::from_secs(5))
+        .expect("old key refused")
+        .success());
+    node.assert_never_printed(&key);
+}
