@@ -188,24 +188,8 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        wait_port(port)?;
         // nginx-rtmp has no key check here: the name is the key, and push keeps it.
-        let channels = (0..n)
-            .map(|i| {
-                let key = format!("bench{i}_{}", uuid::Uuid::new_v4().simple());
-                ChannelKey {
-                    sink_name: key.clone(),
-                    key,
-                }
-            })
-            .collect();
-        Ok(Server {
-            pid: child.id(),
-            rtmp_addr: ([127, 0, 0, 1], port).into(),
-            channels,
-            child: Mutex::new(Some(child)),
-            dir,
-        })
+        Server::keyless(child, port, n, dir)
     }
 
     fn start_srs(n: usize, sink_port: Option<u16>) -> anyhow::Result<Server> {
@@ -232,23 +216,30 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        wait_port(port)?;
-        let channels = (0..n)
-            .map(|i| {
-                let key = format!("bench{i}_{}", uuid::Uuid::new_v4().simple());
-                ChannelKey {
-                    sink_name: key.clone(),
-                    key,
-                }
-            })
-            .collect();
-        Ok(Server {
+        Server::keyless(child, port, n, dir)
+    }
+
+    /// A peer server without key checks, once it listens: `n` random stream names,
+    /// relayed under the same name.
+    fn keyless(child: Child, port: u16, n: usize, dir: PathBuf) -> anyhow::Result<Server> {
+        let server = Server {
             pid: child.id(),
             rtmp_addr: ([127, 0, 0, 1], port).into(),
-            channels,
+            channels: (0..n)
+                .map(|i| {
+                    let key = format!("bench{i}_{}", uuid::Uuid::new_v4().simple());
+                    ChannelKey {
+                        sink_name: key.clone(),
+                        key,
+                    }
+                })
+                .collect(),
             child: Mutex::new(Some(child)),
             dir,
-        })
+        };
+        // On failure `server` is dropped, which stops the process.
+        wait_port(port)?;
+        Ok(server)
     }
 }
 

@@ -279,16 +279,24 @@ pub fn h264_sps_size(nal: &[u8]) -> Result<PictureSize, CodecError> {
             r.ue()? as u64,
             r.ue()? as u64,
         );
-        let (sub_w, sub_h) = match (chroma_format_idc, separate_colour_plane) {
-            (1, 0) => (2, 2),
-            (2, 0) => (2, 1),
-            _ => (1, 1),
-        };
-        let crop_unit_x = sub_w;
-        let crop_unit_y = sub_h * (2 - frame_mbs_only);
-        width = width.saturating_sub((l + rt) * crop_unit_x);
-        height = height.saturating_sub((t + b) * crop_unit_y);
+        let (sub_w, sub_h) = chroma_subsampling(chroma_format_idc, separate_colour_plane);
+        width = width.saturating_sub((l + rt) * sub_w);
+        height = height.saturating_sub((t + b) * sub_h * (2 - frame_mbs_only));
     }
+    checked_size(width, height)
+}
+
+/// SubWidthC and SubHeightC (table 6-1 of both H.264 and H.265).
+fn chroma_subsampling(chroma_format_idc: u32, separate_colour_plane: u32) -> (u64, u64) {
+    match (chroma_format_idc, separate_colour_plane) {
+        (1, 0) => (2, 2),
+        (2, 0) => (2, 1),
+        _ => (1, 1),
+    }
+}
+
+/// A cropped picture size, refused when empty or beyond 16K.
+fn checked_size(width: u64, height: u64) -> Result<PictureSize, CodecError> {
     if width == 0 || height == 0 || width > 16384 || height > 16384 {
         return Err(CodecError::OutOfRange);
     }
@@ -343,21 +351,11 @@ pub fn h265_sps_size(nal: &[u8]) -> Result<PictureSize, CodecError> {
             r.ue()? as u64,
             r.ue()? as u64,
         );
-        let (sub_w, sub_h) = match chroma_format_idc {
-            1 => (2, 2),
-            2 => (2, 1),
-            _ => (1, 1),
-        };
+        let (sub_w, sub_h) = chroma_subsampling(chroma_format_idc, 0);
         width = width.saturating_sub((l + rt) * sub_w);
         height = height.saturating_sub((t + b) * sub_h);
     }
-    if width == 0 || height == 0 || width > 16384 || height > 16384 {
-        return Err(CodecError::OutOfRange);
-    }
-    Ok(PictureSize {
-        width: width as u32,
-        height: height as u32,
-    })
+    checked_size(width, height)
 }
 
 #[cfg(test)]
