@@ -19,7 +19,7 @@ fn ffmpeg_publish_is_listed_live_and_offline_after_stop() {
 
     let s = wait_listed(&node, &id, Duration::from_secs(10));
     assert_eq!(s["name"], "studio-a");
-    assert!(node.db_live(&id).0, "channel must be live in SQLite");
+    wait_db_live(&node, &id);
     // Resolution and codec from the SPS; fps and bitrate once a full second passed.
     let s = wait_for(Duration::from_secs(8), || {
         node.stream(&id)
@@ -128,7 +128,7 @@ fn silent_publisher_is_dropped_after_the_idle_deadline() {
     let (id, key) = node.create_channel("quiet");
     let mut p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish accepted");
     wait_listed(&node, &id, Duration::from_secs(5));
-    assert!(node.db_live(&id).0);
+    wait_db_live(&node, &id);
     // Send nothing: the node must close within the deadline (plus slack).
     let took = p
         .wait_closed(Duration::from_secs(6))
@@ -166,7 +166,7 @@ fn gstreamer_rtmp2sink_publishes_too() {
             .args(pipeline.split_whitespace()),
     );
     let s = wait_listed(&node, &id, Duration::from_secs(15));
-    assert!(node.db_live(&id).0);
+    wait_db_live(&node, &id);
     let s = wait_for(Duration::from_secs(5), || {
         node.stream(&id).filter(|s| s["width"].as_u64().is_some())
     })
@@ -326,7 +326,7 @@ fn sigterm_marks_live_channels_offline_before_exit() {
     let (id, key) = node.create_channel("graceful");
     let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
     wait_listed(&node, &id, Duration::from_secs(10));
-    assert!(node.db_live(&id).0);
+    wait_db_live(&node, &id);
     assert!(
         node.terminate(),
         "clean exit on SIGTERM:\n{}",

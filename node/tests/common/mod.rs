@@ -975,3 +975,17 @@ impl Drop for Postgres {
         self.stop_server();
     }
 }
+
+/// Waits until SQLite says the channel is live. Status writes are asynchronous (the
+/// video never waits for the database), so they land shortly after the stream is listed.
+pub fn wait_db_live(node: &Node, channel_id: &str) {
+    wait_for(Duration::from_secs(3), || {
+        node.db_live(channel_id).0.then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "channel {channel_id} never live in SQLite:\n{}",
+            node.transcript.text()
+        )
+    });
+}
