@@ -514,3 +514,52 @@ fn worker_pictures_match_ffmpeg_reference() {
         );
     }
 }
+
+#[test]
+fn what_the_worker_cannot_decode_falls_back_to_ffmpeg() {
+    // 10-bit H.264 (High 10): outside openh264, within ffmpeg.
+    let node = Node::start(&thumbs_config(""));
+    let (id, key) = node.create_channel("ten-bit");
+    let path = thumb_path(&node, &id);
+    let _ff = Proc::spawn(Command::new("ffmpeg").args([
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p10le",
+        "-g",
+        "30",
+        "-t",
+        "10",
+        "-f",
+        "flv",
+        &node.publish_url(&key),
+    ]));
+    wait_for(Duration::from_secs(10), || path.exists().then_some(())).unwrap_or_else(|| {
+        panic!(
+            "no thumbnail for a 10-bit stream:\n{}",
+            node.transcript.text()
+        )
+    });
+    let streams = ffprobe_streams(&path);
+    assert_eq!(
+        (streams[0].1.as_str(), streams[0].2, streams[0].3),
+        ("mjpeg", Some(320), Some(180))
+    );
+    assert!(
+        node.transcript.contains("trying ffmpeg"),
+        "the worker declined first:\n{}",
+        node.transcript.text()
+    );
+    node.assert_never_printed(&key);
+}

@@ -341,8 +341,18 @@ impl ThumbnailScheduler {
         };
         let jpeg = match (&self.workers, format) {
             (Some(pool), "h264") => {
-                pool.h264_to_jpeg(&input, self.config.width, self.config.quality)
-                    .await?
+                match pool
+                    .h264_to_jpeg(&input, self.config.width, self.config.quality)
+                    .await
+                {
+                    Ok(jpeg) => jpeg,
+                    // openh264 lacks interlaced, 10-bit and 4:2:2 H.264: ffmpeg has them.
+                    Err(ThumbError::Decode(reason)) if self.ffmpeg => {
+                        debug!(channel_id = %stream.channel_id, %reason, "worker could not decode; trying ffmpeg");
+                        decode_to_jpeg(&self.config, input, format).await?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             _ if self.ffmpeg => decode_to_jpeg(&self.config, input, format).await?,
             _ => return Err(ThumbError::NoDecoder(format)),
