@@ -15,36 +15,15 @@ pub mod servers;
 pub mod sink;
 pub mod stats;
 
-use std::io::IoSlice;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtmp::OutputQueue;
-use tokio::io::AsyncWriteExt;
-
 use flv_source::FlvSource;
 use publisher::{GeneratorStats, PublisherSpec, SendLog};
 use servers::{Server, ServerKind};
 use sink::Sink;
-
-/// Writes everything queued with vectored writes.
-pub async fn write_all<W: AsyncWriteExt + Unpin>(
-    w: &mut W,
-    out: &mut OutputQueue,
-) -> std::io::Result<()> {
-    while !out.is_empty() {
-        let mut slices = [IoSlice::new(&[]); 64];
-        let n = out.io_slices(&mut slices);
-        let k = w.write_vectored(&slices[..n]).await?;
-        if k == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        out.advance(k);
-    }
-    Ok(())
-}
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
 pub enum Profile {
@@ -85,45 +64,46 @@ pub fn media_path(profile: Profile) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     if !path.exists() {
         eprintln!("generating {} with ffmpeg...", path.display());
-        let status = std::process::Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=rate=30:size=1920x1080",
-            ])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=44100",
-                "-t",
-                "30",
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "high",
-                "-g",
-                "60",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args(args)
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
-            .arg(&path)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "ffmpeg could not generate the benchmark media"
-        );
+        encode_flv(&path, "1920x1080", 30, 60, args, "64k")?;
     }
     Ok(path)
+}
+
+/// Encodes a moving test pattern (`source_size`, 30 fps) with a tone as FLV: H.264
+/// High, a keyframe every `gop` frames, plus `video_args`; AAC at `audio_bitrate`.
+pub fn encode_flv(
+    path: &std::path::Path,
+    source_size: &str,
+    seconds: u32,
+    gop: u32,
+    video_args: &[&str],
+    audio_bitrate: &str,
+) -> anyhow::Result<()> {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=rate=30:size={source_size}"))
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+        ])
+        .arg(seconds.to_string())
+        .args(["-c:v", "libx264", "-profile:v", "high", "-g"])
+        .arg(gop.to_string())
+        .args(["-pix_fmt", "yuv420p"])
+        .args(video_args)
+        .args(["-c:a", "aac", "-b:a", audio_bitrate, "-f", "flv"])
+        .arg(path)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run ffmpeg ({e}): apt-get install -y ffmpeg"))?;
+    anyhow::ensure!(
+        status.success(),
+        "ffmpeg could not generate {}",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Result of one server under one workload.

@@ -15,6 +15,8 @@ use rtmp::{ClientConfig, ClientEvent, ClientSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use streamgate::net::write_queued;
+
 use crate::flv_source::FlvSource;
 use crate::stats::Samples;
 
@@ -47,6 +49,10 @@ impl SendLog {
             .map(|(_, i)| *i)
     }
 }
+
+/// A generator write may block this long (the server's own deadlines decide; this
+/// only keeps a wedged benchmark from hanging forever).
+const WRITE_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// Counters of the whole generator.
 #[derive(Debug, Default)]
@@ -164,7 +170,7 @@ pub async fn run(
         let out = session.output();
         let n = out.len() as u64;
         if n > 0 {
-            if crate::write_all(&mut sock, out).await.is_err() {
+            if write_queued(&mut sock, out, WRITE_DEADLINE).await.is_err() {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -182,5 +188,5 @@ pub async fn run(
         }
     }
     session.finish();
-    let _ = crate::write_all(&mut sock, session.output()).await;
+    let _ = write_queued(&mut sock, session.output(), WRITE_DEADLINE).await;
 }

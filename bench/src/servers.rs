@@ -85,14 +85,11 @@ impl Server {
         let bin = sibling_binary("streamgate")?;
         let dir = temp_dir("sg");
         let mut config = streamgate::config::Config::default();
-        let database = match pg {
-            Some(pg) => format!("url = \"{}\"", pg.url()),
-            None => format!("url = \"sqlite:{}\"", dir.join("sg.db").display()),
-        };
         config.database.url = match pg {
             Some(pg) => pg.url(),
             None => format!("sqlite:{}", dir.join("sg.db").display()),
         };
+        let database = format!("url = \"{}\"", config.database.url);
         let store = match pg {
             Some(_) => {
                 let p =

@@ -11,37 +11,15 @@ use streamgate_bench::servers::ServerKind;
 
 fn small_flv() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("sgbench-smoke-{}.flv", std::process::id()));
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args([
-            "-g", "30", "-b:v", "300k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "48k", "-f",
-            "flv",
-        ])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg is required: apt-get install -y ffmpeg (scripts/setup-test-deps.sh)");
-    assert!(status.success());
+    streamgate_bench::encode_flv(
+        &path,
+        "320x240",
+        4,
+        30,
+        &["-b:v", "300k", "-preset", "ultrafast"],
+        "48k",
+    )
+    .expect("test media (ffmpeg is required: scripts/setup-test-deps.sh installs it)");
     path
 }
 

@@ -521,30 +521,7 @@ fn what_the_worker_cannot_decode_falls_back_to_ffmpeg() {
     let node = Node::start(&thumbs_config(""));
     let (id, key) = node.create_channel("ten-bit");
     let path = thumb_path(&node, &id);
-    let _ff = Proc::spawn(Command::new("ffmpeg").args([
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p10le",
-        "-g",
-        "30",
-        "-t",
-        "10",
-        "-f",
-        "flv",
-        &node.publish_url(&key),
-    ]));
+    let _ff = ffmpeg_publish_pix(&node.publish_url(&key), "640x360", 10, "yuv420p10le");
     wait_for(Duration::from_secs(10), || path.exists().then_some(())).unwrap_or_else(|| {
         panic!(
             "no thumbnail for a 10-bit stream:\n{}",

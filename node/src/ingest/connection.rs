@@ -242,13 +242,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             ServerEvent::PublishRequested { stream_id, name } => {
                 if self.publish.is_some() {
-                    session.reject_publish(
-                        stream_id,
-                        "NetStream.Publish.BadConnection",
-                        "this connection is already publishing",
-                    );
-                    self.flush(session.output()).await?;
-                    return Ok(Some(End::Rejected("second publish on one connection")));
+                    return self
+                        .refuse_publish(
+                            session,
+                            stream_id,
+                            "NetStream.Publish.BadConnection",
+                            "this connection is already publishing",
+                            "second publish on one connection",
+                        )
+                        .await;
                 }
                 let key = StreamKey::new(name.expose());
                 match self.ctx.auth.authorize(&key).await {
@@ -273,23 +275,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         {
                             warn!(ip = %self.peer.ip(), "too many wrong stream keys: refusing this address for auth.ban_duration");
                         }
-                        session.reject_publish(
-                            stream_id,
-                            "NetStream.Publish.BadName",
-                            "invalid stream key",
-                        );
-                        self.flush(session.output()).await?;
-                        return Ok(Some(End::Rejected("invalid stream key")));
+                        return self
+                            .refuse_publish(
+                                session,
+                                stream_id,
+                                "NetStream.Publish.BadName",
+                                "invalid stream key",
+                                "invalid stream key",
+                            )
+                            .await;
                     }
                     AuthDecision::Unavailable(reason) => {
                         warn!(peer = %self.peer, key_fp = %key.fingerprint(), %reason, "publish refused: cannot check the key now");
-                        session.reject_publish(
-                            stream_id,
-                            "NetStream.Publish.Unauthorized",
-                            "stream key cannot be checked right now, try again shortly",
-                        );
-                        self.flush(session.output()).await?;
-                        return Ok(Some(End::Rejected("authorization unavailable")));
+                        return self
+                            .refuse_publish(
+                                session,
+                                stream_id,
+                                "NetStream.Publish.Unauthorized",
+                                "stream key cannot be checked right now, try again shortly",
+                                "authorization unavailable",
+                            )
+                            .await;
                     }
                 }
             }
@@ -317,6 +323,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         Ok(None)
+    }
+
+    /// Refuses a publish with an error-level `onStatus` the client shows, sends it,
+    /// and ends the connection (`why` is for the log).
+    async fn refuse_publish(
+        &mut self,
+        session: &mut ServerSession,
+        stream_id: u32,
+        code: &str,
+        description: &str,
+        why: &'static str,
+    ) -> Result<Option<End>, ConnectionError> {
+        session.reject_publish(stream_id, code, description);
+        self.flush(session.output()).await?;
+        Ok(Some(End::Rejected(why)))
     }
 
     /// Writes everything queued under the write deadline.

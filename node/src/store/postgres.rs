@@ -240,31 +240,8 @@ impl PgStore {
             return Ok(c.clone());
         }
         let connected = match self.mode {
-            TlsMode::Disable => {
-                self.config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map(|(c, conn)| {
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                debug!(error = %e, "postgres connection ended");
-                            }
-                        });
-                        c
-                    })
-            }
-            _ => self
-                .config
-                .connect(self.tls.clone())
-                .await
-                .map(|(c, conn)| {
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(error = %e, "postgres connection ended");
-                        }
-                    });
-                    c
-                }),
+            TlsMode::Disable => self.config.connect(tokio_postgres::NoTls).await.map(drive),
+            _ => self.config.connect(self.tls.clone()).await.map(drive),
         };
         let client = Arc::new(connected.map_err(|e| {
             StoreError::Unavailable(format!(
@@ -448,6 +425,20 @@ impl PgStore {
             key.sha256_hex()
         }
     }
+}
+
+/// Runs a connection's I/O in the background; returns its client.
+fn drive<S, T>((client, connection): (Client, tokio_postgres::Connection<S, T>)) -> Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "postgres connection ended");
+        }
+    });
+    client
 }
 
 /// The table `migrate` creates (same columns as deploy/supabase.sql).

@@ -406,6 +406,11 @@ impl Drop for Proc {
 
 /// ffmpeg publishing a moving H.264 + AAC test pattern for `seconds`.
 pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32) -> Proc {
+    ffmpeg_publish_pix(url, size, seconds, "yuv420p")
+}
+
+/// `ffmpeg_publish` with another pixel format (e.g. 10-bit `yuv420p10le`).
+pub fn ffmpeg_publish_pix(url: &str, size: &str, seconds: u32, pix_fmt: &str) -> Proc {
     require("ffmpeg", "ffmpeg");
     Proc::spawn(Command::new("ffmpeg").args([
         "-nostdin",
@@ -430,7 +435,7 @@ pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32) -> Proc {
         "-g",
         "30",
         "-pix_fmt",
-        "yuv420p",
+        pix_fmt,
         "-c:a",
         "aac",
         "-b:a",
