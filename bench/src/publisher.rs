@@ -1,5 +1,6 @@
-//! Generated publishers: each connects with our RTMP client, publishes with its own key,
-//! and sends the shared FLV tags paced by their timestamps. Sending is batched per tick
+//! Generated publishers: each connects with the shared RTMP client
+//! ([`rtmp_io::Publisher`]), publishes with its own key, and sends the shared FLV tags
+//! paced by their timestamps. Sending is batched per tick
 //! (all tags due are written in one vectored write) so the generator stays cheap; the
 //! instant of each video write is recorded for the relay-delay measurement.
 
@@ -8,14 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use rtmp::handshake::{ClientHandshake, HandshakeKind};
 use rtmp::message::MSG_VIDEO;
-use rtmp::{ClientConfig, ClientEvent, ClientSession};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rtmp::ClientConfig;
+use rtmp_io::{Publisher, PublisherOptions};
 use tokio::net::TcpStream;
-
-use streamgate::net::write_queued;
 
 use crate::flv_source::FlvSource;
 use crate::stats::Samples;
@@ -76,53 +73,22 @@ pub struct PublisherSpec {
 async fn connect_and_publish(
     spec: &PublisherSpec,
     stats: &GeneratorStats,
-) -> anyhow::Result<(TcpStream, ClientSession)> {
-    let mut sock = TcpStream::connect(spec.addr).await?;
+) -> anyhow::Result<Publisher<TcpStream>> {
+    let sock = TcpStream::connect(spec.addr).await?;
     sock.set_nodelay(true)?;
-    let mut hs = ClientHandshake::new(HandshakeKind::Simple);
-    let (mut out, mut buf) = (BytesMut::new(), BytesMut::new());
-    hs.start(&mut out);
-    sock.write_all(&out).await?;
-    out.clear();
-    while !hs.read(&mut buf, &mut out)? {
-        anyhow::ensure!(
-            sock.read_buf(&mut buf).await? > 0,
-            "closed during the handshake"
-        );
-    }
-    sock.write_all(&out).await?;
     let tc_url = format!("rtmp://{}/{}", spec.addr, spec.app);
-    let mut session = ClientSession::new(ClientConfig::new(&spec.app, &tc_url, &spec.key));
-    session.start();
-    let mut events = Vec::new();
-    let mut publish_sent: Option<Instant> = None;
-    loop {
-        session.handle_bytes(&mut buf, &mut events)?;
-        let out = session.output().take_contiguous();
-        if !out.is_empty() {
-            if publish_sent.is_none() && session.is_publish_pending() {
-                // This batch carries the publish command: the auth clock starts.
-                publish_sent = Some(Instant::now());
-            }
-            sock.write_all(&out).await?;
-        }
-        match events.drain(..).next() {
-            Some(ClientEvent::Publishing) => {
-                if let Some(t) = publish_sent {
-                    stats.auth_latency.record(t.elapsed());
-                }
-                return Ok((sock, session));
-            }
-            Some(ClientEvent::Rejected { code, description }) => {
-                anyhow::bail!("refused: {code} {description}")
-            }
-            None => {}
-        }
-        anyhow::ensure!(
-            sock.read_buf(&mut buf).await? > 0,
-            "closed before publishing"
-        );
-    }
+    let options = PublisherOptions {
+        write_timeout: WRITE_DEADLINE,
+        ..PublisherOptions::default()
+    };
+    let publisher = Publisher::publish(
+        sock,
+        ClientConfig::new(&spec.app, &tc_url, &spec.key),
+        options,
+    )
+    .await?;
+    stats.auth_latency.record(publisher.publish_latency());
+    Ok(publisher)
 }
 
 /// Runs one publisher until `stop_at`. `log` records video send instants.
@@ -132,7 +98,7 @@ pub async fn run(
     stats: Arc<GeneratorStats>,
     log: Arc<SendLog>,
 ) {
-    let (mut sock, mut session) = match connect_and_publish(&spec, &stats).await {
+    let mut publisher = match connect_and_publish(&spec, &stats).await {
         Ok(x) => x,
         Err(_) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -141,13 +107,12 @@ pub async fn run(
     };
     stats.connected.fetch_add(1, Ordering::Relaxed);
     if let Some(meta) = &source.metadata {
-        session.send_metadata(0, meta);
+        publisher.send_metadata(0, meta);
     }
     let start = Instant::now();
     let mut next = 0u64;
     let mut tick = tokio::time::interval(spec.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain = [0u8; 4096];
     loop {
         tick.tick().await;
         let now = Instant::now();
@@ -161,19 +126,17 @@ pub async fn run(
             if ts > elapsed {
                 break;
             }
-            session.send_media(tag.type_id, ts, tag.body.clone());
+            publisher.send_media(tag.type_id, ts, tag.body.clone());
             if tag.type_id == MSG_VIDEO {
                 videos.push(ts);
             }
             next += 1;
         }
-        let out = session.output();
-        let n = out.len() as u64;
-        if n > 0 {
-            if write_queued(&mut sock, out, WRITE_DEADLINE).await.is_err() {
+        if publisher.queued() > 0 {
+            let Ok(n) = publisher.flush().await else {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 return;
-            }
+            };
             let sent = Instant::now();
             for ts in videos {
                 log.record(ts, sent);
@@ -181,12 +144,9 @@ pub async fn run(
             stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
         }
         // Acknowledgements and pings from the server: read what is there, never wait.
-        while let Ok(Ok(k)) = tokio::time::timeout(Duration::ZERO, sock.read(&mut drain)).await {
-            if k == 0 {
-                return;
-            }
+        if publisher.poll_incoming().await.is_err() {
+            return;
         }
     }
-    session.finish();
-    let _ = write_queued(&mut sock, session.output(), WRITE_DEADLINE).await;
+    let _ = publisher.finish().await;
 }

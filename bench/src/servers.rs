@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use streamgate::config::DatabaseUrl;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerKind {
     Streamgate,
@@ -86,14 +88,17 @@ impl Server {
         let dir = temp_dir("sg");
         let mut config = streamgate::config::Config::default();
         config.database.url = match pg {
-            Some(pg) => pg.url(),
-            None => format!("sqlite:{}", dir.join("sg.db").display()),
+            Some(pg) => DatabaseUrl::Postgres(pg.url()),
+            None => DatabaseUrl::Sqlite(dir.join("sg.db")),
         };
         let database = format!("url = \"{}\"", config.database.url);
         let store = match pg {
-            Some(_) => {
-                let p =
-                    streamgate::store::postgres::PgStore::new(&config.database, "bench".into())?;
+            Some(pg) => {
+                let p = streamgate::store::postgres::PgStore::new(
+                    &pg.url(),
+                    &config.database,
+                    "bench".into(),
+                )?;
                 p.migrate().await?;
                 drop(p);
                 streamgate::store::open(&config).await?

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use media::codec::{h264_sps_size, h265_sps_size, DecoderConfig};
-use media::{AudioTag, KeyframeCache, StreamStats, VideoTag};
+use media::{sequence_header_size, AudioTag, KeyframeCache, StreamStats, VideoTag};
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(tag) = VideoTag::parse(data) {
         assert!(tag.data_offset <= data.len());
         cache.on_video(0, &body, &tag);
-        stats.on_video(0, data, &tag);
+        stats.on_video(0, data.len(), &tag, sequence_header_size(data, &tag));
         let rest = &data[tag.data_offset..];
         if let Ok(cfg) = DecoderConfig::from_avcc(rest) {
             let _ = cfg.annex_b(rest);
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(tag) = AudioTag::parse(data) {
         cache.on_audio(0, &body, &tag);
-        stats.on_audio(0, data, &tag);
+        stats.on_audio(0, data.len(), &tag);
     }
     let _ = h264_sps_size(data);
     let _ = h265_sps_size(data);

@@ -1,6 +1,6 @@
-//! Wiring of `streamgate serve`: store, outbox, hub, ingest, HTTP, and the shutdown
-//! order (stop accepting, end publishes, drain connections, write the last status
-//! updates, exit).
+//! Wiring of `streamgate serve`: builds the parts in dependency order, starts their
+//! tasks, and runs the shutdown order (stop accepting, end publishes, drain
+//! connections and relays, write the last status updates, exit). No policy lives here.
 
 use std::sync::Arc;
 
@@ -9,14 +9,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::auth::{self, Authorizer};
+use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::http::{self, HttpState};
-use crate::hub::{EndReason, Hub};
+use crate::hub::{EndReason, Hub, PublishObserver};
 use crate::ingest::{IngestContext, IngestWorkers, Listener};
 use crate::outbox::StatusOutbox;
 use crate::relay::RelayManager;
-use crate::store;
+use crate::revocation::KeyWatch;
+use crate::{heartbeat, store, thumbs};
 
 /// Raises the soft open-files limit to the hard limit: each publisher is a socket.
 fn raise_nofile_limit() {
@@ -35,31 +36,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Refreshes `last_seen` of the live channels; a failure is logged and retried at the
-/// next beat (the video never waits for it).
-async fn heartbeat(
-    hub: Arc<Hub>,
-    store: Arc<dyn crate::store::ChannelStore>,
-    every: std::time::Duration,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let live: Vec<_> = hub.list().iter().map(|s| s.channel_id).collect();
-        if let Err(e) = store.heartbeat(&live).await {
-            warn!(error = %e, "heartbeat not written");
-        }
-    }
-}
-
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     raise_nofile_limit();
+    // The store is opened here, on the main runtime: its connections live on it.
     let store = store::open(&config).await?;
     match store.mark_all_offline().await {
         Ok(0) => {}
@@ -70,65 +49,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Err(e) => warn!(error = %e, "cannot mark stale live channels offline"),
     }
 
-    let outbox = StatusOutbox::new();
-    let hub = Hub::new(outbox.clone());
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-
+    let outbox = StatusOutbox::new();
     // The outbox writer outlives the connections so their final updates are written.
     let outbox_stop = CancellationToken::new();
     let outbox_task = tokio::spawn(outbox.clone().run(
         store.clone(),
         config.status.retry_max_backoff,
         outbox_stop.clone(),
-    ));
-    let thumbs = &config.thumbnails;
-    if thumbs.enabled {
-        tokio::fs::create_dir_all(&thumbs.dir).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create thumbnails.dir {} ({e})",
-                thumbs.dir.display()
-            )
-        })?;
-        let ffmpeg = match crate::thumbs::probe_ffmpeg(&thumbs.ffmpeg).await {
-            Ok(version) => {
-                info!(%version, "ffmpeg found");
-                true
-            }
-            Err(e) if thumbs.decoder == "worker" => {
-                warn!(error = %e, "ffmpeg is not available: thumbnails only for H.264 streams; install it (apt-get install ffmpeg) or set thumbnails.ffmpeg for HEVC");
-                false
-            }
-            Err(e) => {
-                // Everything but thumbnails still works.
-                warn!(error = %e, "thumbnails disabled: ffmpeg is not available; install it (apt-get install ffmpeg) or set thumbnails.ffmpeg");
-                false
-            }
-        };
-        let workers = if thumbs.decoder == "worker" {
-            Some(crate::thumbs::pool::WorkerPool::of_current_exe(
-                thumbs.timeout,
-            )?)
-        } else {
-            None
-        };
-        if workers.is_some() || ffmpeg {
-            let mut tc = thumbs.clone();
-            tc.workers = tc.worker_count();
-            info!(decoder = %tc.decoder, workers = tc.workers, dir = %tc.dir.display(), "thumbnails on");
-            let scheduler =
-                crate::thumbs::ThumbnailScheduler::new(tc, hub.clone(), workers, ffmpeg);
-            tokio::spawn(scheduler.run(cancel.clone()));
-        }
-    }
-    let authorizer = Arc::new(Authorizer::new(store.clone(), config.auth.clone()));
-    tokio::spawn(auth::watch_keys(
-        hub.clone(),
-        store.clone(),
-        authorizer.clone(),
-        config.auth.recheck_interval,
-        thumbs.enabled.then(|| thumbs.dir.clone()),
-        cancel.clone(),
     ));
 
     let relay = RelayManager::new(config.relay.clone())?;
@@ -138,21 +67,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "relaying every live stream"
         );
     }
-    tokio::spawn(heartbeat(
+    let hub = Hub::new(
+        outbox.clone(),
+        vec![relay.clone() as Arc<dyn PublishObserver>],
+    );
+    let thumbnails = thumbs::start(&config.thumbnails, hub.clone(), cancel.clone()).await?;
+    let authorizer = Arc::new(Authorizer::new(store.clone(), config.auth.clone()));
+    let key_watch = KeyWatch {
+        hub: hub.clone(),
+        store: store.clone(),
+        auth: authorizer.clone(),
+        interval: config.auth.recheck_interval,
+        thumbnail_dir: config
+            .thumbnails
+            .enabled
+            .then(|| config.thumbnails.dir.clone()),
+    };
+    tokio::spawn(key_watch.run(cancel.clone()));
+    tokio::spawn(heartbeat::run(
         hub.clone(),
         store.clone(),
         config.status.heartbeat_interval,
         cancel.clone(),
     ));
+
     let ctx = Arc::new(IngestContext {
         config: config.rtmp.clone(),
         hub: hub.clone(),
-        auth: authorizer.clone(),
-        relay: relay.clone(),
+        auth: authorizer,
     });
     let workers = IngestWorkers::start(config.rtmp.workers)?;
     let listener = Listener::bind(ctx, workers.clone()).await?;
-    let http_addr = config.http_listen();
+    let http_addr = config.http.listen;
     let http_listener = TcpListener::bind(http_addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
     })?;
@@ -160,6 +106,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = http::router(HttpState {
         hub: hub.clone(),
         thumbnails_dir: config.thumbnails.dir.clone(),
+        thumbnails,
     });
     let http_cancel = cancel.clone();
     let http_task = tokio::spawn(async move {

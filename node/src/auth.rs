@@ -1,21 +1,19 @@
-//! Publish authorization: stream key → channel, with a deadline and a cache that keeps
-//! recent answers (and admits recently valid keys while the database is unreachable);
-//! a per-address limiter that refuses key guessers before the handshake; and the
-//! watcher that ends live publishes whose key was rotated or whose channel was deleted.
+//! Publish authorization: stream key → channel, with a deadline and a bounded cache
+//! that keeps recent answers (and admits recently valid keys while the database is
+//! unreachable); and a per-address limiter that refuses key guessers before the
+//! handshake. Ending the publishes whose key was revoked is the revocation module's job.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
+use crate::channel::Channel;
 use crate::config::AuthConfig;
-use crate::hub::{EndReason, Hub};
-use crate::key::{constant_time_eq, StreamKey};
-use crate::store::{Channel, ChannelStore};
+use crate::key::StreamKey;
+use crate::store::ChannelStore;
 
 /// The answer to a publish request.
 #[derive(Debug)]
@@ -35,53 +33,35 @@ struct Cached {
     at: Instant,
 }
 
-/// Recent answers by key digest, bounded in size.
+/// Recent answers by key digest, bounded in size. Lookups, inserts and evictions are
+/// O(1) and touch one shard of the cache, never the whole table; eviction keeps the
+/// entries in use (a hot key survives a flood of one-off guesses).
 pub struct AuthCache {
-    entries: Mutex<HashMap<String, Cached>>,
-    capacity: usize,
+    entries: quick_cache::sync::Cache<String, Cached>,
 }
 
 impl AuthCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            entries: quick_cache::sync::Cache::new(capacity.max(1)),
         }
     }
 
     fn get(&self, digest: &str) -> Option<Cached> {
-        self.entries
-            .lock()
-            .expect("auth cache")
-            .get(digest)
-            .cloned()
+        self.entries.get(digest)
     }
 
-    fn put(&self, digest: String, channel: Option<Channel>, now: Instant, max_age: Duration) {
-        let mut e = self.entries.lock().expect("auth cache");
-        if e.len() >= self.capacity && !e.contains_key(&digest) {
-            e.retain(|_, c| now.duration_since(c.at) < max_age);
-            if e.len() >= self.capacity {
-                // Still full of fresh answers: drop negative ones first, then any.
-                e.retain(|_, c| c.channel.is_some());
-                if e.len() >= self.capacity {
-                    let victim = e.keys().next().cloned();
-                    if let Some(v) = victim {
-                        e.remove(&v);
-                    }
-                }
-            }
-        }
-        e.insert(digest, Cached { channel, at: now });
+    fn put(&self, digest: String, channel: Option<Channel>, now: Instant) {
+        self.entries.insert(digest, Cached { channel, at: now });
     }
 
     /// Forgets a key (rotated or deleted).
     pub fn invalidate(&self, digest: &str) {
-        self.entries.lock().expect("auth cache").remove(digest);
+        self.entries.remove(digest);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("auth cache").len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,12 +105,7 @@ impl Authorizer {
         let reason =
             match tokio::time::timeout(self.config.timeout, self.store.find_by_key(key)).await {
                 Ok(Ok(answer)) => {
-                    self.cache.put(
-                        digest,
-                        answer.clone(),
-                        Instant::now(),
-                        self.config.stale_ttl,
-                    );
+                    self.cache.put(digest, answer.clone(), Instant::now());
                     return match answer {
                         Some(channel) => AuthDecision::Accepted(channel),
                         None => AuthDecision::UnknownKey,
@@ -242,55 +217,6 @@ impl FailureLimiter {
     }
 }
 
-/// Every `interval`, checks that each live publish's key is still its channel's key;
-/// ends the publishes whose key was rotated or whose channel is gone. When the store
-/// is unreachable nothing is ended.
-/// The thumbnail of a deleted channel is removed from `thumbnail_dir`.
-pub async fn watch_keys(
-    hub: Arc<Hub>,
-    store: Arc<dyn ChannelStore>,
-    auth: Arc<Authorizer>,
-    interval: Duration,
-    thumbnail_dir: Option<PathBuf>,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let live = hub.list();
-        if live.is_empty() {
-            continue;
-        }
-        let ids: Vec<_> = live.iter().map(|s| s.channel_id).collect();
-        let current = match store.key_hashes(&ids).await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "cannot re-check stream keys; live publishes continue");
-                continue;
-            }
-        };
-        for stream in live {
-            let reason = match current.get(&stream.channel_id) {
-                None => EndReason::ChannelDeleted,
-                Some(h) if !constant_time_eq(h.as_bytes(), stream.key_hash.as_bytes()) => {
-                    EndReason::KeyRevoked
-                }
-                Some(_) => continue,
-            };
-            info!(channel_id = %stream.channel_id, session = %stream.session_id, reason = reason.as_str(), "ending publish");
-            auth.cache.invalidate(&stream.key_hash);
-            stream.end(reason);
-            if let (EndReason::ChannelDeleted, Some(dir)) = (reason, &thumbnail_dir) {
-                crate::thumbs::remove_deleted(dir, &stream.channel_id).await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,10 +270,34 @@ mod tests {
         let c = AuthCache::new(3);
         let t = Instant::now();
         for i in 0..10 {
-            c.put(format!("k{i}"), None, t, Duration::from_secs(60));
+            c.put(format!("k{i}"), None, t);
         }
         assert!(c.len() <= 3);
+        c.put("k9".into(), None, t);
         c.invalidate("k9");
         assert!(c.get("k9").is_none());
+    }
+
+    /// Streamers' keys are looked up again and again; other keys (one-off publishes of
+    /// other channels, guesses) once each. A stream of one-off keys must not push the
+    /// keys in use out of the cache (the old cache, once full of fresh answers, evicted
+    /// an arbitrary one, after sweeping the whole table under one lock).
+    #[test]
+    fn keys_in_use_survive_a_flood_of_one_off_lookups() {
+        let c = AuthCache::new(1000);
+        let t = Instant::now();
+        let channel = |n: u128| Some(Channel::new(uuid::Uuid::from_u128(n), "live"));
+        let hot: Vec<String> = (0..20).map(|i| format!("hot{i}")).collect();
+        for (i, h) in hot.iter().enumerate() {
+            c.put(h.clone(), channel(i as u128), t);
+        }
+        for n in 0..50_000u32 {
+            let other =
+                (n % 3 != 0).then(|| Channel::new(uuid::Uuid::from_u128(n as u128 + 100), "once"));
+            c.put(format!("once{n}"), other, t);
+            let h = &hot[n as usize % hot.len()];
+            assert!(c.get(h).is_some(), "{h} evicted after {n} one-off keys");
+        }
+        assert!(c.len() <= 1000, "{}", c.len());
     }
 }

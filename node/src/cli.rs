@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::{app, http, store};
+use crate::channel::ThumbnailId;
+use crate::config::{Config, LogFormat, TargetTemplate};
+use crate::{app, store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,7 +77,7 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if config.log.format == "json" {
+    if config.log.format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -118,7 +119,7 @@ async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
                 println!("channel created");
                 println!("  id:         {}", ch.id);
                 println!("  name:       {}", ch.name);
-                println!("  thumbnail:  {}", http::thumbnail_name(&ch.id));
+                println!("  thumbnail:  {}", ThumbnailId::of(&ch.id).file_name());
                 println!("  stream key: {}", key.expose());
                 println!();
                 println!("The stream key is shown only now. In OBS: Server rtmp://HOST:PORT/{}, Stream Key as above.", config.rtmp.app);
@@ -163,7 +164,7 @@ async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
         }
         ChannelCommand::SetRelayTargets { id, urls } => {
             for (i, u) in urls.iter().enumerate() {
-                crate::relay::target::TargetTemplate::new(u)
+                TargetTemplate::new(u)
                     .map_err(|e| anyhow::anyhow!("relay target {} {e}", i + 1))?;
             }
             anyhow::ensure!(

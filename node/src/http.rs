@@ -2,10 +2,8 @@
 //! a peer address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
 //! `{"error": "..."}`.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -13,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use md5::{Digest, Md5};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::hub::Hub;
+use crate::channel::ThumbnailId;
+use crate::hub::{Hub, SubscriberStatus};
+use crate::thumbs::ThumbnailScheduler;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -25,6 +24,8 @@ pub struct HttpState {
     pub hub: Arc<Hub>,
     /// Folder of the thumbnails.
     pub thumbnails_dir: PathBuf,
+    /// When thumbnails are made: when each was last written.
+    pub thumbnails: Option<Arc<ThumbnailScheduler>>,
 }
 
 /// One live stream in `/api/v1/streams`.
@@ -45,28 +46,8 @@ pub struct StreamInfo {
     pub thumbnail_url: String,
     /// When it was last refreshed (null until the first one is written).
     pub thumbnail_updated_at: Option<DateTime<Utc>>,
-    pub relays: Vec<RelayInfo>,
-}
-
-/// State of one relay target of a live stream.
-#[derive(Debug, Serialize)]
-pub struct RelayInfo {
-    /// Scheme, host, port, app and public name only.
-    pub url: String,
-    pub connected: bool,
-    pub reconnects: u64,
-    pub bytes_sent: u64,
-    pub dropped_messages: u64,
-    pub dropped_bytes: u64,
-    pub last_error: Option<String>,
-}
-
-/// `md5(lowercase hyphenated uuid).jpg`: the public thumbnail name.
-pub fn thumbnail_name(id: &Uuid) -> String {
-    format!(
-        "{}.jpg",
-        hex::encode(Md5::digest(id.hyphenated().to_string().as_bytes()))
-    )
+    /// State of each relay target: scheme, host, port, app and public name only.
+    pub relays: Vec<SubscriberStatus>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -98,32 +79,14 @@ async fn healthz() -> Response {
 async fn streams(State(state): State<HttpState>) -> Response {
     let mut list: Vec<StreamInfo> = state
         .hub
-        .list()
+        .infos()
         .into_iter()
         .map(|s| {
-            let st = s.stats();
-            let relays = s
-                .media
-                .lock()
-                .expect("media lock")
-                .relays
-                .iter()
-                .map(|r| {
-                    let q = &r.queue.stats;
-                    RelayInfo {
-                        url: r.display_url.clone(),
-                        connected: q.connected.load(Relaxed),
-                        reconnects: q.reconnects.load(Relaxed),
-                        bytes_sent: q.bytes_sent.load(Relaxed),
-                        dropped_messages: q.dropped_messages.load(Relaxed),
-                        dropped_bytes: q.dropped_bytes.load(Relaxed),
-                        last_error: r.last_error.lock().expect("relay error lock").clone(),
-                    }
-                })
-                .collect();
+            let st = s.stats;
+            let thumbnail = ThumbnailId::of(&s.channel_id).file_name();
             StreamInfo {
                 channel_id: s.channel_id,
-                name: s.name.clone(),
+                name: s.name,
                 started_at: s.started_at,
                 video_codec: st.video_codec.map(|c| c.name()),
                 audio_codec: st.audio_codec.map(|c| c.name()),
@@ -131,10 +94,13 @@ async fn streams(State(state): State<HttpState>) -> Response {
                 height: st.size.map(|p| p.height),
                 fps: (st.fps * 100.0).round() / 100.0,
                 bitrate_kbps: st.bitrate_bps / 1000,
-                thumbnail: thumbnail_name(&s.channel_id),
-                thumbnail_url: format!("/thumbs/{}", thumbnail_name(&s.channel_id)),
-                thumbnail_updated_at: *s.thumbnail_updated_at.lock().expect("thumb time"),
-                relays,
+                thumbnail_url: format!("/thumbs/{thumbnail}"),
+                thumbnail,
+                thumbnail_updated_at: state
+                    .thumbnails
+                    .as_ref()
+                    .and_then(|t| t.written_at(s.channel_id, s.session_id)),
+                relays: s.subscribers,
             }
         })
         .collect();
@@ -142,21 +108,13 @@ async fn streams(State(state): State<HttpState>) -> Response {
     Json(serde_json::json!({ "streams": list })).into_response()
 }
 
-/// `<32 lowercase hex>.jpg`: the only names ever served (no traversal possible).
-fn is_thumbnail_name(name: &str) -> bool {
-    name.len() == 36
-        && name.ends_with(".jpg")
-        && name[..32]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 async fn thumbnail(
     State(state): State<HttpState>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !is_thumbnail_name(&name) {
+    // Only `<ThumbnailId>.jpg` names: no path, no traversal, no other file.
+    if ThumbnailId::from_file_name(&name).is_none() {
         return not_found().await;
     }
     let path = state.thumbnails_dir.join(&name);
@@ -200,36 +158,4 @@ async fn thumbnail(
     }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
     (StatusCode::OK, h, body).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thumbnail_name_is_md5_of_the_hyphenated_uuid() {
-        let id = Uuid::parse_str("3F2504E0-4F89-11D3-9A0C-0305E82C3301").unwrap();
-        // md5("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
-        let expected = format!(
-            "{}.jpg",
-            hex::encode(Md5::digest(b"3f2504e0-4f89-11d3-9a0c-0305e82c3301"))
-        );
-        assert_eq!(thumbnail_name(&id), expected);
-        assert_eq!(expected.len(), 32 + 4);
-        assert!(is_thumbnail_name(&expected));
-    }
-
-    #[test]
-    fn only_thumbnail_names_are_served() {
-        for bad in [
-            "../streamgate.toml",
-            "..%2f..%2fetc%2fpasswd",
-            "0123456789abcdef0123456789abcdef.png",
-            "0123456789ABCDEF0123456789ABCDEF.jpg",
-            "/0123456789abcdef0123456789abcde.jpg",
-            "",
-        ] {
-            assert!(!is_thumbnail_name(bad), "{bad}");
-        }
-    }
 }

@@ -1,17 +1,25 @@
 //! streamgate: a secure live-ingest node. RTMP in (stream key checked against the
-//! channels table and replaced by the channel's public UUID), live status out to the
-//! database, public stream data over HTTP. See README.md and DESIGN.md.
+//! channels table and replaced by the channel's public UUID), relay to upstream RTMP
+//! servers, thumbnails, live status out to the database, public stream data over HTTP.
+//! README.md says how to run it; ARCHITECTURE.md how the modules fit together.
+//!
+//! The flow reads one way: `ingest` → `auth` → `hub` → (`relay` | `thumbs` |
+//! `outbox`) → `store`, with `http` reading snapshots, `revocation` and `heartbeat`
+//! watching from the side, and `app` only wiring. `config`, `channel` and `key` are the
+//! vocabulary everyone uses.
 
 pub mod app;
 pub mod auth;
+pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod heartbeat;
 pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod key;
-pub mod net;
 pub mod outbox;
 pub mod relay;
+pub mod revocation;
 pub mod store;
 pub mod thumbs;

@@ -1,16 +1,21 @@
 //! Live/offline writes, off the video path. `push` never waits: it replaces the pending
 //! update of that channel (coalescing: only the latest state per channel is kept, so
 //! the outbox holds at most one entry per channel) and wakes the writer. The writer
-//! retries failed writes with exponential backoff until the database accepts them; a
-//! failed write is put back only if no newer update for that channel arrived meanwhile.
+//! writes in the order the updates were numbered, and retries what failed with
+//! exponential backoff while the failure is one that retrying can fix (the database is
+//! unreachable or busy); a failed write goes back only if no newer update of that
+//! channel arrived meanwhile. A write the database refuses outright (a schema or
+//! permission problem) is logged as an error and counted, not retried forever.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use crate::store::{ChannelStore, StatusUpdate};
@@ -25,6 +30,8 @@ pub struct StatusOutbox {
     pending: Mutex<HashMap<Uuid, StatusUpdate>>,
     /// Wakes the writer.
     wake: Notify,
+    /// Updates the database refused for good (not retried).
+    refused: AtomicU64,
 }
 
 impl StatusOutbox {
@@ -34,7 +41,7 @@ impl StatusOutbox {
 
     /// Queues an update. Never blocks on the database.
     pub fn push(&self, update: StatusUpdate) {
-        let mut pending = self.pending.lock().expect("outbox lock");
+        let mut pending = self.pending.lock();
         match pending.get_mut(&update.channel_id) {
             // A retried, older update: the newer one stays, and inherits its sessions.
             Some(existing) if existing.seq > update.seq => existing.absorb(&update),
@@ -53,38 +60,43 @@ impl StatusOutbox {
 
     /// Updates not yet written.
     pub fn pending_len(&self) -> usize {
-        self.pending.lock().expect("outbox lock").len()
+        self.pending.lock().len()
     }
 
+    /// Updates the database refused for good since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Everything pending, oldest first, leaving the outbox empty.
     pub(crate) fn take_all(&self) -> Vec<StatusUpdate> {
-        let mut v: Vec<StatusUpdate> = self
-            .pending
-            .lock()
-            .expect("outbox lock")
-            .drain()
-            .map(|(_, u)| u)
-            .collect();
+        let mut v: Vec<StatusUpdate> = self.pending.lock().drain().map(|(_, u)| u).collect();
         v.sort_by_key(|u| u.seq);
         v
     }
 
-    /// Writes everything pending once. Failed updates go back (unless superseded).
-    /// Returns whether all writes succeeded.
+    /// Writes everything pending once, oldest first. Updates that failed in a way a
+    /// retry can fix go back (unless superseded); refused ones are dropped and counted.
+    /// Returns whether nothing is left to retry.
     pub async fn write_pending(&self, store: &dyn ChannelStore) -> bool {
-        let mut ok = true;
+        let mut done = true;
         for update in self.take_all() {
             match store.apply_status(&update).await {
                 Ok(()) => {
                     debug!(channel_id = %update.channel_id, live = update.live, session = %update.session_id, superseded = update.supersedes.len(), "status written")
                 }
-                Err(e) => {
-                    ok = false;
+                Err(e) if e.is_retryable() => {
+                    done = false;
                     warn!(channel_id = %update.channel_id, live = update.live, error = %e, "status write failed; will retry");
                     self.push(update);
                 }
+                Err(e) => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    error!(channel_id = %update.channel_id, live = update.live, error = %e, "status write refused by the database and dropped: retrying cannot help; check the channels table and the database settings");
+                }
             }
         }
-        ok
+        done
     }
 
     /// The writer loop: runs until `cancel`, then returns (the caller flushes).
@@ -111,7 +123,7 @@ impl StatusOutbox {
         }
     }
 
-    /// Keeps writing until everything is written or `deadline` passes (shutdown).
+    /// Keeps writing until nothing is left to retry or `deadline` passes (shutdown).
     pub async fn flush(&self, store: &dyn ChannelStore, deadline: Duration) -> bool {
         let attempt = async {
             let mut backoff = INITIAL_BACKOFF;
@@ -121,5 +133,198 @@ impl StatusOutbox {
             }
         };
         tokio::time::timeout(deadline, attempt).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Channel;
+    use crate::key::StreamKey;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{StoreError, StoreErrorKind};
+    use async_trait::async_trait;
+    use chrono::Utc;
+
+    /// The real SQLite store, with the failures a test asks for in front of its status
+    /// writes (the database "blips" or refuses).
+    struct FailingWrites {
+        inner: SqliteStore,
+        /// Kinds of the next failures, in order; empty: writes go through.
+        failures: Mutex<Vec<StoreErrorKind>>,
+        /// Every status write attempted: (channel, live, seq).
+        attempts: Mutex<Vec<(Uuid, bool, u64)>>,
+    }
+
+    impl FailingWrites {
+        fn new(failures: &[StoreErrorKind]) -> FailingWrites {
+            FailingWrites {
+                inner: SqliteStore::open_in_memory().unwrap(),
+                failures: Mutex::new(failures.iter().rev().copied().collect()),
+                attempts: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ChannelStore for FailingWrites {
+        async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError> {
+            self.inner.find_by_key(key).await
+        }
+        async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+            self.inner.key_hashes(ids).await
+        }
+        async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
+            self.attempts.lock().push((u.channel_id, u.live, u.seq));
+            let failure = self.failures.lock().pop();
+            match failure {
+                Some(kind) => Err(StoreError::new(kind, "injected by the test")),
+                None => self.inner.apply_status(u).await,
+            }
+        }
+        async fn mark_all_offline(&self) -> Result<u64, StoreError> {
+            self.inner.mark_all_offline().await
+        }
+        async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
+            self.inner.heartbeat(live).await
+        }
+        async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError> {
+            self.inner.create_channel(name).await
+        }
+        async fn list_channels(&self) -> Result<Vec<Channel>, StoreError> {
+            self.inner.list_channels().await
+        }
+        async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError> {
+            self.inner.rotate_key(id).await
+        }
+        async fn set_relay_targets(&self, id: Uuid, t: &[String]) -> Result<bool, StoreError> {
+            self.inner.set_relay_targets(id, t).await
+        }
+        async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError> {
+            self.inner.delete_channel(id).await
+        }
+    }
+
+    fn update(channel_id: Uuid, live: bool, session: u128, seq: u64) -> StatusUpdate {
+        StatusUpdate {
+            channel_id,
+            live,
+            session_id: Uuid::from_u128(session),
+            seq,
+            at: Utc::now(),
+            supersedes: Vec::new(),
+        }
+    }
+
+    async fn is_live(store: &dyn ChannelStore, id: Uuid) -> bool {
+        let all = store.list_channels().await.unwrap();
+        all.iter().find(|c| c.id == id).unwrap().is_live
+    }
+
+    #[test]
+    fn coalescing_keeps_the_newest_update_and_the_sessions_it_replaced() {
+        let outbox = StatusOutbox::new();
+        let id = Uuid::new_v4();
+        outbox.push(update(id, true, 1, 1));
+        outbox.push(update(id, false, 2, 3));
+        outbox.push(update(id, true, 1, 2)); // a retried older update must not win
+        assert_eq!(outbox.pending_len(), 1);
+        let all = outbox.take_all();
+        assert_eq!((all[0].live, all[0].seq), (false, 3));
+        // ...but the survivor may end the sessions it replaced.
+        assert_eq!(
+            all[0].ending_sessions(),
+            vec![Uuid::from_u128(2), Uuid::from_u128(1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_go_out_oldest_first() {
+        let store = FailingWrites::new(&[]);
+        let outbox = StatusOutbox::new();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        outbox.push(update(b, true, 1, 2));
+        outbox.push(update(c, true, 2, 3));
+        outbox.push(update(a, true, 3, 1));
+        assert!(outbox.write_pending(&store).await);
+        let order: Vec<u64> = store.attempts.lock().iter().map(|a| a.2).collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blip_is_retried_until_written_and_newer_updates_win() {
+        let store = Arc::new(FailingWrites::new(&[
+            StoreErrorKind::Unavailable,
+            StoreErrorKind::Transient,
+            StoreErrorKind::Unavailable,
+        ]));
+        let (ch, _) = store.create_channel("blip").await.unwrap();
+        let outbox = StatusOutbox::new();
+        let cancel = CancellationToken::new();
+        let writer = tokio::spawn(outbox.clone().run(
+            store.clone(),
+            Duration::from_secs(30),
+            cancel.clone(),
+        ));
+        outbox.push(update(ch.id, true, 1, 1));
+        // Three failures, each followed by a backoff, then the write lands.
+        for _ in 0..100 {
+            if is_live(store.as_ref(), ch.id).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            is_live(store.as_ref(), ch.id).await,
+            "written after the blip"
+        );
+        assert_eq!(store.attempts.lock().len(), 4);
+        assert_eq!(outbox.pending_len(), 0);
+        assert_eq!(outbox.refused(), 0);
+        cancel.cancel();
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_counted_and_not_retried() {
+        let store = FailingWrites::new(&[StoreErrorKind::Rejected]);
+        let (ch, _) = store.create_channel("refused").await.unwrap();
+        let outbox = StatusOutbox::new();
+        outbox.push(update(ch.id, true, 1, 1));
+        assert!(
+            outbox.write_pending(&store).await,
+            "nothing is left to retry"
+        );
+        assert_eq!(outbox.pending_len(), 0);
+        assert_eq!(outbox.refused(), 1);
+        assert_eq!(store.attempts.lock().len(), 1);
+        // Later updates still go through.
+        outbox.push(update(ch.id, true, 2, 2));
+        assert!(outbox.write_pending(&store).await);
+        assert!(is_live(&store, ch.id).await);
+    }
+
+    #[tokio::test]
+    async fn a_real_permanent_failure_is_classified_as_such() {
+        // The table is gone: SQLite says so, and retrying cannot help.
+        let store = SqliteStore::open_in_memory().unwrap();
+        store.drop_table_for_test().await;
+        let outbox = StatusOutbox::new();
+        outbox.push(update(Uuid::new_v4(), true, 1, 1));
+        assert!(outbox.write_pending(&store).await);
+        assert_eq!(outbox.refused(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_gives_up_at_the_deadline_and_keeps_the_update() {
+        let store = FailingWrites::new(&[StoreErrorKind::Unavailable; 1000]);
+        let outbox = StatusOutbox::new();
+        outbox.push(update(Uuid::new_v4(), false, 1, 1));
+        assert!(!outbox.flush(&store, Duration::from_secs(5)).await);
+        assert_eq!(outbox.pending_len(), 1, "not lost, still pending");
+        assert!(
+            store.attempts.lock().len() > 2,
+            "retried within the deadline"
+        );
     }
 }

@@ -10,5 +10,6 @@ pub mod stats;
 pub mod tag;
 
 pub use cache::{Frame, Keyframe, KeyframeCache, Snapshot};
-pub use stats::{StatsSnapshot, StreamStats};
+pub use codec::PictureSize;
+pub use stats::{sequence_header_size, StatsSnapshot, StreamStats};
 pub use tag::{AudioCodec, AudioTag, VideoCodec, VideoPacket, VideoTag};

@@ -30,6 +30,24 @@ pub struct StatsSnapshot {
     pub bytes_total: u64,
 }
 
+/// The picture size a video sequence header (avcC or hvcC) announces in its SPS;
+/// `None` for other messages, other codecs and unreadable records.
+pub fn sequence_header_size(body: &[u8], tag: &VideoTag) -> Option<PictureSize> {
+    if tag.packet != VideoPacket::SequenceHeader {
+        return None;
+    }
+    let record = body.get(tag.data_offset..)?;
+    match tag.codec {
+        VideoCodec::Avc => DecoderConfig::from_avcc(record)
+            .ok()
+            .and_then(|c| c.sps().and_then(|s| h264_sps_size(s).ok())),
+        VideoCodec::Hevc => DecoderConfig::from_hvcc(record)
+            .ok()
+            .and_then(|c| c.sps().and_then(|s| h265_sps_size(s).ok())),
+        _ => None,
+    }
+}
+
 /// Accumulates [`StatsSnapshot`] for one stream.
 #[derive(Debug, Default)]
 pub struct StreamStats {
@@ -59,35 +77,25 @@ impl StreamStats {
         b
     }
 
-    /// Counts a video message; reads the picture size from sequence headers.
-    pub fn on_video(&mut self, now_ms: u64, body: &[u8], tag: &VideoTag) {
+    /// Counts a video message of `len` bytes. `size` is the picture size a sequence
+    /// header announced ([`sequence_header_size`]); parse it before taking any lock.
+    pub fn on_video(&mut self, now_ms: u64, len: usize, tag: &VideoTag, size: Option<PictureSize>) {
         let b = self.bucket(now_ms);
-        b.bytes += body.len() as u64;
+        b.bytes += len as u64;
         if tag.packet == VideoPacket::Frames {
             b.video_frames += 1;
         }
-        self.current.bytes_total += body.len() as u64;
+        self.current.bytes_total += len as u64;
         self.current.video_codec = Some(tag.codec);
-        if tag.packet == VideoPacket::SequenceHeader {
-            let record = &body[tag.data_offset..];
-            let size = match tag.codec {
-                VideoCodec::Avc => DecoderConfig::from_avcc(record)
-                    .ok()
-                    .and_then(|c| c.sps().and_then(|s| h264_sps_size(s).ok())),
-                VideoCodec::Hevc => DecoderConfig::from_hvcc(record)
-                    .ok()
-                    .and_then(|c| c.sps().and_then(|s| h265_sps_size(s).ok())),
-                _ => None,
-            };
-            if size.is_some() {
-                self.current.size = size;
-            }
+        if size.is_some() {
+            self.current.size = size;
         }
     }
 
-    pub fn on_audio(&mut self, now_ms: u64, body: &[u8], tag: &AudioTag) {
-        self.bucket(now_ms).bytes += body.len() as u64;
-        self.current.bytes_total += body.len() as u64;
+    /// Counts an audio message of `len` bytes.
+    pub fn on_audio(&mut self, now_ms: u64, len: usize, tag: &AudioTag) {
+        self.bucket(now_ms).bytes += len as u64;
+        self.current.bytes_total += len as u64;
         self.current.audio_codec = Some(tag.codec);
     }
 
@@ -139,10 +147,10 @@ mod tests {
         // 10 seconds at 30 fps, 10-byte video frames + 6-byte audio every 20 ms.
         for sec in 0..10u64 {
             for f in 0..30 {
-                st.on_video(sec * 1000 + f * 33, &frame, &tag);
+                st.on_video(sec * 1000 + f * 33, frame.len(), &tag, None);
             }
             for a in 0..50 {
-                st.on_audio(sec * 1000 + a * 20, &audio, &atag);
+                st.on_audio(sec * 1000 + a * 20, audio.len(), &atag);
             }
         }
         let s = st.snapshot(10_000);
@@ -165,8 +173,10 @@ mod tests {
         body.extend_from_slice(&(sps.len() as u16).to_be_bytes());
         body.extend_from_slice(&sps);
         body.extend_from_slice(&[1, 0, 4, 0x68, 0xeb, 0xe3, 0xcb]);
+        let tag = VideoTag::parse(&body).unwrap();
+        let size = sequence_header_size(&body, &tag);
         let mut st = StreamStats::new();
-        st.on_video(0, &body, &VideoTag::parse(&body).unwrap());
+        st.on_video(0, body.len(), &tag, size);
         assert_eq!(
             st.snapshot(0).size,
             Some(PictureSize {

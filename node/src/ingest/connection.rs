@@ -22,7 +22,7 @@ use super::IngestContext;
 use crate::auth::AuthDecision;
 use crate::hub::{EndReason, PublishHandle};
 use crate::key::StreamKey;
-use crate::net::{write_queued, WriteError};
+use rtmp_io::{write_queued, WriteError};
 
 /// Spare read-buffer capacity reserved before each read. Small, because thousands of
 /// connections each hold one; it grows when a large chunk needs it.
@@ -162,9 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             self.flush(session.output()).await?;
             match (&self.publish, &ended) {
-                (Some(p), None) => {
-                    ended = Some(Box::pin(p.stream.cancel.clone().cancelled_owned()))
-                }
+                (Some(p), None) => ended = Some(Box::pin(p.stream.ended())),
                 (None, Some(_)) => ended = None,
                 _ => {}
             }
@@ -262,7 +260,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                                 .hub
                                 .start_publish(&channel, key.sha256_hex(), self.peer);
                         info!(peer = %self.peer, channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
-                        self.ctx.relay.attach(&handle.stream, &channel);
                         self.publish = Some(handle);
                     }
                     AuthDecision::UnknownKey => {

@@ -1,5 +1,5 @@
-//! RTMP ingest: the listener (connection cap taken before accept, TCP_NODELAY) and one
-//! [`connection`] task per client.
+//! RTMP ingest: the listener (connection cap taken before accept, TCP_NODELAY), the
+//! ingest threads, and one [`connection`] task per client.
 
 pub mod connection;
 
@@ -15,14 +15,12 @@ use tracing::{debug, info, warn};
 use crate::auth::Authorizer;
 use crate::config::RtmpConfig;
 use crate::hub::Hub;
-use crate::relay::RelayManager;
 
 /// What every connection task shares.
 pub struct IngestContext {
     pub config: RtmpConfig,
     pub hub: Arc<Hub>,
     pub auth: Arc<Authorizer>,
-    pub relay: Arc<RelayManager>,
 }
 
 /// Single-threaded runtimes, one per core, that run the connections (and their relay
@@ -106,7 +104,7 @@ impl Listener {
         ctx: Arc<IngestContext>,
         workers: Arc<IngestWorkers>,
     ) -> anyhow::Result<Listener> {
-        let addr: SocketAddr = ctx.config.listen.parse()?;
+        let addr = ctx.config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for RTMP on {addr} ({e}): check rtmp.listen")
         })?;

@@ -1,30 +1,29 @@
 //! Relay: every live stream is forwarded, unchanged, to the configured upstream RTMP
-//! servers under its public name (the key never leaves the node). One task per
-//! (stream, target) runs our RTMP client session; ingest feeds it through a bounded
-//! [`queue::RelayQueue`] and never waits for it.
+//! servers under its public name (the key never leaves the node). The
+//! [`RelayManager`] observes the hub's publishes and attaches one [`RelayLink`] per
+//! target (a hub [`Subscriber`] around a bounded [`queue::RelayQueue`]); one task per
+//! link runs the RTMP client. Ingest never waits for it.
 
 pub mod queue;
 pub mod session;
-pub mod target;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Instant;
 
-use md5::{Digest, Md5};
+use parking_lot::Mutex;
 use tokio_rustls::TlsConnector;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::channel::{Channel, ThumbnailId};
 use crate::config::RelayConfig;
-use crate::hub::{LiveStream, RelayAttachment};
-use crate::store::Channel;
-use queue::{QueueLimits, RelayQueue};
-use target::{RelayUrl, TargetTemplate, TemplateValues};
+use crate::config::{RelayUrl, TargetTemplate, TemplateValues};
+use crate::hub::{LiveStream, PublishObserver, StreamMessage, Subscriber, SubscriberStatus};
+use queue::{QueueLimits, RelayItem, RelayQueue};
 
 /// Starts relay tasks for live streams.
 pub struct RelayManager {
     config: Arc<RelayConfig>,
-    /// Configured templates (validated at start).
-    templates: Vec<TargetTemplate>,
     tls: TlsConnector,
     /// Relay tasks, drained at shutdown.
     pub tracker: TaskTracker,
@@ -65,30 +64,25 @@ fn tls_connector(config: &RelayConfig) -> anyhow::Result<TlsConnector> {
 
 impl RelayManager {
     pub fn new(config: RelayConfig) -> anyhow::Result<Arc<RelayManager>> {
-        let templates = config
-            .targets
-            .iter()
-            .map(|t| TargetTemplate::new(t))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(RelayManager {
             tls: tls_connector(&config)?,
             config: Arc::new(config),
-            templates,
             tracker: TaskTracker::new(),
         }))
     }
 
-    /// Starts one relay task per target for a stream that just went live.
-    pub fn attach(&self, stream: &Arc<LiveStream>, channel: &Channel) {
+    /// Attaches a link and starts one relay task per target of a stream that just went
+    /// live.
+    fn attach(&self, stream: &Arc<LiveStream>, channel: &Channel) {
         let channel_id = channel.id.hyphenated().to_string();
-        let thumb_id = hex::encode(Md5::digest(channel_id.as_bytes()));
+        let thumb_id = ThumbnailId::of(&channel.id).to_string();
         let values = TemplateValues {
             channel_id: &channel_id,
             thumb_id: &thumb_id,
             name: &channel.name,
         };
         let mut targets: Vec<(RelayUrl, String)> = Vec::new();
-        for t in &self.templates {
+        for t in &self.config.targets {
             match t.render(&values) {
                 Ok(url) => {
                     let shown = url.redacted();
@@ -115,26 +109,71 @@ impl RelayManager {
             }
         }
         for (url, display_url) in targets {
-            let queue = Arc::new(RelayQueue::new(QueueLimits {
-                max_bytes: self.config.queue_max_bytes,
-                max_delay: self.config.queue_max_delay,
-            }));
-            let last_error = Arc::new(Mutex::new(None));
-            stream.attach_relay(RelayAttachment {
-                display_url: display_url.clone(),
-                queue: queue.clone(),
-                last_error: last_error.clone(),
+            let link = Arc::new(RelayLink {
+                queue: RelayQueue::new(QueueLimits {
+                    max_bytes: self.config.queue_max_bytes,
+                    max_delay: self.config.queue_max_delay,
+                }),
+                display_url,
+                last_error: Mutex::new(None),
             });
+            stream.attach(link.clone());
             let task = session::RelayTask {
                 stream: stream.clone(),
-                queue,
+                link,
                 url,
-                display_url,
                 config: self.config.clone(),
                 tls: self.tls.clone(),
-                last_error,
             };
             self.tracker.spawn(task.run());
+        }
+    }
+}
+
+impl PublishObserver for RelayManager {
+    fn published(&self, stream: &Arc<LiveStream>, channel: &Channel) {
+        self.attach(stream, channel);
+    }
+}
+
+/// One live stream relayed to one target: what the hub feeds (a [`Subscriber`]) and
+/// what the relay task reads.
+pub struct RelayLink {
+    /// Messages waiting for the upstream connection.
+    pub queue: RelayQueue,
+    /// The target as it may be shown (no userinfo, no query, secrets masked).
+    pub display_url: String,
+    /// The last connection failure, cleared once publishing again.
+    last_error: Mutex<Option<String>>,
+}
+
+impl RelayLink {
+    fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock() = error;
+    }
+}
+
+impl Subscriber for RelayLink {
+    fn deliver(&self, message: &StreamMessage, restart_point: bool, now: Instant) {
+        self.queue
+            .push(RelayItem::Message(message.clone()), restart_point, now);
+    }
+
+    fn close(&self) {
+        self.queue.close();
+    }
+
+    fn status(&self) -> SubscriberStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let q = &self.queue.stats;
+        SubscriberStatus {
+            url: self.display_url.clone(),
+            connected: q.connected.load(Relaxed),
+            reconnects: q.reconnects.load(Relaxed),
+            bytes_sent: q.bytes_sent.load(Relaxed),
+            dropped_messages: q.dropped_messages.load(Relaxed),
+            dropped_bytes: q.dropped_bytes.load(Relaxed),
+            last_error: self.last_error.lock().clone(),
         }
     }
 }

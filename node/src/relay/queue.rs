@@ -1,28 +1,24 @@
-//! The queue between ingest and one relay target. Ingest pushes without ever waiting;
-//! the queue is bounded by bytes and by the age of its oldest item. On overflow it
+//! The queue between ingest and one relay target. Ingest pushes without ever waiting
+//! (it is called under the stream's media lock, see [`crate::hub::Subscriber`]); the
+//! queue is bounded by bytes and by the age of its oldest item. On overflow it
 //! drops everything queued and every new message until the next video keyframe, counts
 //! what it dropped, and marks the restart point with [`RelayItem::Resync`] so the relay
 //! re-sends metadata and sequence headers before that keyframe.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::hub::StreamMessage;
 
 /// One thing to send upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayItem {
-    /// Audio (8) or video (9) message, payload shared with ingest.
-    Media {
-        type_id: u8,
-        timestamp: u32,
-        payload: Bytes,
-    },
-    /// `onMetaData` body.
-    Metadata { timestamp: u32, payload: Bytes },
+    /// A message of the stream, payload shared with ingest.
+    Message(StreamMessage),
     /// Frames were dropped; re-send metadata and sequence headers first.
     Resync,
 }
@@ -30,7 +26,7 @@ pub enum RelayItem {
 impl RelayItem {
     fn size(&self) -> usize {
         match self {
-            RelayItem::Media { payload, .. } | RelayItem::Metadata { payload, .. } => payload.len(),
+            RelayItem::Message(m) => m.len(),
             RelayItem::Resync => 0,
         }
     }
@@ -121,7 +117,7 @@ impl RelayQueue {
     /// for longer than the short critical section.
     pub fn push(&self, item: RelayItem, keyframe: bool, now: Instant) {
         let size = item.size();
-        let mut q = self.inner.lock().expect("relay queue lock");
+        let mut q = self.inner.lock();
         if q.closed {
             return;
         }
@@ -154,7 +150,7 @@ impl RelayQueue {
     /// Moves everything queued into `out`; returns `false` once the queue is closed and
     /// empty (the publish ended).
     pub fn drain(&self, out: &mut Vec<RelayItem>) -> bool {
-        let mut q = self.inner.lock().expect("relay queue lock");
+        let mut q = self.inner.lock();
         out.extend(q.items.drain(..).map(|(i, _)| i));
         q.bytes = 0;
         !q.closed
@@ -163,25 +159,25 @@ impl RelayQueue {
     /// Whether nothing is queued (a fresh connection may then start from the cached
     /// keyframe).
     pub fn is_waiting_empty(&self) -> bool {
-        let q = self.inner.lock().expect("relay queue lock");
+        let q = self.inner.lock();
         q.items.is_empty() && q.waiting_keyframe
     }
 
     /// Drops what is queued and waits for the next keyframe (after a lost connection:
     /// what was queued for it is stale).
     pub fn restart(&self) {
-        let mut q = self.inner.lock().expect("relay queue lock");
+        let mut q = self.inner.lock();
         self.clear(&mut q);
     }
 
     /// The publish ended: the relay sends what is left, unpublishes and closes.
     pub fn close(&self) {
-        self.inner.lock().expect("relay queue lock").closed = true;
+        self.inner.lock().closed = true;
         self.wake.notify_one();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.lock().expect("relay queue lock").closed
+        self.inner.lock().closed
     }
 
     /// Waits until something was pushed or the queue closed.
@@ -195,11 +191,11 @@ mod tests {
     use super::*;
 
     fn media(n: usize) -> RelayItem {
-        RelayItem::Media {
+        RelayItem::Message(StreamMessage::Media {
             type_id: 9,
             timestamp: 0,
-            payload: Bytes::from(vec![0u8; n]),
-        }
+            payload: bytes::Bytes::from(vec![0u8; n]),
+        })
     }
 
     fn limits() -> QueueLimits {

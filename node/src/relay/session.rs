@@ -1,32 +1,36 @@
-//! One relay connection: connect (TCP, TLS for rtmps://), handshake, connect /
-//! releaseStream / FCPublish / createStream / publish with our client session, then
-//! metadata, sequence headers and media from a keyframe on, with the original
-//! timestamps. Reconnects with exponential backoff and jitter when the upstream refuses,
-//! closes or stalls (write deadline); unpublishes and closes when the publish ends.
+//! One relay connection: connect (TCP, TLS for rtmps://), then the shared RTMP
+//! client ([`rtmp_io::Publisher`]: handshake, connect, releaseStream / FCPublish /
+//! createStream / publish), then metadata, sequence headers and media from a keyframe
+//! on, with the original timestamps. Reconnects with exponential backoff and jitter
+//! when the upstream refuses, closes or stalls (write deadline); unpublishes and closes
+//! when the publish ends.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rand::Rng;
-use rtmp::handshake::{ClientHandshake, HandshakeKind};
 use rtmp::message::{MSG_AUDIO, MSG_VIDEO};
 use rtmp::{ClientConfig, ClientEvent, ClientSession, SessionError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use rtmp_io::{write_queued, PublishError, Publisher, PublisherOptions, WriteError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
-use super::queue::{RelayItem, RelayQueue};
-use super::target::RelayUrl;
-use crate::config::RelayConfig;
-use crate::hub::LiveStream;
-use crate::net::{write_queued, Io, WriteError};
+use super::queue::RelayItem;
+use super::RelayLink;
+use crate::config::{RelayConfig, RelayUrl};
+use crate::hub::{LiveStream, StreamMessage};
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Read buffer reserve for upstream replies (small: acks, pings, statuses).
 const READ_RESERVE: usize = 4096;
+
+/// A byte stream to the upstream: TCP, or TLS over TCP.
+trait Upstream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream for T {}
 
 /// Why a relay connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +55,31 @@ pub enum RelayError {
     Handshake(#[from] rtmp::handshake::HandshakeError),
 }
 
-/// Everything one relay task needs.
-pub struct RelayTask {
-    pub stream: Arc<LiveStream>,
-    pub queue: Arc<RelayQueue>,
-    pub url: RelayUrl,
-    pub display_url: String,
-    pub config: Arc<RelayConfig>,
-    pub tls: TlsConnector,
-    pub last_error: Arc<Mutex<Option<String>>>,
+impl From<PublishError> for RelayError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Io(e) => RelayError::Io(e),
+            PublishError::Write(e) => RelayError::Write(e),
+            PublishError::Handshake(e) => RelayError::Handshake(e),
+            PublishError::Protocol(e) => RelayError::Protocol(e),
+            PublishError::Refused { code, description } => {
+                RelayError::Refused { code, description }
+            }
+            PublishError::Closed => RelayError::Closed,
+        }
+    }
 }
 
-type Reader = ReadHalf<Box<dyn Io>>;
-type Writer = WriteHalf<Box<dyn Io>>;
+/// Everything one relay task needs.
+pub struct RelayTask {
+    /// The stream relayed (for its snapshot on (re)connection and resync).
+    pub stream: Arc<LiveStream>,
+    /// Its queue and state.
+    pub link: Arc<RelayLink>,
+    pub url: RelayUrl,
+    pub config: Arc<RelayConfig>,
+    pub tls: TlsConnector,
+}
 
 /// Backoff before attempt `n` (0-based): min * 2^n capped at max, with jitter in
 /// [d/2, d].
@@ -76,32 +92,30 @@ fn backoff(min: Duration, max: Duration, n: u32) -> Duration {
 impl RelayTask {
     pub async fn run(self) {
         let channel_id = self.stream.channel_id;
+        let queue = &self.link.queue;
         let mut failures = 0u32;
         loop {
-            if self.queue.is_closed() {
+            if queue.is_closed() {
                 return;
             }
             let started = Instant::now();
             let result = self.publish_once().await;
-            self.queue
-                .stats
-                .connected
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            queue.stats.connected.store(false, Relaxed);
             match result {
                 Ok(()) => {
-                    info!(%channel_id, target = %self.display_url, "relay ended with the publish");
+                    info!(%channel_id, target = %self.link.display_url, "relay ended with the publish");
                     return;
                 }
                 Err(e) => {
-                    warn!(%channel_id, target = %self.display_url, error = %e, "relay connection failed; will reconnect");
-                    *self.last_error.lock().expect("relay error lock") = Some(e.to_string());
+                    warn!(%channel_id, target = %self.link.display_url, error = %e, "relay connection failed; will reconnect");
+                    self.link.set_error(Some(e.to_string()));
                 }
             }
             if started.elapsed() >= STABLE_AFTER {
                 failures = 0;
             }
             // What was queued for the lost connection is stale.
-            self.queue.restart();
+            queue.restart();
             let delay = backoff(
                 self.config.reconnect_min,
                 self.config.reconnect_max,
@@ -112,18 +126,15 @@ impl RelayTask {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => break,
-                    _ = self.queue.wait() => {
-                        if self.queue.is_closed() {
+                    _ = queue.wait() => {
+                        if queue.is_closed() {
                             return;
                         }
                     }
                 }
             }
-            self.queue.restart();
-            self.queue
-                .stats
-                .reconnects
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            queue.restart();
+            queue.stats.reconnects.fetch_add(1, Relaxed);
         }
     }
 
@@ -154,7 +165,7 @@ impl RelayTask {
         Err(RelayError::Connect(last))
     }
 
-    async fn connect(&self) -> Result<Box<dyn Io>, RelayError> {
+    async fn connect(&self) -> Result<Box<dyn Upstream>, RelayError> {
         let tcp = self.connect_tcp().await?;
         let _ = tcp.set_nodelay(true);
         if !self.url.tls {
@@ -166,40 +177,51 @@ impl RelayTask {
         Ok(Box::new(tls))
     }
 
+    /// TCP/TLS connect, then the publish exchange.
+    async fn open(&self) -> Result<Publisher<Box<dyn Upstream>>, RelayError> {
+        let io = self.connect().await?;
+        let client = ClientConfig {
+            out_chunk_size: self.config.chunk_size,
+            ..ClientConfig::new(&self.url.app, &self.url.tc_url(), &self.url.stream)
+        };
+        let options = PublisherOptions {
+            write_timeout: self.config.write_timeout,
+            ..PublisherOptions::default()
+        };
+        Ok(Publisher::publish(io, client, options).await?)
+    }
+
     /// Connects, publishes, and relays until the publish ends (`Ok`) or the
     /// connection fails.
     async fn publish_once(&self) -> Result<(), RelayError> {
         let timeout = self.config.connect_timeout;
-        let (mut rd, mut wr, mut session, mut buf) = tokio::time::timeout(timeout, self.open())
+        let publisher = tokio::time::timeout(timeout, self.open())
             .await
             .map_err(|_| RelayError::Timeout(timeout))??;
-        self.queue
-            .stats
-            .connected
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        *self.last_error.lock().expect("relay error lock") = None;
-        info!(channel_id = %self.stream.channel_id, target = %self.display_url, "relay publishing");
+        let (io, mut session, mut buf) = publisher.into_parts();
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let queue = &self.link.queue;
+        queue.stats.connected.store(true, Relaxed);
+        self.link.set_error(None);
+        info!(channel_id = %self.stream.channel_id, target = %self.link.display_url, "relay publishing");
 
         self.send_start(&mut session);
         let mut batch = Vec::new();
         let mut events = Vec::new();
         loop {
             let sent = write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
-            self.queue
-                .stats
-                .bytes_sent
-                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            queue.stats.bytes_sent.fetch_add(sent, Relaxed);
             buf.reserve(READ_RESERVE);
             tokio::select! {
-                _ = self.queue.wait() => {
-                    let open = self.queue.drain(&mut batch);
+                _ = queue.wait() => {
+                    let open = queue.drain(&mut batch);
                     for item in batch.drain(..) {
                         self.send_item(&mut session, item);
                     }
                     if !open {
                         session.finish();
                         let sent = write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
-                        self.queue.stats.bytes_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+                        queue.stats.bytes_sent.fetch_add(sent, Relaxed);
                         let _ = wr.shutdown().await;
                         return Ok(());
                     }
@@ -219,63 +241,14 @@ impl RelayTask {
         }
     }
 
-    /// TCP/TLS connect, handshake, and the publish exchange.
-    async fn open(&self) -> Result<(Reader, Writer, ClientSession, BytesMut), RelayError> {
-        let io = self.connect().await?;
-        let (mut rd, mut wr) = tokio::io::split(io);
-        let mut buf = BytesMut::new();
-        let mut out = BytesMut::new();
-        let mut hs = ClientHandshake::new(HandshakeKind::Simple);
-        hs.start(&mut out);
-        loop {
-            if !out.is_empty() {
-                wr.write_all(&out).await?;
-                out.clear();
-            }
-            if hs.read(&mut buf, &mut out)? {
-                wr.write_all(&out).await?;
-                break;
-            }
-            buf.reserve(READ_RESERVE);
-            if rd.read_buf(&mut buf).await? == 0 {
-                return Err(RelayError::Closed);
-            }
-        }
-        let mut session = ClientSession::new(ClientConfig {
-            out_chunk_size: self.config.chunk_size,
-            ..ClientConfig::new(&self.url.app, &self.url.tc_url(), &self.url.stream)
-        });
-        session.start();
-        let mut events = Vec::new();
-        loop {
-            // Answer what arrived before waiting for more: the server waits for us.
-            session.handle_bytes(&mut buf, &mut events)?;
-            match events.drain(..).next() {
-                Some(ClientEvent::Publishing) => {
-                    write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
-                    return Ok((rd, wr, session, buf));
-                }
-                Some(ClientEvent::Rejected { code, description }) => {
-                    return Err(RelayError::Refused { code, description })
-                }
-                None => {}
-            }
-            write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
-            buf.reserve(READ_RESERVE);
-            if rd.read_buf(&mut buf).await? == 0 {
-                return Err(RelayError::Closed);
-            }
-        }
-    }
-
     /// After (re)connecting: metadata and sequence headers, and the cached keyframe when
-    /// nothing is queued yet, so the upstream has a picture at once. Done under the
-    /// media lock so the queue's next keyframe is strictly newer than the cached one.
+    /// nothing is queued yet, so the upstream has a picture at once. The snapshot and
+    /// the queue are looked at in one cut, so the queue's next keyframe is strictly
+    /// newer than the cached one.
     fn send_start(&self, session: &mut ClientSession) {
-        let media = self.stream.media.lock().expect("media lock");
-        let snapshot = media.cache.snapshot();
-        let with_keyframe = self.queue.is_waiting_empty();
-        drop(media);
+        let (snapshot, with_keyframe) = self
+            .stream
+            .snapshot_with(|| self.link.queue.is_waiting_empty());
         send_headers(session, &snapshot);
         if with_keyframe {
             if let Some(k) = snapshot.keyframe {
@@ -286,24 +259,15 @@ impl RelayTask {
 
     fn send_item(&self, session: &mut ClientSession, item: RelayItem) {
         match item {
-            RelayItem::Media {
+            RelayItem::Message(StreamMessage::Media {
                 type_id,
                 timestamp,
                 payload,
-            } => session.send_media(type_id, timestamp, payload),
-            RelayItem::Metadata { timestamp, payload } => {
+            }) => session.send_media(type_id, timestamp, payload),
+            RelayItem::Message(StreamMessage::Metadata { timestamp, payload }) => {
                 session.send_metadata(timestamp, &payload)
             }
-            RelayItem::Resync => {
-                let snapshot = self
-                    .stream
-                    .media
-                    .lock()
-                    .expect("media lock")
-                    .cache
-                    .snapshot();
-                send_headers(session, &snapshot);
-            }
+            RelayItem::Resync => send_headers(session, &self.stream.snapshot()),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Channels and their live status, behind the [`ChannelStore`] trait. The embedded
-//! default is SQLite ([`sqlite::SqliteStore`]); a channel has a public UUID, a name, a
-//! stream key stored as its SHA-256 hash, and live status.
+//! default is SQLite ([`sqlite::SqliteStore`]), production is Postgres/Supabase
+//! ([`postgres::PgStore`]); a channel has a public UUID, a name, a stream key (stored
+//! as its SHA-256 hash by default), and live status. Errors carry a
+//! [`StoreErrorKind`] that says whether retrying can help.
 
 pub mod postgres;
 pub mod sqlite;
@@ -10,24 +12,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
-use crate::config::{Config, DatabaseKind};
+use crate::channel::Channel;
+use crate::config::{Config, DatabaseUrl};
 use crate::key::StreamKey;
-
-/// A channel as the public may see it: never the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Channel {
-    pub id: Uuid,
-    pub name: String,
-    pub is_live: bool,
-    pub live_since: Option<DateTime<Utc>>,
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Extra relay targets of this channel (may embed third-party keys: never shown).
-    #[serde(skip)]
-    pub relay_targets: Vec<String>,
-}
 
 /// One live/offline transition, from one publish session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,15 +58,80 @@ impl StatusUpdate {
     }
 }
 
-/// Why the store could not answer. Says what to check.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Query(String),
-    #[error("a channel named {0:?} already exists")]
-    DuplicateName(String),
+/// What kind of failure a [`StoreError`] is, and so what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The database cannot be reached or did not answer in time. Retrying helps.
+    Unavailable,
+    /// A conflict with concurrent work (lock busy, serialization failure, deadlock).
+    /// Retrying helps.
+    Transient,
+    /// A channel with this name exists already.
+    DuplicateName,
+    /// The database refused the statement (schema, type, permission, constraint):
+    /// sending it again cannot succeed until someone changes the database or the
+    /// configuration.
+    Rejected,
+    /// The table holds something the node cannot read (e.g. an id that is not a UUID).
+    BadData,
+}
+
+/// Why the store could not answer. The message says what to check; the source is
+/// kept for whoever needs the details.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `source` as the cause.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::Unavailable, message)
+    }
+
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// Whether the same call may succeed later without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            StoreErrorKind::Unavailable | StoreErrorKind::Transient
+        )
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Where channels are kept.
@@ -104,28 +158,29 @@ pub trait ChannelStore: Send + Sync + 'static {
 }
 
 /// Opens the store the configuration selects (for Postgres: connects and checks the
-/// table).
+/// table). Call it on the runtime that should run the database I/O: the Postgres
+/// connections stay on it, whichever thread queries them later.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn ChannelStore>> {
-    match config.database_kind()? {
-        DatabaseKind::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path).await?)),
-        DatabaseKind::Postgres => Ok(Arc::new(
-            postgres::PgStore::open(&config.database, config.status.node_id()).await?,
+    match &config.database.url {
+        DatabaseUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(
+            postgres::PgStore::open(url, &config.database, config.status.node_id()).await?,
         )),
     }
 }
 
 /// Creates the default schema (`streamgate migrate`); says what it did.
 pub async fn migrate(config: &Config) -> anyhow::Result<String> {
-    match config.database_kind()? {
-        DatabaseKind::Sqlite(path) => {
-            sqlite::SqliteStore::open(&path).await?;
+    match &config.database.url {
+        DatabaseUrl::Sqlite(path) => {
+            sqlite::SqliteStore::open(path).await?;
             Ok(format!(
                 "SQLite database {} ready (its schema is created automatically)",
                 path.display()
             ))
         }
-        DatabaseKind::Postgres => {
-            postgres::PgStore::new(&config.database, config.status.node_id())?
+        DatabaseUrl::Postgres(url) => {
+            postgres::PgStore::new(url, &config.database, config.status.node_id())?
                 .migrate()
                 .await
         }

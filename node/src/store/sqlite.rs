@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{Channel, ChannelStore, StatusUpdate, StoreError};
+use super::{ChannelStore, StatusUpdate, StoreError, StoreErrorKind};
+use crate::channel::Channel;
 use crate::key::StreamKey;
 
 /// How long a statement waits for a lock held by another process (the CLI).
@@ -40,20 +41,22 @@ pub struct SqliteStore {
 }
 
 impl From<rusqlite::Error> for StoreError {
+    /// Classified by SQLite's result code: a busy or locked database is worth a retry,
+    /// a file that cannot be opened or written means the database is unavailable, and
+    /// anything else (schema, constraint, type) is the statement's fault.
     fn from(e: rusqlite::Error) -> Self {
-        match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseBusy
-                        | rusqlite::ErrorCode::DatabaseLocked
-                        | rusqlite::ErrorCode::CannotOpen
-                ) =>
-            {
-                StoreError::Unavailable(e.to_string())
-            }
-            other => StoreError::Query(other.to_string()),
-        }
+        use rusqlite::ErrorCode as C;
+        let kind = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DatabaseBusy | C::DatabaseLocked => StoreErrorKind::Transient,
+                C::CannotOpen | C::SystemIoFailure | C::DiskFull | C::ReadOnly => {
+                    StoreErrorKind::Unavailable
+                }
+                _ => StoreErrorKind::Rejected,
+            },
+            _ => StoreErrorKind::Rejected,
+        };
+        StoreError::new(kind, format!("SQLite: {e}")).with_source(e)
     }
 }
 
@@ -65,7 +68,9 @@ fn parse_time(s: Option<String>) -> Option<DateTime<Utc>> {
 fn row_to_channel(row: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
     let id: String = row.get(0)?;
     Ok(Channel {
-        id: Uuid::parse_str(&id).unwrap_or_default(),
+        id: Uuid::parse_str(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
         name: row.get(1)?,
         is_live: row.get::<_, i64>(2)? != 0,
         live_since: parse_time(row.get(3)?),
@@ -92,24 +97,34 @@ impl SqliteStore {
             let conn = Connection::open(&path).map_err(|e| {
                 anyhow::anyhow!("cannot open SQLite database {}: {e}", path.display())
             })?;
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.execute_batch(SCHEMA)?;
-            let existing: Vec<String> = conn
-                .prepare("SELECT name FROM pragma_table_info('channels')")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for (col, ty) in ADDED_COLUMNS {
-                if !existing.iter().any(|c| c == col) {
-                    conn.execute_batch(&format!("ALTER TABLE channels ADD COLUMN {col} {ty}"))?;
-                }
-            }
-            Ok(SqliteStore {
-                conn: Arc::new(Mutex::new(conn)),
-            })
+            Self::prepare(conn)
         })
         .await?
+    }
+
+    /// A private database in memory: the real SQLite engine and schema, gone when the
+    /// store is dropped (tests that drive the node in-process).
+    pub fn open_in_memory() -> anyhow::Result<SqliteStore> {
+        Self::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(conn: Connection) -> anyhow::Result<SqliteStore> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('channels')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for (col, ty) in ADDED_COLUMNS {
+            if !existing.iter().any(|c| c == col) {
+                conn.execute_batch(&format!("ALTER TABLE channels ADD COLUMN {col} {ty}"))?;
+            }
+        }
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -119,13 +134,23 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("database connection poisoned".into()))?;
+            // A panic in an earlier call leaves SQLite itself consistent (every
+            // statement is atomic), so the connection stays usable.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
+        .map_err(|e| StoreError::unavailable(format!("SQLite task failed: {e}")).with_source(e))?
+    }
+}
+
+#[cfg(test)]
+impl SqliteStore {
+    /// Drops the channels table (tests of what a refused statement does).
+    pub(crate) async fn drop_table_for_test(&self) {
+        self.with(|c| Ok(c.execute_batch("DROP TABLE channels")?))
+            .await
+            .unwrap();
     }
 }
 
@@ -226,27 +251,20 @@ impl ChannelStore for SqliteStore {
         self.with(move |c| {
             let key = StreamKey::generate();
             let id = Uuid::new_v4();
-            let res = c.execute(
-                "INSERT INTO channels (id, name, stream_key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            // The conflict target is the name: a taken name inserts nothing, while any
+            // other constraint still fails loudly.
+            let inserted = c.execute(
+                "INSERT INTO channels (id, name, stream_key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO NOTHING",
                 params![id.to_string(), name, key.sha256_hex(), Utc::now().to_rfc3339()],
-            );
-            match res {
-                Err(rusqlite::Error::SqliteFailure(f, Some(msg)))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("name") =>
-                {
-                    return Err(StoreError::DuplicateName(name));
-                }
-                other => other?,
-            };
-            let channel = Channel {
-                id,
-                name,
-                is_live: false,
-                live_since: None,
-                last_seen: None,
-                relay_targets: Vec::new(),
-            };
-            Ok((channel, key))
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::new(
+                    StoreErrorKind::DuplicateName,
+                    format!("a channel named {name:?} already exists"),
+                ));
+            }
+            Ok((Channel::new(id, name), key))
         })
         .await
     }
@@ -332,10 +350,9 @@ mod tests {
     async fn channel_lifecycle() {
         let (s, _d) = store().await;
         let (ch, key) = s.create_channel("alpha").await.unwrap();
-        assert!(matches!(
-            s.create_channel("alpha").await,
-            Err(StoreError::DuplicateName(_))
-        ));
+        let dup = s.create_channel("alpha").await.unwrap_err();
+        assert_eq!(dup.kind(), StoreErrorKind::DuplicateName, "{dup}");
+        assert!(!dup.is_retryable());
         assert_eq!(s.find_by_key(&key).await.unwrap().unwrap().id, ch.id);
         assert!(s
             .find_by_key(&StreamKey::new("wrong"))

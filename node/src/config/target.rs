@@ -1,9 +1,13 @@
 //! Relay targets: URL templates such as `rtmp://origin:1935/live/{channel_id}` rendered
 //! per channel (`{channel_id}`, `{thumb_id}`, `{name}`), split into what an RTMP client
 //! needs (host, port, TLS, app, tcUrl, stream name), and shown redacted (no userinfo,
-//! no query) wherever they are displayed.
+//! no query) wherever they are displayed. A template is checked when it is parsed
+//! (config load, `channel set-relay-targets`), so a [`TargetTemplate`] always renders
+//! to a usable URL shape.
 
 use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Placeholders a template may use.
 pub const PLACEHOLDERS: [&str; 3] = ["{channel_id}", "{thumb_id}", "{name}"];
@@ -115,8 +119,16 @@ impl fmt::Debug for RelayUrl {
 }
 
 /// A configured target template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TargetTemplate(String);
+
+impl fmt::Debug for TargetTemplate {
+    /// Without the query string, which may hold a token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.0.split('?').next().unwrap_or_default();
+        write!(f, "TargetTemplate({shown:?})")
+    }
+}
 
 /// Values substituted into a template.
 pub struct TemplateValues<'a> {
@@ -158,6 +170,21 @@ impl TargetTemplate {
 
     pub fn render(&self, v: &TemplateValues<'_>) -> Result<RelayUrl, TargetError> {
         RelayUrl::parse(&self.render_raw(v))
+    }
+}
+
+impl Serialize for TargetTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetTemplate {
+    /// The error says why the template is unusable, never the URL (its query may hold
+    /// a token).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TargetTemplate::new(&s).map_err(|e| serde::de::Error::custom(format!("relay target {e}")))
     }
 }
 

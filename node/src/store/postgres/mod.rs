@@ -6,140 +6,29 @@
 //! Every statement is sent unnamed (`query_typed`: Parse/Bind/Execute in one round
 //! trip, nothing prepared by name), so the direct connection, Supabase's session pooler
 //! and its transaction pooler all work. `sslmode` from the URL is honoured with libpq's
-//! meaning: `disable`, `prefer` (default), `require` (encrypted, certificate not
-//! checked), `verify-ca`/`verify-full` (checked against the public roots plus
-//! `database.ca_file`).
+//! meaning ([`tls`]). Statements run on a small [`pool`] of connections that live on
+//! the node's main runtime. Errors are classified by SQLSTATE: connection trouble,
+//! serialization failures and lock timeouts are retryable; the rest is not.
+
+mod pool;
+mod tls;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::{Channel, ChannelStore, StatusUpdate, StoreError};
-use crate::config::DatabaseConfig;
+use super::{ChannelStore, StatusUpdate, StoreError, StoreErrorKind};
+use crate::channel::Channel;
+use crate::config::{DatabaseConfig, KeyStorage};
 use crate::key::StreamKey;
-
-/// How the URL's `sslmode` is honoured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Disable,
-    Prefer,
-    Require,
-    Verify,
-}
-
-/// Splits `sslmode` off a Postgres URL (tokio-postgres knows only some of libpq's
-/// values). Returns the URL without it and the mode.
-pub fn split_sslmode(url: &str) -> Result<(String, TlsMode), String> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, q),
-        None => (url, ""),
-    };
-    let mut mode = TlsMode::Prefer;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("sslmode", v)) => {
-                mode = match v {
-                    "disable" => TlsMode::Disable,
-                    "allow" | "prefer" => TlsMode::Prefer,
-                    "require" => TlsMode::Require,
-                    "verify-ca" | "verify-full" => TlsMode::Verify,
-                    other => return Err(format!("unknown sslmode {other:?} (use disable, prefer, require, verify-ca or verify-full)")),
-                }
-            }
-            _ => rest.push(pair),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, mode))
-}
-
-/// Accepts any server certificate but still checks the handshake signatures: libpq's
-/// `sslmode=require` (encryption without authentication of the server).
-#[derive(Debug)]
-struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn tls_config(mode: TlsMode, ca_file: &str) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    if mode != TlsMode::Verify {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider)))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if !ca_file.is_empty() {
-        for cert in CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| anyhow::anyhow!("database.ca_file {ca_file:?}: {e}"))?
-        {
-            roots
-                .add(cert.map_err(|e| anyhow::anyhow!("database.ca_file {ca_file:?}: {e}"))?)
-                .map_err(|e| anyhow::anyhow!("database.ca_file {ca_file:?}: {e}"))?;
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
+use pool::Pool;
+pub use tls::{split_sslmode, TlsMode};
 
 /// A column as the store uses it: quoted name and the SQL type to cast parameters to.
 #[derive(Debug, Clone)]
@@ -163,6 +52,9 @@ struct Mapping {
     node: Option<Col>,
     relay_targets: Option<Col>,
     plain_keys: bool,
+    /// Unique indexes on the name column alone: a violation of one of them is a
+    /// duplicate name.
+    name_unique_indexes: Vec<String>,
 }
 
 fn quote(ident: &str) -> String {
@@ -175,24 +67,21 @@ fn quote(ident: &str) -> String {
 
 /// Channels in a Postgres table.
 pub struct PgStore {
-    config: tokio_postgres::Config,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
-    mode: TlsMode,
+    pool: Pool,
     /// `host:port` for messages (never the password).
     endpoint: String,
     settings: DatabaseConfig,
     node_id: String,
-    client: Mutex<Option<Arc<Client>>>,
     mapping: std::sync::OnceLock<Mapping>,
 }
 
 type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 impl PgStore {
-    /// Parses the URL and prepares TLS; does not connect yet.
-    pub fn new(settings: &DatabaseConfig, node_id: String) -> anyhow::Result<PgStore> {
-        let (url, mode) =
-            split_sslmode(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+    /// Parses the URL and prepares TLS and the pool; does not connect yet. Call it on
+    /// the runtime that is to run the database I/O.
+    pub fn new(url: &str, settings: &DatabaseConfig, node_id: String) -> anyhow::Result<PgStore> {
+        let (url, mode) = split_sslmode(url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("database.url is not a valid Postgres URL ({e}); write postgres://user:password@host:5432/database"))?;
@@ -212,68 +101,65 @@ impl PgStore {
             })
             .unwrap_or_else(|| "localhost".into());
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        Ok(PgStore {
-            tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
-                mode,
-                &settings.ca_file,
-            )?),
-            config,
+        let endpoint = format!("{host}:{port}");
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls::tls_config(
             mode,
-            endpoint: format!("{host}:{port}"),
+            &settings.ca_file,
+        )?);
+        // A caller waits for a free connection at most as long as for a statement.
+        let pool = Pool::new(
+            config,
+            tls,
+            settings.pool_size,
+            settings.query_timeout,
+            endpoint.clone(),
+        )?;
+        Ok(PgStore {
+            pool,
+            endpoint,
             settings: settings.clone(),
             node_id,
-            client: Mutex::new(None),
             mapping: std::sync::OnceLock::new(),
         })
     }
 
-    /// Connects and checks the table (or, for `migrate`, only connects).
-    pub async fn open(settings: &DatabaseConfig, node_id: String) -> anyhow::Result<PgStore> {
-        let store = Self::new(settings, node_id)?;
+    /// Connects and checks the table.
+    pub async fn open(
+        url: &str,
+        settings: &DatabaseConfig,
+        node_id: String,
+    ) -> anyhow::Result<PgStore> {
+        let store = Self::new(url, settings, node_id)?;
         store.check_schema().await?;
         Ok(store)
     }
 
-    async fn client(&self) -> Result<Arc<Client>, StoreError> {
-        let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        let connected = match self.mode {
-            TlsMode::Disable => self.config.connect(tokio_postgres::NoTls).await.map(drive),
-            _ => self.config.connect(self.tls.clone()).await.map(drive),
-        };
-        let client = Arc::new(connected.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot reach Postgres at {} ({e}): check database.url",
-                self.endpoint
-            ))
-        })?);
-        *guard = Some(client.clone());
-        Ok(client)
-    }
-
-    /// Runs one statement with the query deadline; a failed connection is dropped so the
-    /// next call reconnects.
+    /// Runs one statement on a connection of its own, under the query deadline. A
+    /// broken connection, or one whose statement passed the deadline, is closed; the
+    /// next call gets another.
     async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        match tokio::time::timeout(self.settings.query_timeout, client.query_typed(sql, params))
-            .await
-        {
+        let lease = self.pool.get().await?;
+        let result = tokio::time::timeout(
+            self.settings.query_timeout,
+            lease.client().query_typed(sql, params),
+        )
+        .await;
+        match result {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(e)) => {
-                if e.is_closed() || client.is_closed() {
-                    self.client.lock().await.take();
-                    return Err(StoreError::Unavailable(format!(
+                if e.is_closed() || lease.client().is_closed() {
+                    lease.discard(false);
+                    return Err(StoreError::unavailable(format!(
                         "lost the Postgres connection to {}: {e}",
                         self.endpoint
-                    )));
+                    ))
+                    .with_source(e));
                 }
                 Err(classify(e))
             }
             Err(_) => {
-                self.client.lock().await.take();
-                Err(StoreError::Unavailable(format!(
+                lease.discard(true);
+                Err(StoreError::unavailable(format!(
                     "Postgres at {} did not answer within {:?}",
                     self.endpoint, self.settings.query_timeout
                 )))
@@ -364,7 +250,20 @@ impl PgStore {
                 problems.join("; ")
             );
         }
+        let name_unique_indexes = self
+            .query(
+                "SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                 WHERE x.indrelid = to_regclass($1) AND x.indisunique AND x.indnatts = 1 \
+                 AND x.indkey[0] = (SELECT a.attnum FROM pg_attribute a \
+                     WHERE a.attrelid = to_regclass($1) AND a.attname = $2)",
+                &[(&table, Type::TEXT), (&s.name_column, Type::TEXT)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
         let mapping = Mapping {
+            name_unique_indexes,
             table: quote(&table),
             id: id.expect("checked"),
             name: name.expect("checked"),
@@ -375,7 +274,7 @@ impl PgStore {
             session,
             node,
             relay_targets,
-            plain_keys: s.key_storage == "plain",
+            plain_keys: s.key_storage == KeyStorage::Plain,
         };
         if mapping.node.is_none() {
             warn!("database.node_column is empty: crash recovery marks offline every live channel of the table (run one node per table)");
@@ -427,20 +326,6 @@ impl PgStore {
     }
 }
 
-/// Runs a connection's I/O in the background; returns its client.
-fn drive<S, T>((client, connection): (Client, tokio_postgres::Connection<S, T>)) -> Client
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "postgres connection ended");
-        }
-    });
-    client
-}
-
 /// The table `migrate` creates (same columns as deploy/supabase.sql).
 pub const DEFAULT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS channels (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -455,18 +340,56 @@ pub const DEFAULT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS channels (
     created_at      timestamptz NOT NULL DEFAULT now()
 )";
 
+/// Classifies a statement's failure by SQLSTATE: what retrying can fix (connection
+/// trouble, serialization failures, deadlocks, lock and statement timeouts, a server
+/// shutting down or out of connections) and what it cannot.
 fn classify(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Query(format!("{} ({})", db.message(), db.code().code())),
-        None => StoreError::Unavailable(e.to_string()),
-    }
+    let Some(db) = e.as_db_error() else {
+        return StoreError::unavailable(format!("Postgres: {e}")).with_source(e);
+    };
+    let code = db.code();
+    let kind = if code.code().starts_with("08")
+        || code.code().starts_with("53")
+        || [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
+    {
+        StoreErrorKind::Transient
+    } else {
+        StoreErrorKind::Rejected
+    };
+    let message = format!("Postgres: {} (SQLSTATE {})", db.message(), code.code());
+    StoreError::new(kind, message).with_source(e)
+}
+
+/// The index a unique violation (SQLSTATE 23505) was reported on.
+fn violated_unique_index(e: &StoreError) -> Option<String> {
+    let source = std::error::Error::source(e)?;
+    let db = source
+        .downcast_ref::<tokio_postgres::Error>()?
+        .as_db_error()?;
+    (db.code() == &SqlState::UNIQUE_VIOLATION)
+        .then(|| db.constraint().map(str::to_owned))
+        .flatten()
 }
 
 fn row_to_channel(row: &Row) -> Result<Channel, StoreError> {
     let id: String = row.get(0);
     Ok(Channel {
-        id: Uuid::parse_str(&id)
-            .map_err(|_| StoreError::Query(format!("channel id {id:?} is not a UUID")))?,
+        id: Uuid::parse_str(&id).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::BadData,
+                format!("channel id {id:?} is not a UUID"),
+            )
+            .with_source(e)
+        })?,
         name: row.get::<_, Option<String>>(1).unwrap_or_default(),
         is_live: row.get::<_, Option<bool>>(2).unwrap_or(false),
         live_since: row.get::<_, Option<DateTime<Utc>>>(3),
@@ -634,7 +557,7 @@ impl ChannelStore for PgStore {
             m.table, m.id.quoted, m.name.quoted, m.key.quoted, m.id.cast
         );
         let (ids, names) = (id.to_string(), name.to_string());
-        match self
+        let inserted = self
             .query(
                 &sql,
                 &[
@@ -643,24 +566,20 @@ impl ChannelStore for PgStore {
                     (&stored, Type::TEXT),
                 ],
             )
-            .await
-        {
-            Err(StoreError::Query(msg))
-                if msg.contains("23505") && msg.contains(&self.settings.name_column) =>
-            {
-                return Err(StoreError::DuplicateName(name.to_string()))
+            .await;
+        if let Err(e) = inserted {
+            let on_name = violated_unique_index(&e)
+                .is_some_and(|index| m.name_unique_indexes.contains(&index));
+            if on_name {
+                return Err(StoreError::new(
+                    StoreErrorKind::DuplicateName,
+                    format!("a channel named {name:?} already exists"),
+                )
+                .with_source(e));
             }
-            other => other?,
-        };
-        let channel = Channel {
-            id,
-            name: name.to_string(),
-            is_live: false,
-            live_since: None,
-            last_seen: None,
-            relay_targets: Vec::new(),
-        };
-        Ok((channel, key))
+            return Err(e);
+        }
+        Ok((Channel::new(id, name), key))
     }
 
     async fn list_channels(&self) -> Result<Vec<Channel>, StoreError> {
@@ -696,8 +615,9 @@ impl ChannelStore for PgStore {
     async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError> {
         let m = self.map();
         let Some(col) = &m.relay_targets else {
-            return Err(StoreError::Query(
-                "database.relay_targets_column is not configured".into(),
+            return Err(StoreError::new(
+                StoreErrorKind::Rejected,
+                "database.relay_targets_column is not configured",
             ));
         };
         let json = (!targets.is_empty())
@@ -727,32 +647,6 @@ impl ChannelStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sslmode_is_split_off_with_libpq_meanings() {
-        let (u, m) =
-            split_sslmode("postgres://u:p@h:5432/db?sslmode=verify-full&application_name=x")
-                .unwrap();
-        assert_eq!(
-            (u.as_str(), m),
-            (
-                "postgres://u:p@h:5432/db?application_name=x",
-                TlsMode::Verify
-            )
-        );
-        assert_eq!(split_sslmode("postgres://h/db").unwrap().1, TlsMode::Prefer);
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=require").unwrap(),
-            ("postgres://h/db".into(), TlsMode::Require)
-        );
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=disable").unwrap().1,
-            TlsMode::Disable
-        );
-        assert!(split_sslmode("postgres://h/db?sslmode=bogus")
-            .unwrap_err()
-            .contains("bogus"));
-    }
 
     #[test]
     fn identifiers_are_quoted() {

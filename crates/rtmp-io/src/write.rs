@@ -1,0 +1,89 @@
+//! Writing a session's output queue to a socket.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use rtmp::OutputQueue;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Most slices handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Why a queued write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer did not read for {0:?}")]
+    Timeout(Duration),
+}
+
+/// Writes everything queued with vectored writes (header and payload slices, no
+/// copies), under one deadline. Returns the bytes written.
+pub async fn write_queued<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut OutputQueue,
+    deadline: Duration,
+) -> Result<u64, WriteError> {
+    if out.is_empty() {
+        return Ok(0);
+    }
+    let total = out.len() as u64;
+    let write = async {
+        while !out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.io_slices(&mut slices);
+            let written = io.write_vectored(&slices[..n]).await?;
+            if written == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+            }
+            out.advance(written);
+        }
+        io.flush().await
+    };
+    tokio::time::timeout(deadline, write)
+        .await
+        .map_err(|_| WriteError::Timeout(deadline))??;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn writes_every_slice_in_order() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let mut out = OutputQueue::new();
+        out.push_slice(b"head");
+        out.push(Bytes::from(vec![7u8; 1000]));
+        out.push_slice(b"tail");
+        let reader = tokio::spawn(async move {
+            let mut v = Vec::new();
+            b.read_to_end(&mut v).await.unwrap();
+            v
+        });
+        let n = write_queued(&mut a, &mut out, Duration::from_secs(5))
+            .await
+            .unwrap();
+        drop(a);
+        let got = reader.await.unwrap();
+        assert_eq!(n, 1008);
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(&got[1004..], b"tail");
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_does_not_read_times_out() {
+        let (mut a, _b) = tokio::io::duplex(16);
+        let mut out = OutputQueue::new();
+        out.push(Bytes::from(vec![0u8; 1024]));
+        let err = write_queued(&mut a, &mut out, Duration::from_secs(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WriteError::Timeout(d) if d == Duration::from_secs(3)));
+    }
+}

@@ -1,0 +1,116 @@
+//! `[auth]`: stream key checks, their cache, and brute-force protection; `[status]`:
+//! live/offline writes to the database.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::duration_str;
+use super::{invalid, positive, ConfigError};
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A lookup that takes longer is refused with "try again shortly".
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// How often live publishes are re-checked against the channels table.
+    #[serde(with = "duration_str")]
+    pub recheck_interval: Duration,
+    /// Answers younger than this are served from the cache without the database.
+    #[serde(with = "duration_str")]
+    pub cache_ttl: Duration,
+    /// When the database is unreachable, a key seen valid this recently is admitted.
+    #[serde(with = "duration_str")]
+    pub stale_ttl: Duration,
+    /// Whether to admit recently valid keys while the database is unreachable.
+    pub admit_cached_when_unavailable: bool,
+    /// Most cached answers.
+    pub cache_size: usize,
+    /// Wrong keys from one IP within `failure_window` before it is refused.
+    pub max_failures: u32,
+    #[serde(with = "duration_str")]
+    pub failure_window: Duration,
+    /// How long a refused IP stays refused (before the handshake).
+    #[serde(with = "duration_str")]
+    pub ban_duration: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            recheck_interval: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(10),
+            stale_ttl: Duration::from_secs(600),
+            admit_cached_when_unavailable: true,
+            cache_size: 100_000,
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
+            ban_duration: Duration::from_secs(300),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("auth.timeout", self.timeout)?;
+        positive("auth.recheck_interval", self.recheck_interval)?;
+        positive("auth.failure_window", self.failure_window)?;
+        if self.cache_size == 0 {
+            return Err(invalid("auth.cache_size", 0, "must be at least 1"));
+        }
+        if self.max_failures == 0 {
+            return Err(invalid("auth.max_failures", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `[status]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Identifies this node in the table (crash recovery marks offline only its own
+    /// channels). Empty: the host name.
+    pub node_id: String,
+    /// How often `last_seen` of live channels is refreshed.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "duration_str")]
+    pub retry_max_backoff: Duration,
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            heartbeat_interval: Duration::from_secs(30),
+            retry_max_backoff: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StatusConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("status.heartbeat_interval", self.heartbeat_interval)?;
+        positive("status.retry_max_backoff", self.retry_max_backoff)
+    }
+
+    /// `node_id`, or the host name when empty.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "streamgate".into())
+    }
+}

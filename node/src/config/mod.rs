@@ -1,0 +1,294 @@
+//! Configuration: one TOML file (every key documented in `streamgate.example.toml`),
+//! `STREAMGATE_<SECTION>_<KEY>` environment overrides, `.env` support. Loaded once at
+//! start into typed sections (addresses are `SocketAddr`, choices are enums, relay
+//! targets are checked templates), then validated; unknown keys, in the file or the
+//! environment, are errors that name the key and the fix.
+
+mod auth;
+mod database;
+mod duration;
+mod env;
+mod log;
+mod relay;
+mod rtmp;
+mod target;
+mod thumbnails;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use auth::{AuthConfig, StatusConfig};
+pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
+pub use log::{LogConfig, LogFormat};
+pub use relay::RelayConfig;
+pub use rtmp::{HttpConfig, RtmpConfig};
+pub use target::{RelayUrl, TargetError, TargetTemplate, TemplateValues, PLACEHOLDERS};
+pub use thumbnails::{ThumbnailConfig, ThumbnailDecoder};
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "STREAMGATE_";
+/// Config file used when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "streamgate.toml";
+
+/// A configuration problem, phrased for the operator: which key, what is wrong, how
+/// to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key} = {value}: {problem}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        problem: String,
+    },
+}
+
+/// A value that breaks a rule of `key`.
+fn invalid(key: &'static str, value: impl ToString, problem: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+/// Durations that must not be zero.
+fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(invalid(
+            key,
+            "\"0s\"",
+            "must be longer than zero, e.g. \"5s\"",
+        ));
+    }
+    Ok(())
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub status: StatusConfig,
+    pub relay: RelayConfig,
+    pub thumbnails: ThumbnailConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Loads `path` (or the default file when present, or nothing), applies `.env` and
+    /// `STREAMGATE_*` overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        let (table, origin) = match path {
+            Some(p) => (read_table(p)?, p.display().to_string()),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => (
+                read_table(Path::new(DEFAULT_CONFIG_FILE))?,
+                DEFAULT_CONFIG_FILE.to_string(),
+            ),
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_table(table, &origin, &env)
+    }
+
+    /// Builds a config from a parsed file and environment pairs.
+    pub fn from_table(
+        mut table: toml::Table,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        env::apply_env(&mut table, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Parse {
+                    path: origin.to_string(),
+                    message: format!("{key}: {}", e.inner().message()),
+                }
+            })?;
+        config.validate()
+    }
+
+    /// Checks the rules that span values (ranges, non-zero durations, files that must
+    /// exist); the types checked the rest while parsing.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        self.rtmp.validate()?;
+        self.database.validate()?;
+        self.auth.validate()?;
+        self.status.validate()?;
+        self.relay.validate()?;
+        self.thumbnails.validate()?;
+        self.log.validate()?;
+        Ok(self)
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Config::from_table(text.parse().unwrap(), "test.toml", &env)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.rtmp.listen.port(), 1935);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(
+            c.database.url,
+            DatabaseUrl::Sqlite("./data/streamgate.db".into())
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../streamgate.example.toml"
+        ))
+        .unwrap();
+        assert_eq!(load(&text, &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_and_env_overrides() {
+        let c = load(
+            "[rtmp]\nidle_timeout = \"3s\"\napp = \"ingest\"\n",
+            &[
+                ("STREAMGATE_RTMP_MAX_CONNECTIONS", "50"),
+                ("STREAMGATE_HTTP_LISTEN", "127.0.0.1:9000"),
+                ("STREAMGATE_RTMP_APP", "live2"),
+                ("OTHER_VAR", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rtmp.idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.rtmp.max_connections, 50);
+        assert_eq!(c.http.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.rtmp.app, "live2", "the environment wins over the file");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let e = load("[rtmp]\nidle_timeot = \"3s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("idle_timeot") && e.contains("idle_timeout"),
+            "{e}"
+        );
+        let e = load("[rtmp]\nidle_timeout = \"3 parsecs\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timeout") && e.contains("\"10s\""), "{e}");
+        let e = load("[rtmp]\nlisten = \"1935\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtmp.listen") && e.contains("host:port"), "{e}");
+        let e = load("", &[("STREAMGATE_RTMP_MAX_CONNECTION", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("STREAMGATE_RTMP_MAX_CONNECTION")
+                && e.contains("STREAMGATE_RTMP_MAX_CONNECTIONS"),
+            "{e}"
+        );
+        let e = load("", &[("STREAMGATE_RTMP_MAX_CONNECTIONS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("integer"), "{e}");
+        let e = load("[database]\nurl = \"mysql://user:hunter2@db/x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url") && !e.contains("hunter2"), "{e}");
+        let e = load("[rtmp]\nidle_timeout = \"0s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtmp.idle_timeout"), "{e}");
+    }
+
+    #[test]
+    fn choices_are_enums_and_wrong_ones_list_the_valid_ones() {
+        let c = load(
+            "[database]\nkey_storage = \"plain\"\nurl = \"postgres://u:pw@db/x\"\n[thumbnails]\ndecoder = \"ffmpeg\"\n[log]\nformat = \"json\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.database.key_storage, KeyStorage::Plain);
+        assert_eq!(c.thumbnails.decoder, ThumbnailDecoder::Ffmpeg);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "no password in debug output"
+        );
+        for (text, key, valid) in [
+            (
+                "[database]\nkey_storage = \"md5\"\n",
+                "database.key_storage",
+                "sha256",
+            ),
+            (
+                "[thumbnails]\ndecoder = \"gpu\"\n",
+                "thumbnails.decoder",
+                "worker",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format", "json"),
+        ] {
+            let e = load(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(valid), "{e}");
+        }
+    }
+
+    #[test]
+    fn relay_targets_are_checked_templates_and_errors_hide_the_query() {
+        let c = load(
+            "[relay]\ntargets = [\"rtmp://origin/live/{channel_id}\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.relay.targets.len(), 1);
+        let e = load(
+            "[relay]\ntargets = [\"rtmp://origin/{channel_id}?token=s3cret\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("relay.targets") && e.contains("application"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}

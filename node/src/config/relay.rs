@@ -1,0 +1,92 @@
+//! `[relay]`: pass-through forwarding to upstream RTMP servers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::duration_str;
+use super::target::TargetTemplate;
+use super::{invalid, positive, ConfigError};
+
+/// `[relay]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// URL templates; placeholders `{channel_id}`, `{thumb_id}`, `{name}`.
+    pub targets: Vec<TargetTemplate>,
+    /// Also relay to each channel's own extra targets from the store.
+    pub per_channel_targets: bool,
+    pub chunk_size: u32,
+    pub queue_max_bytes: usize,
+    #[serde(with = "duration_str")]
+    pub queue_max_delay: Duration,
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub reconnect_min: Duration,
+    #[serde(with = "duration_str")]
+    pub reconnect_max: Duration,
+    /// Kernel send buffer per upstream socket (0: the kernel's auto-tuning).
+    pub send_buffer: u32,
+    /// Extra CA certificates (PEM) trusted for rtmps:// targets.
+    pub ca_file: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            per_channel_targets: false,
+            chunk_size: 60_000,
+            queue_max_bytes: 4 * 1024 * 1024,
+            queue_max_delay: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            send_buffer: 256 * 1024,
+            ca_file: String::new(),
+        }
+    }
+}
+
+impl RelayConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive("relay.queue_max_delay", self.queue_max_delay)?;
+        positive("relay.connect_timeout", self.connect_timeout)?;
+        positive("relay.write_timeout", self.write_timeout)?;
+        positive("relay.reconnect_min", self.reconnect_min)?;
+        if !(128..=16_777_215).contains(&self.chunk_size) {
+            return Err(invalid(
+                "relay.chunk_size",
+                self.chunk_size,
+                "must be between 128 and 16777215 (60000 is a good value)",
+            ));
+        }
+        if self.queue_max_bytes < 64 * 1024 {
+            return Err(invalid(
+                "relay.queue_max_bytes",
+                self.queue_max_bytes,
+                "must be at least 65536 (a keyframe must fit)",
+            ));
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return Err(invalid(
+                "relay.reconnect_max",
+                humantime::format_duration(self.reconnect_max),
+                "must not be shorter than relay.reconnect_min",
+            ));
+        }
+        if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_file() {
+            return Err(invalid(
+                "relay.ca_file",
+                format!("{:?}", self.ca_file),
+                "is not a readable file (PEM certificates)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! `[rtmp]`: the ingest listener and the limits of every connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::{addr_str, duration_str};
+use super::{invalid, positive, ConfigError};
+
+/// `[rtmp]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Address publishers connect to.
+    #[serde(with = "addr_str")]
+    pub listen: SocketAddr,
+    /// Application name, the first path segment of the publish URL.
+    pub app: String,
+    /// Most simultaneous RTMP connections.
+    pub max_connections: usize,
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    /// Chunk size we send with.
+    pub chunk_size: u32,
+    /// Largest message accepted.
+    pub max_message_size: u32,
+    /// Most chunk streams per connection.
+    pub max_chunk_streams: usize,
+    /// Most bytes of unfinished messages per connection.
+    pub max_partial_bytes: usize,
+    /// Ingest threads (each a single-threaded runtime); 0: one per core.
+    pub workers: usize,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            app: "live".into(),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            chunk_size: 4096,
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
+            max_partial_bytes: 16 * 1024 * 1024,
+            workers: 0,
+        }
+    }
+}
+
+impl RtmpConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.app.is_empty() || self.app.contains('/') || self.app.contains('?') {
+            return Err(invalid(
+                "rtmp.app",
+                format!("{:?}", self.app),
+                "must be one path segment without '/' or '?', e.g. \"live\"",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("rtmp.max_connections", 0, "must be at least 1"));
+        }
+        positive("rtmp.handshake_timeout", self.handshake_timeout)?;
+        positive("rtmp.idle_timeout", self.idle_timeout)?;
+        positive("rtmp.write_timeout", self.write_timeout)?;
+        if !(128..=16_777_215).contains(&self.chunk_size) {
+            return Err(invalid(
+                "rtmp.chunk_size",
+                self.chunk_size,
+                "must be between 128 and 16777215 (4096 is a good value)",
+            ));
+        }
+        if !(64 * 1024..=16_777_215).contains(&self.max_message_size) {
+            return Err(invalid(
+                "rtmp.max_message_size",
+                self.max_message_size,
+                "must be between 65536 and 16777215 bytes (keyframes of high-bitrate streams need a few MiB)",
+            ));
+        }
+        if self.max_chunk_streams < 4 {
+            return Err(invalid(
+                "rtmp.max_chunk_streams",
+                self.max_chunk_streams,
+                "must be at least 4",
+            ));
+        }
+        if self.max_partial_bytes < self.max_message_size as usize {
+            return Err(invalid(
+                "rtmp.max_partial_bytes",
+                self.max_partial_bytes,
+                "must be at least rtmp.max_message_size",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[http]`: API, health and thumbnails.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(with = "addr_str")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}

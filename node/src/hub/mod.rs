@@ -1,0 +1,313 @@
+//! The hub: one live publish per channel, and the fan-out of its messages. A publish
+//! of a channel that is already live takes over: the old session is ended at once
+//! (this ends the "stream busy" loop when OBS reconnects over a half-dead TCP
+//! connection).
+//!
+//! Live/offline transitions go to the [`StatusOutbox`] in the same critical section
+//! that changes the set of live sessions, so the order of the status updates is the
+//! order of the sessions: an old session's "offline" can never be numbered after the
+//! "live" of the session that replaced it. Nothing here waits on the database.
+//!
+//! The hub knows its consumers only through the traits it defines
+//! ([`Subscriber`], [`PublishObserver`]); relay and thumbnails depend on it, never the
+//! reverse.
+
+mod stream;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::channel::Channel;
+use crate::outbox::StatusOutbox;
+use crate::store::StatusUpdate;
+
+pub use stream::{LiveStream, StreamInfo};
+pub use subscriber::{PublishObserver, StreamMessage, Subscriber, SubscriberStatus};
+
+/// Why a publish ended, when the node ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A new publisher with the same key took over.
+    TakenOver,
+    /// The stream key was rotated.
+    KeyRevoked,
+    /// The channel was deleted.
+    ChannelDeleted,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::TakenOver => "taken over by a new publisher with the same key",
+            EndReason::KeyRevoked => "stream key rotated",
+            EndReason::ChannelDeleted => "channel deleted",
+            EndReason::Shutdown => "node shutting down",
+        }
+    }
+}
+
+/// The live sessions and the numbering of their status updates, changed together.
+#[derive(Default)]
+struct Sessions {
+    /// The live stream of each channel.
+    streams: HashMap<Uuid, Arc<LiveStream>>,
+    /// Number of the next status update (higher is newer).
+    next_seq: u64,
+}
+
+/// All live streams of this node.
+pub struct Hub {
+    /// Taken for every change of the live set and the status update it causes.
+    sessions: Mutex<Sessions>,
+    /// Where status transitions go.
+    outbox: Arc<StatusOutbox>,
+    /// Told of each accepted publish (they attach subscribers).
+    observers: Vec<Arc<dyn PublishObserver>>,
+    /// Test hook: runs inside `finish` once a session is known to be over, before its
+    /// status is queued.
+    #[cfg(test)]
+    offline_probe: Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+impl Hub {
+    pub fn new(outbox: Arc<StatusOutbox>, observers: Vec<Arc<dyn PublishObserver>>) -> Arc<Hub> {
+        Arc::new(Hub {
+            sessions: Mutex::new(Sessions {
+                streams: HashMap::new(),
+                next_seq: 1,
+            }),
+            outbox,
+            observers,
+            #[cfg(test)]
+            offline_probe: Mutex::new(None),
+        })
+    }
+
+    /// Queues the status of `stream`. Takes `&mut Sessions` so that it can only be
+    /// called with the session lock held: numbering and queueing happen in the same
+    /// critical section as the change they report.
+    fn queue_status(&self, sessions: &mut Sessions, stream: &LiveStream, live: bool) {
+        let seq = sessions.next_seq;
+        sessions.next_seq += 1;
+        self.outbox.push(StatusUpdate {
+            channel_id: stream.channel_id,
+            live,
+            session_id: stream.session_id,
+            seq,
+            at: Utc::now(),
+            supersedes: Vec::new(),
+        });
+    }
+
+    /// Starts a publish of `channel`, taking over any current one; the observers attach
+    /// their subscribers before this returns.
+    pub fn start_publish(
+        self: &Arc<Self>,
+        channel: &Channel,
+        key_hash: String,
+        peer: SocketAddr,
+    ) -> PublishHandle {
+        let stream = Arc::new(LiveStream::new(
+            channel.id,
+            channel.name.clone(),
+            key_hash,
+            peer,
+        ));
+        let previous = {
+            let mut sessions = self.sessions.lock();
+            let previous = sessions.streams.insert(channel.id, stream.clone());
+            self.queue_status(&mut sessions, &stream, true);
+            previous
+        };
+        if let Some(old) = previous {
+            old.end(EndReason::TakenOver);
+        }
+        for observer in &self.observers {
+            observer.published(&stream, channel);
+        }
+        PublishHandle {
+            hub: self.clone(),
+            stream,
+        }
+    }
+
+    /// Live streams, in no particular order.
+    pub fn list(&self) -> Vec<Arc<LiveStream>> {
+        self.sessions.lock().streams.values().cloned().collect()
+    }
+
+    /// Channels live on this node.
+    pub fn live_channels(&self) -> Vec<Uuid> {
+        self.sessions.lock().streams.keys().copied().collect()
+    }
+
+    pub fn get(&self, channel_id: &Uuid) -> Option<Arc<LiveStream>> {
+        self.sessions.lock().streams.get(channel_id).cloned()
+    }
+
+    /// What the API shows of every live stream.
+    pub fn infos(&self) -> Vec<StreamInfo> {
+        self.list().iter().map(|s| s.info()).collect()
+    }
+
+    /// Ends the publish; marks the channel offline unless another session took over.
+    fn finish(&self, stream: &Arc<LiveStream>) {
+        let mut sessions = self.sessions.lock();
+        let current = sessions
+            .streams
+            .get(&stream.channel_id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream));
+        if current {
+            sessions.streams.remove(&stream.channel_id);
+            #[cfg(test)]
+            if let Some(probe) = self.offline_probe.lock().as_mut() {
+                probe();
+            }
+            self.queue_status(&mut sessions, stream, false);
+        }
+    }
+
+    /// Ends every live stream (shutdown).
+    pub fn end_all(&self, reason: EndReason) {
+        for s in self.list() {
+            s.end(reason);
+        }
+    }
+}
+
+/// Held by the ingest connection while it publishes; dropping it ends the publish (the
+/// subscribers close, and the channel goes offline unless another session took over).
+pub struct PublishHandle {
+    hub: Arc<Hub>,
+    pub stream: Arc<LiveStream>,
+}
+
+impl Drop for PublishHandle {
+    fn drop(&mut self) {
+        self.stream.close_subscribers();
+        self.hub.finish(&self.stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Weak;
+
+    fn hub() -> (Arc<Hub>, Arc<StatusOutbox>) {
+        let outbox = StatusOutbox::new();
+        (Hub::new(outbox.clone(), Vec::new()), outbox)
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn takeover_ends_the_old_session_and_keeps_the_channel_live() {
+        let (hub, outbox) = hub();
+        let ch = Channel::new(Uuid::new_v4(), "c");
+        let first = hub.start_publish(&ch, "h".into(), peer());
+        let second = hub.start_publish(&ch, "h".into(), peer());
+        assert!(first.stream.is_ended());
+        assert_eq!(first.stream.end_reason(), Some(EndReason::TakenOver));
+        assert!(!second.stream.is_ended());
+        drop(first);
+        // The old session leaving does not take the channel offline.
+        assert_eq!(hub.list().len(), 1);
+        let pending = outbox.take_all();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].live && pending[0].session_id == second.stream.session_id);
+        drop(second);
+        assert!(hub.list().is_empty());
+        let pending = outbox.take_all();
+        assert!(!pending[0].live);
+    }
+
+    /// The race of a publish ending on one ingest thread while the same channel's next
+    /// publish is accepted on another, forced at the worst moment: the old session is
+    /// known to be over and its "offline" is not queued yet. The new session must stay
+    /// live. (When the hub released its lock before numbering the offline, the new
+    /// "live" got the lower number and the coalesced update was an offline that ended
+    /// the new session in the database.)
+    #[test]
+    fn an_old_sessions_offline_never_outranks_the_next_sessions_live() {
+        let (hub, outbox) = hub();
+        let ch = Channel::new(Uuid::new_v4(), "race");
+        let old = hub.start_publish(&ch, "h".into(), peer());
+        // The old publisher goes away first (e.g. a dead TCP connection dropped),
+        // leaving the channel to the next publish.
+        let new_publish: Arc<Mutex<Option<PublishHandle>>> = Arc::new(Mutex::new(None));
+        let other_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> =
+            Arc::new(Mutex::new(None));
+        let weak: Weak<Hub> = Arc::downgrade(&hub);
+        let (slot, thread_slot, channel) = (new_publish.clone(), other_thread.clone(), ch.clone());
+        *hub.offline_probe.lock() = Some(Box::new(move || {
+            let hub = weak.upgrade().expect("hub alive");
+            if hub.sessions.is_locked() {
+                // The session lock orders the two: the new publish, on its own thread,
+                // waits for this offline to be queued.
+                let (slot, channel) = (slot.clone(), channel.clone());
+                *thread_slot.lock() = Some(std::thread::spawn(move || {
+                    *slot.lock() = Some(hub.start_publish(&channel, "h".into(), peer()));
+                }));
+            } else {
+                // Nothing orders them: the new publish completes right here.
+                *slot.lock() = Some(hub.start_publish(&channel, "h".into(), peer()));
+            }
+        }));
+        outbox.take_all();
+        drop(old);
+        if let Some(t) = other_thread.lock().take() {
+            t.join().unwrap();
+        }
+        *hub.offline_probe.lock() = None;
+        let new_session = new_publish
+            .lock()
+            .as_ref()
+            .expect("new publish accepted")
+            .stream
+            .session_id;
+        let pending = outbox.take_all();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert!(
+            pending[0].live && pending[0].session_id == new_session,
+            "the channel must end live with the new session: {pending:?}"
+        );
+        assert_eq!(hub.live_channels(), vec![ch.id]);
+    }
+
+    /// A failure while a stream's media state is locked (a bug in a parser, say) stays
+    /// that stream's: the API, the thumbnails and the other streams go on.
+    #[test]
+    fn a_panic_under_one_streams_lock_does_not_take_down_the_readers() {
+        let (hub, _outbox) = hub();
+        let broken = hub.start_publish(&Channel::new(Uuid::new_v4(), "broken"), "h".into(), peer());
+        let fine = hub.start_publish(&Channel::new(Uuid::new_v4(), "fine"), "h".into(), peer());
+        let stream = broken.stream.clone();
+        let outcome = std::thread::spawn(move || {
+            stream.with_media_locked(|| panic!("parser bug (expected by this test)"))
+        })
+        .join();
+        assert!(outcome.is_err(), "the panic happened");
+        // Everything that reads stream state still works, for both streams.
+        assert_eq!(hub.infos().len(), 2);
+        assert_eq!(broken.stream.keyframe_generation(), 0);
+        let _ = broken.stream.snapshot();
+        broken
+            .stream
+            .on_video(0, &bytes::Bytes::from_static(&[0x17, 1, 0, 0, 0, 1]));
+        fine.stream
+            .on_video(0, &bytes::Bytes::from_static(&[0x17, 1, 0, 0, 0, 1]));
+        assert_eq!(fine.stream.keyframe_generation(), 1);
+        assert_eq!(broken.stream.keyframe_generation(), 1);
+    }
+}

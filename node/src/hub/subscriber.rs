@@ -1,0 +1,75 @@
+//! What the hub hands out, and the traits of those it hands it to. The hub fans each
+//! message of a live stream out to its subscribers; it knows them only through
+//! [`Subscriber`], and learns of new publishes' subscribers through
+//! [`PublishObserver`], so no subscriber module is imported here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::LiveStream;
+use crate::channel::Channel;
+
+/// One message of a live stream as a subscriber receives it; the payload is shared
+/// with the ingest buffer and every other subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamMessage {
+    /// Audio (8) or video (9) message.
+    Media {
+        type_id: u8,
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// `onMetaData` body.
+    Metadata { timestamp: u32, payload: Bytes },
+}
+
+impl StreamMessage {
+    /// Payload bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            StreamMessage::Media { payload, .. } | StreamMessage::Metadata { payload, .. } => {
+                payload.len()
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A consumer of one live stream (a relay to one upstream target).
+pub trait Subscriber: Send + Sync {
+    /// One message, in stream order. Called while the stream's media state is locked,
+    /// so it must not block: a subscriber that cannot keep up drops messages up to
+    /// the next restart point and counts them. `restart_point` marks a message a
+    /// consumer can start from (a video keyframe; any audio of an audio-only stream).
+    fn deliver(&self, message: &StreamMessage, restart_point: bool, now: Instant);
+    /// The publish ended: no message follows.
+    fn close(&self);
+    /// Its state, for the API.
+    fn status(&self) -> SubscriberStatus;
+}
+
+/// The state of one subscriber as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriberStatus {
+    /// Where it delivers, safe to show (no userinfo, no query, secrets masked).
+    pub url: String,
+    pub connected: bool,
+    pub reconnects: u64,
+    pub bytes_sent: u64,
+    /// Messages and bytes dropped because it could not keep up.
+    pub dropped_messages: u64,
+    pub dropped_bytes: u64,
+    pub last_error: Option<String>,
+}
+
+/// Told of every publish the hub accepts, before its first message, so that it can
+/// attach subscribers ([`LiveStream::attach`]).
+pub trait PublishObserver: Send + Sync {
+    fn published(&self, stream: &Arc<LiveStream>, channel: &Channel);
+}

@@ -1,0 +1,87 @@
+//! ffmpeg publishing test patterns, and ffprobe reading what came out.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::{require, Proc};
+
+/// ffmpeg publishing a moving H.264 + AAC test pattern for `seconds`.
+pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32) -> Proc {
+    ffmpeg_publish_pix(url, size, seconds, "yuv420p")
+}
+
+/// `ffmpeg_publish` with another pixel format (e.g. 10-bit `yuv420p10le`).
+pub fn ffmpeg_publish_pix(url: &str, size: &str, seconds: u32, pix_fmt: &str) -> Proc {
+    require("ffmpeg", "ffmpeg");
+    Proc::spawn(Command::new("ffmpeg").args([
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "30",
+        "-pix_fmt",
+        pix_fmt,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-t",
+        &seconds.to_string(),
+        "-f",
+        "flv",
+        url,
+    ]))
+}
+
+/// Streams ffprobe finds in a file or playlist: (codec_type, codec_name, width, height).
+pub fn ffprobe_streams(path: &Path) -> Vec<(String, String, Option<u64>, Option<u64>)> {
+    require("ffprobe", "ffmpeg");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or_default().to_string(),
+                s["codec_name"].as_str().unwrap_or_default().to_string(),
+                s["width"].as_u64(),
+                s["height"].as_u64(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,68 @@
+//! A publisher that does exactly what the test says (e.g. go silent, send one crafted
+//! keyframe), unlike ffmpeg: the shared RTMP client ([`rtmp_io::Publisher`]) driven
+//! from a blocking test through a runtime of its own.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtmp::ClientConfig;
+use rtmp_io::{PublishError, Publisher, PublisherOptions};
+use tokio::net::TcpStream;
+
+/// How long any one step may take before the test fails.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RawPublisher {
+    runtime: tokio::runtime::Runtime,
+    publisher: Publisher<TcpStream>,
+}
+
+impl RawPublisher {
+    /// Connects to 127.0.0.1:`port` and publishes `key` to `app`; `Err` carries the
+    /// server's refusal (`code: description`) or the I/O failure.
+    pub fn publish(port: u16, app: &str, key: &str) -> Result<RawPublisher, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
+        let config = ClientConfig::new(app, &tc_url, key);
+        let publisher = runtime.block_on(async {
+            let attempt = async {
+                let sock = TcpStream::connect(("127.0.0.1", port)).await?;
+                sock.set_nodelay(true)?;
+                Publisher::publish(sock, config, PublisherOptions::default()).await
+            };
+            match tokio::time::timeout(STEP_TIMEOUT, attempt).await {
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(PublishError::Refused { code, description })) => {
+                    Err(format!("{code}: {description}"))
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {STEP_TIMEOUT:?}")),
+            }
+        })?;
+        Ok(RawPublisher { runtime, publisher })
+    }
+
+    /// Sends one media message (8 audio, 9 video).
+    pub fn send(&mut self, type_id: u8, timestamp: u32, body: &[u8]) {
+        self.publisher
+            .send_media(type_id, timestamp, Bytes::copy_from_slice(body));
+        let publisher = &mut self.publisher;
+        self.runtime
+            .block_on(async { tokio::time::timeout(STEP_TIMEOUT, publisher.flush()).await })
+            .expect("the node reads what we send")
+            .expect("send");
+    }
+
+    /// Blocks until the server closes the connection; returns how long that took.
+    pub fn wait_closed(&mut self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let publisher = &mut self.publisher;
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, publisher.closed()).await })
+            .ok()
+            .map(|_| start.elapsed())
+    }
+}
