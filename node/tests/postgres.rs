@@ -481,3 +481,156 @@ fn rotating_a_key_in_postgres_ends_the_live_publish() {
         .success());
     node.assert_never_printed(&key);
 }
+
+/// A store on `db` (migrated), opened on `main` as the node opens it.
+fn library_store(
+    main: &tokio::runtime::Runtime,
+    pg: &Postgres,
+    db: &str,
+    query_timeout: Duration,
+) -> std::sync::Arc<dyn streamgate::store::ChannelStore> {
+    let mut config = streamgate::config::Config::default();
+    config.database.url = streamgate::config::DatabaseUrl::Postgres(pg.url(db));
+    config.database.query_timeout = query_timeout;
+    main.block_on(async {
+        streamgate::store::migrate(&config).await.unwrap();
+        streamgate::store::open(&config).await.unwrap()
+    })
+}
+
+fn main_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A key lookup that has to reconnect, made from an ingest thread (a single-threaded
+/// runtime that then goes back to its publishers and stops polling anything else),
+/// must not leave the database connection on that thread: the node's other callers
+/// keep working. (The old store opened the new connection on the caller's runtime, so
+/// every later query waited for an ingest thread that never came back to it.)
+#[test]
+fn a_reconnect_from_an_ingest_thread_leaves_no_connection_on_it() {
+    let pg = Postgres::start();
+    let db = pg.create_db("ingest_thread");
+    let main = main_runtime();
+    let store = library_store(&main, &pg, &db, Duration::from_secs(5));
+    let (ch, key) = main.block_on(store.create_channel("c")).unwrap();
+    // The database drops the node's connections (a failover, a pooler restart).
+    pg.psql(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'streamgate'",
+    );
+    let ingest = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let found = ingest.block_on(async {
+        // The first attempt may meet the dropped connection; the next reconnects.
+        for _ in 0..50 {
+            if let Ok(found) = store.find_by_key(&key).await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no answer from Postgres after the reconnect");
+    });
+    assert_eq!(found.map(|c| c.id), Some(ch.id));
+    // The ingest runtime is not polled any more; the node's other work goes on.
+    let listed = main.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), store.list_channels()).await
+    });
+    assert!(
+        matches!(&listed, Ok(Ok(list)) if list.len() == 1),
+        "the main runtime's query must not depend on the ingest thread: {listed:?}"
+    );
+    drop(ingest);
+    let found = main.block_on(store.find_by_key(&key)).unwrap();
+    assert_eq!(found.map(|c| c.id), Some(ch.id));
+}
+
+/// One statement stuck behind a row lock must not hold up everyone else's: a key
+/// lookup answers while a status write waits. (On one shared connection the lookup
+/// queued behind the blocked write until the query deadline.)
+#[test]
+fn a_blocked_statement_does_not_hold_up_other_callers() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let pg = Postgres::start();
+    let db = pg.create_db("blocked");
+    let main = main_runtime();
+    let store = library_store(&main, &pg, &db, Duration::from_secs(20));
+    let (busy, _) = main.block_on(store.create_channel("busy")).unwrap();
+    let (_, other_key) = main.block_on(store.create_channel("other")).unwrap();
+    // Another client holds the busy channel's row.
+    let mut locker = Command::new(pg_psql_path())
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            &db,
+        ])
+        .args(["-qAt", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_locker = locker.stdin.take().unwrap();
+    writeln!(
+        to_locker,
+        "BEGIN; SELECT 'locked' FROM channels WHERE id = '{}' FOR UPDATE;",
+        busy.id
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(locker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    let write = {
+        let store = store.clone();
+        main.spawn(async move {
+            store
+                .apply_status(&streamgate::store::StatusUpdate {
+                    channel_id: busy.id,
+                    live: true,
+                    session_id: uuid::Uuid::new_v4(),
+                    seq: 1,
+                    at: chrono::Utc::now(),
+                    supersedes: Vec::new(),
+                })
+                .await
+        })
+    };
+    // The write is waiting for the row lock now.
+    wait_for(Duration::from_secs(10), || {
+        (pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'streamgate' AND wait_event_type = 'Lock'",
+        ) == "1")
+            .then_some(())
+    })
+    .expect("the status write waits for the row lock");
+    let started = Instant::now();
+    let lookup = main.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), store.find_by_key(&other_key)).await
+    });
+    assert!(
+        matches!(&lookup, Ok(Ok(Some(_)))),
+        "the lookup answers while the write waits: {lookup:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(!write.is_finished(), "the write still waits for the lock");
+    writeln!(to_locker, "COMMIT;").unwrap();
+    drop(to_locker);
+    let _ = locker.wait();
+    main.block_on(write).unwrap().unwrap();
+}
