@@ -275,9 +275,10 @@ fn hevc_over_enhanced_rtmp_gets_a_thumbnail() {
     node.assert_never_printed(&key);
 }
 
-#[test]
-fn a_corrupt_keyframe_is_a_logged_failure_not_a_crash() {
-    let annexb = encode_one_frame("libx264", "h264", "320x240");
+/// The FLV video tags of one real x264 keyframe: the sequence header (avcC) and the
+/// keyframe, plus the keyframe's IDR slice (for tests that damage it).
+fn h264_tags(size: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let annexb = encode_one_frame("libx264", "h264", size);
     let nals = nal_units(&annexb);
     let sps = nals.iter().find(|n| n[0] & 0x1f == 7).unwrap();
     let pps = nals.iter().find(|n| n[0] & 0x1f == 8).unwrap();
@@ -289,8 +290,16 @@ fn a_corrupt_keyframe_is_a_logged_failure_not_a_crash() {
     avcc.extend_from_slice(pps);
     let mut seq = vec![0x17, 0, 0, 0, 0];
     seq.extend_from_slice(&avcc);
+    let idr = nals.iter().find(|n| n[0] & 0x1f == 5).unwrap().clone();
+    let mut frame = vec![0x17, 1, 0, 0, 0];
+    frame.extend_from_slice(&length_prefixed(&[&idr]));
+    (seq, frame, idr)
+}
+
+#[test]
+fn a_corrupt_keyframe_is_a_logged_failure_not_a_crash() {
+    let (seq, _, mut idr) = h264_tags("320x240");
     // The IDR slice with every byte after its header flipped.
-    let mut idr = nals.iter().find(|n| n[0] & 0x1f == 5).unwrap().clone();
     for b in idr.iter_mut().skip(1) {
         *b = !*b;
     }
@@ -539,4 +548,136 @@ fn what_the_worker_cannot_decode_falls_back_to_ffmpeg() {
         node.transcript.text()
     );
     node.assert_never_printed(&key);
+}
+
+/// Channels in the many-channels test.
+const MANY: usize = 300;
+
+/// Every one of a few hundred live channels gets its first thumbnail, and then a fresh
+/// one every interval: no channel starves behind the others. (The old scheduler
+/// started at most `workers` decodes per 500 ms tick, always walking the streams in
+/// the same order: most channels never got a thumbnail.)
+#[test]
+fn hundreds_of_channels_each_get_a_thumbnail_and_a_fresh_one_every_interval() {
+    let interval = Duration::from_secs(4);
+    let node = Node::start(&format!(
+        "[thumbnails]\ndir = \"thumbs\"\nwidth = 160\ninterval = \"{}s\"\nworkers = 2\n",
+        interval.as_secs()
+    ));
+    let (seq, frame, _) = h264_tags("160x96");
+    // Channels straight into the node's SQLite file (the CLI once per channel is slow).
+    let keys: Vec<(String, String)> = {
+        let db = rusqlite::Connection::open(node.db_path()).unwrap();
+        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        (0..MANY)
+            .map(|i| {
+                let id = uuid::Uuid::new_v4().to_string();
+                let key = streamgate::key::StreamKey::generate();
+                db.execute(
+                    "INSERT INTO channels (id, name, stream_key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    (&id, format!("many-{i:03}"), key.sha256_hex(), "2026-01-01T00:00:00Z"),
+                )
+                .unwrap();
+                (id, key.expose().to_string())
+            })
+            .collect()
+    };
+    // One publisher task per channel: the sequence header, then a keyframe a second.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let port = node.rtmp_port;
+    let publishers: Vec<_> = keys
+        .iter()
+        .map(|(_, key)| {
+            let (key, seq, frame, stop) = (key.clone(), seq.clone(), frame.clone(), stop.clone());
+            runtime.spawn(async move {
+                let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                let tc_url = format!("rtmp://127.0.0.1:{port}/live");
+                let config = rtmp::ClientConfig::new("live", &tc_url, &key);
+                let mut p = rtmp_io::Publisher::publish(sock, config, Default::default()).await?;
+                p.send_media(9, 0, bytes::Bytes::from(seq));
+                let frame = bytes::Bytes::from(frame);
+                let mut ts = 0u32;
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return p.finish().await,
+                        _ = tick.tick() => {}
+                    }
+                    p.send_media(9, ts, frame.clone());
+                    p.flush().await?;
+                    p.poll_incoming().await?;
+                    ts += 1000;
+                }
+            })
+        })
+        .collect();
+
+    // Watch the API: every refresh of every channel's thumbnail, as first seen.
+    let started = Instant::now();
+    let mut seen: std::collections::HashMap<String, Vec<(String, Instant)>> = Default::default();
+    let deadline = started + Duration::from_secs(40) + interval * 4;
+    let mut all_first_at = None;
+    while Instant::now() < deadline {
+        for s in node.streams() {
+            let id = s["channel_id"].as_str().unwrap().to_string();
+            if let Some(at) = s["thumbnail_updated_at"].as_str() {
+                let refreshes = seen.entry(id).or_default();
+                if refreshes.last().is_none_or(|(last, _)| last != at) {
+                    refreshes.push((at.to_string(), Instant::now()));
+                }
+            }
+        }
+        if all_first_at.is_none() && seen.len() == MANY {
+            all_first_at = Some(Instant::now());
+        }
+        // Observe four intervals once everyone has a first thumbnail.
+        if all_first_at.is_some_and(|t| t.elapsed() > interval * 4) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.cancel();
+    for p in publishers {
+        runtime
+            .block_on(p)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a publisher failed: {e}"));
+    }
+    let first_all = all_first_at.unwrap_or_else(|| {
+        panic!(
+            "only {} of {MANY} channels got a thumbnail in {:?}",
+            seen.len(),
+            started.elapsed()
+        )
+    });
+    let window_start = first_all;
+    let window_end = first_all + interval * 4;
+    for (id, _) in &keys {
+        let refreshes = &seen[id];
+        let in_window: Vec<Instant> = refreshes
+            .iter()
+            .map(|(_, t)| *t)
+            .filter(|t| *t > window_start && *t <= window_end)
+            .collect();
+        assert!(
+            in_window.len() >= 3,
+            "channel {id}: {} refreshes in four intervals: {refreshes:?}",
+            in_window.len()
+        );
+        let times: Vec<Instant> = refreshes.iter().map(|(_, t)| *t).collect();
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            // One interval, plus the API polling period, plus slack for a loaded CI.
+            assert!(
+                gap <= interval * 2,
+                "channel {id}: {gap:?} between two thumbnails"
+            );
+        }
+        assert!(thumb_path(&node, id).exists());
+    }
 }
