@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-test-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+# The protocol crates and the node (unit, property, in-process and end-to-end tests),
+# then the load smoke test on its own, so that its 20 publishers never share the
+# machine with the end-to-end tests.
+cargo test --workspace --exclude streamgate-bench
+cargo test -p streamgate-bench

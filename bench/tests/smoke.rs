@@ -1,5 +1,6 @@
-//! Smoke version of the benchmark, run by the test suite: 20 generated publishers for
-//! 5 s through streamgate (and nginx-rtmp) to the sink; every stream must arrive, no
+//! Smoke version of the benchmark, run by the test suite on its own (scripts/test.sh
+//! runs it after the node's tests, never beside them): 20 generated publishers for 5 s
+//! through streamgate (and nginx-rtmp) to the sink; every stream must arrive, no
 //! connection may fail, and relay delays must have been measured.
 
 use std::sync::Arc;
@@ -50,11 +51,6 @@ async fn twenty_publishers_reach_the_sink_through_each_server() {
         assert!(
             r.delay_samples > 100,
             "{}: relay delay measured: {r:?}",
-            kind.name()
-        );
-        assert!(
-            r.cpu_percent > 0.0,
-            "{}: server CPU read from /proc: {r:?}",
             kind.name()
         );
     }

@@ -68,8 +68,9 @@ impl StatusOutbox {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Everything pending, oldest first, leaving the outbox empty.
-    pub(crate) fn take_all(&self) -> Vec<StatusUpdate> {
+    /// Everything pending, oldest first, leaving the outbox empty (what the writer
+    /// writes; tests look at it too).
+    pub fn take_all(&self) -> Vec<StatusUpdate> {
         let mut v: Vec<StatusUpdate> = self.pending.lock().drain().map(|(_, u)| u).collect();
         v.sort_by_key(|u| u.seq);
         v

@@ -104,14 +104,11 @@ fn second_publisher_with_the_same_key_takes_over() {
     assert!(live, "channel stays live across the takeover");
     assert!(session.is_some());
     assert_eq!(node.streams().len(), 1);
-    assert!(
-        node.transcript.contains("taken over"),
-        "{}",
-        node.transcript.text()
-    );
-    // The old session's end must not mark the channel offline.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(node.db_live(&id).0);
+    // The old connection's end has been handled (its publish handle dropped) ...
+    wait_logged(&node, "taken over", Duration::from_secs(5));
+    // ... and did not mark the channel offline. (The ordering itself is proven
+    // deterministically in the hub's and the in-process connection tests.)
+    assert_eq!(node.db_live(&id), (true, session));
 
     let _ = second.child.kill();
     let _ = second.child.wait();
@@ -225,7 +222,7 @@ fn rotating_or_deleting_the_key_ends_the_live_publish() {
 
 #[test]
 fn malformed_input_closes_only_that_connection() {
-    let node = Node::start("");
+    let mut node = Node::start("");
     let (id, key) = node.create_channel("robust");
     let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
     wait_listed(&node, &id, Duration::from_secs(10));
@@ -291,8 +288,7 @@ fn malformed_input_closes_only_that_connection() {
     );
     assert!(node.stream(&id).is_some());
     assert_eq!(node.http_get("/healthz").0, 200);
-    let child = node.child.as_ref().unwrap();
-    assert!(child.id() > 0);
+    assert!(node.is_running(), "the node survived every attack");
     assert!(
         node.transcript.contains("nesting") || node.transcript.contains("AMF"),
         "deep AMF refused with a reason:\n{}",

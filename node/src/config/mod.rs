@@ -180,6 +180,17 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(load(&text, &[]).unwrap(), Config::default());
+        // ...and it documents every key.
+        let example: toml::Table = text.parse().unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (section, keys) in defaults.as_table().unwrap() {
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    example.get(section).and_then(|s| s.get(key)).is_some(),
+                    "streamgate.example.toml does not document {section}.{key}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // the shutdown signal, and (once publishing) the end of this publish.
         let idle_deadline = tokio::time::sleep(idle);
         tokio::pin!(idle_deadline);
-        let mut last_read = std::time::Instant::now();
+        let mut last_read = tokio::time::Instant::now();
         let shutdown = cancel.clone().cancelled_owned();
         tokio::pin!(shutdown);
         let mut ended: Option<
@@ -172,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 r = self.io.read_buf(&mut self.buf) => {
                     match r {
                         Ok(0) => return Ok(End::ClientClosed),
-                        Ok(_) => last_read = std::time::Instant::now(),
+                        Ok(_) => last_read = tokio::time::Instant::now(),
                         Err(e) => return Err(e.into()),
                     }
                 }

@@ -149,6 +149,13 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// Whether the process is still running (it did not crash or exit).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -317,6 +324,16 @@ pub fn wait_db_live(node: &Node, channel_id: &str) {
     .unwrap_or_else(|| {
         panic!(
             "channel {channel_id} never live in SQLite:\n{}",
+            node.transcript.text()
+        )
+    });
+}
+
+/// Waits until the node printed a line containing `needle`.
+pub fn wait_logged(node: &Node, needle: &str, timeout: Duration) {
+    wait_for(timeout, || node.transcript.contains(needle).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "the node never logged {needle:?}; output:\n{}",
             node.transcript.text()
         )
     });

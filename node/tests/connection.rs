@@ -1,0 +1,293 @@
+//! One connection driven in-process, deterministically: the node's connection code on
+//! one end of an in-memory pipe, the shared RTMP client on the other, the real SQLite
+//! engine in memory as the channel store, and tokio's paused clock, so deadlines are
+//! exact and nothing depends on how fast the machine is.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtmp::ClientConfig;
+use rtmp_io::{PublishError, Publisher, PublisherOptions};
+use streamgate::auth::Authorizer;
+use streamgate::channel::Channel;
+use streamgate::config::{AuthConfig, RtmpConfig};
+use streamgate::hub::{EndReason, Hub};
+use streamgate::ingest::{connection, IngestContext};
+use streamgate::key::StreamKey;
+use streamgate::outbox::StatusOutbox;
+use streamgate::revocation::KeyWatch;
+use streamgate::store::sqlite::SqliteStore;
+use streamgate::store::ChannelStore;
+use tokio::io::DuplexStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A node without listeners: what one connection needs, over a store in memory.
+struct Harness {
+    ctx: Arc<IngestContext>,
+    hub: Arc<Hub>,
+    store: Arc<SqliteStore>,
+    auth: Arc<Authorizer>,
+    outbox: Arc<StatusOutbox>,
+    shutdown: CancellationToken,
+}
+
+impl Harness {
+    fn new(rtmp: RtmpConfig) -> Harness {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let outbox = StatusOutbox::new();
+        let hub = Hub::new(outbox.clone(), Vec::new());
+        let auth = Arc::new(Authorizer::new(store.clone(), AuthConfig::default()));
+        let ctx = Arc::new(IngestContext {
+            config: rtmp,
+            hub: hub.clone(),
+            auth: auth.clone(),
+        });
+        Harness {
+            ctx,
+            hub,
+            store,
+            auth,
+            outbox,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    async fn channel(&self, name: &str) -> (Channel, StreamKey) {
+        self.store.create_channel(name).await.unwrap()
+    }
+
+    /// A client connection: the node serves the other end of the pipe.
+    fn connect(&self) -> (DuplexStream, JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+        let task = tokio::spawn(connection::serve(
+            server,
+            peer,
+            self.ctx.clone(),
+            self.shutdown.clone(),
+        ));
+        (client, task)
+    }
+
+    async fn publish(
+        &self,
+        app: &str,
+        key: &str,
+    ) -> (
+        Result<Publisher<DuplexStream>, PublishError>,
+        JoinHandle<()>,
+    ) {
+        let (io, task) = self.connect();
+        let config = ClientConfig::new(app, "rtmp://node/live", key);
+        (
+            Publisher::publish(io, config, PublisherOptions::default()).await,
+            task,
+        )
+    }
+
+    /// The state the channel would end in once the outbox is written: (live, session).
+    fn final_status(&self, channel: &Channel) -> Option<(bool, uuid::Uuid)> {
+        self.outbox
+            .take_all()
+            .into_iter()
+            .rev()
+            .find(|u| u.channel_id == channel.id)
+            .map(|u| (u.live, u.session_id))
+    }
+}
+
+/// A keyframe-shaped video message (the node relays what it cannot interpret).
+fn video() -> Bytes {
+    Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65])
+}
+
+fn refusal(result: Result<Publisher<DuplexStream>, PublishError>) -> (String, String) {
+    match result {
+        Err(PublishError::Refused { code, description }) => (code, description),
+        Err(other) => panic!("expected an RTMP refusal, got {other}"),
+        Ok(_) => panic!("expected an RTMP refusal, the publish was accepted"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_publisher_is_dropped_at_the_idle_deadline_exactly() {
+    let idle = Duration::from_secs(10);
+    let h = Harness::new(RtmpConfig {
+        idle_timeout: idle,
+        ..RtmpConfig::default()
+    });
+    let (ch, key) = h.channel("quiet").await;
+    let (publisher, task) = h.publish("live", key.expose()).await;
+    let mut publisher = publisher.unwrap();
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    assert_eq!(h.hub.live_channels(), vec![ch.id]);
+    // Nothing more is sent: the node closes the connection when the deadline passes.
+    let last_sent = Instant::now();
+    let closed = publisher.closed().await;
+    assert!(matches!(closed, Err(PublishError::Closed)), "{closed:?}");
+    let quiet = last_sent.elapsed();
+    assert!(
+        quiet >= idle && quiet < idle + Duration::from_millis(100),
+        "closed after {quiet:?} of silence"
+    );
+    task.await.unwrap();
+    assert!(h.hub.live_channels().is_empty());
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_keeps_a_publisher_alive_past_the_idle_deadline() {
+    let idle = Duration::from_secs(10);
+    let h = Harness::new(RtmpConfig {
+        idle_timeout: idle,
+        ..RtmpConfig::default()
+    });
+    let (ch, key) = h.channel("chatty").await;
+    let (publisher, _task) = h.publish("live", key.expose()).await;
+    let mut publisher = publisher.unwrap();
+    for i in 0..30u32 {
+        publisher.send_media(9, i * 1000, video());
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        publisher.poll_incoming().await.unwrap();
+    }
+    assert_eq!(h.hub.live_channels(), vec![ch.id], "still live after 30 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_key_on_a_new_connection_takes_over_and_the_channel_stays_live() {
+    let h = Harness::new(RtmpConfig::default());
+    let (ch, key) = h.channel("takeover").await;
+    let (first, first_task) = h.publish("live", key.expose()).await;
+    let mut first = first.unwrap();
+    let first_session = h.hub.get(&ch.id).unwrap().session_id;
+    let (second, _second_task) = h.publish("live", key.expose()).await;
+    let mut second = second.unwrap();
+    // The old connection is closed by the node at once.
+    assert!(first.closed().await.is_err());
+    first_task.await.unwrap();
+    let stream = h.hub.get(&ch.id).expect("still live");
+    assert_ne!(stream.session_id, first_session);
+    second.send_media(9, 0, video());
+    second.flush().await.unwrap();
+    assert_eq!(h.final_status(&ch), Some((true, stream.session_id)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_key_is_refused_with_a_status_the_client_shows() {
+    let h = Harness::new(RtmpConfig::default());
+    let (ch, key) = h.channel("guarded").await;
+    let wrong = format!("{}x", key.expose());
+    let (result, task) = h.publish("live", &wrong).await;
+    let (code, description) = refusal(result);
+    assert_eq!(code, "NetStream.Publish.BadName");
+    assert_eq!(description, "invalid stream key");
+    task.await.unwrap();
+    assert!(h.hub.live_channels().is_empty());
+    assert_eq!(h.final_status(&ch), None, "no status for a refused publish");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_application_is_refused_with_the_right_url_shape() {
+    let h = Harness::new(RtmpConfig::default());
+    let (_, key) = h.channel("c").await;
+    let (result, task) = h.publish("other", key.expose()).await;
+    let (_, description) = refusal(result);
+    assert!(
+        description.contains("rtmp://HOST/live/<stream key>"),
+        "{description}"
+    );
+    task.await.unwrap();
+    assert!(h.hub.live_channels().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_key_is_refused() {
+    let h = Harness::new(RtmpConfig::default());
+    let (result, _task) = h.publish("live", "").await;
+    assert_eq!(refusal(result).0, "NetStream.Publish.BadName");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotated_key_ends_the_live_publish_at_the_next_check() {
+    let h = Harness::new(RtmpConfig::default());
+    let (ch, key) = h.channel("rotating").await;
+    let (publisher, task) = h.publish("live", key.expose()).await;
+    let mut publisher = publisher.unwrap();
+    let interval = Duration::from_secs(5);
+    let watch = KeyWatch {
+        hub: h.hub.clone(),
+        store: h.store.clone(),
+        auth: h.auth.clone(),
+        interval,
+        thumbnail_dir: None,
+    };
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(watch.run(stop.clone()));
+    let stream = h.hub.get(&ch.id).unwrap();
+    // Checks pass while the key is unchanged (the publisher keeps sending).
+    for i in 0..15u32 {
+        publisher.send_media(9, i * 1000, video());
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(!stream.is_ended());
+    publisher.poll_incoming().await.unwrap();
+    let new_key = h.store.rotate_key(ch.id).await.unwrap().unwrap();
+    let rotated_at = Instant::now();
+    assert!(publisher.closed().await.is_err());
+    assert!(
+        rotated_at.elapsed() <= interval,
+        "{:?}",
+        rotated_at.elapsed()
+    );
+    assert_eq!(stream.end_reason(), Some(EndReason::KeyRevoked));
+    task.await.unwrap();
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+    // The old key is refused from now on, the new one works.
+    let (old, _) = h.publish("live", key.expose()).await;
+    assert_eq!(refusal(old).0, "NetStream.Publish.BadName");
+    let (new, _) = h.publish("live", new_key.expose()).await;
+    assert!(new.is_ok());
+    stop.cancel();
+    watcher.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_channel_ends_its_live_publish() {
+    let h = Harness::new(RtmpConfig::default());
+    let (ch, key) = h.channel("doomed").await;
+    let (publisher, task) = h.publish("live", key.expose()).await;
+    let mut publisher = publisher.unwrap();
+    assert!(h.store.delete_channel(ch.id).await.unwrap());
+    let watch = KeyWatch {
+        hub: h.hub.clone(),
+        store: h.store.clone(),
+        auth: h.auth.clone(),
+        interval: Duration::from_secs(5),
+        thumbnail_dir: None,
+    };
+    let stream = h.hub.get(&ch.id).unwrap();
+    watch.check().await;
+    assert!(publisher.closed().await.is_err());
+    assert_eq!(stream.end_reason(), Some(EndReason::ChannelDeleted));
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_publishes_and_marks_them_offline() {
+    let h = Harness::new(RtmpConfig::default());
+    let (ch, key) = h.channel("graceful").await;
+    let (publisher, task) = h.publish("live", key.expose()).await;
+    let mut publisher = publisher.unwrap();
+    h.shutdown.cancel();
+    h.hub.end_all(EndReason::Shutdown);
+    assert!(publisher.closed().await.is_err());
+    task.await.unwrap();
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+}
