@@ -644,3 +644,53 @@ fn a_blocked_statement_does_not_hold_up_other_callers() {
     let _ = locker.wait();
     main.block_on(write).unwrap().unwrap();
 }
+
+/// A duplicate name is told by the unique index it violates (SQLSTATE 23505 on an index
+/// of the name column alone), not by the words of the message: a violation of another
+/// unique column is a refused statement, not a duplicate name.
+#[test]
+fn a_duplicate_name_is_recognised_by_its_unique_index() {
+    use streamgate::store::StoreErrorKind;
+
+    let pg = Postgres::start();
+    let db = pg.create_db("dupes");
+    pg.psql(
+        &db,
+        "CREATE TABLE shows (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), title text, key_sha256 text, \
+         online boolean NOT NULL DEFAULT false, slug text UNIQUE DEFAULT 'same'); \
+         CREATE UNIQUE INDEX shows_title_once ON shows (title)",
+    );
+    let mut config = streamgate::config::Config::default();
+    config.database.url = streamgate::config::DatabaseUrl::Postgres(pg.url(&db));
+    config.database.table = "shows".into();
+    config.database.name_column = "title".into();
+    config.database.key_column = "key_sha256".into();
+    config.database.live_column = "online".into();
+    for c in [
+        &mut config.database.live_since_column,
+        &mut config.database.last_seen_column,
+        &mut config.database.session_column,
+        &mut config.database.node_column,
+        &mut config.database.relay_targets_column,
+    ] {
+        c.clear();
+    }
+    let main = main_runtime();
+    let store = main.block_on(streamgate::store::open(&config)).unwrap();
+    main.block_on(store.create_channel("a")).unwrap();
+    // Another unique column (slug) is violated: refused, and not a duplicate name.
+    let other = main.block_on(store.create_channel("b")).unwrap_err();
+    assert_eq!(other.kind(), StoreErrorKind::Rejected, "{other}");
+    assert!(!other.is_retryable());
+    assert!(other.to_string().contains("23505"), "{other}");
+    pg.psql(&db, "UPDATE shows SET slug = 'first'");
+    let dup = main.block_on(store.create_channel("a")).unwrap_err();
+    assert_eq!(dup.kind(), StoreErrorKind::DuplicateName, "{dup}");
+    assert!(dup.to_string().contains("\"a\" already exists"), "{dup}");
+    // The default table's name constraint is recognised the same way.
+    let db2 = pg.create_db("dupes_default");
+    let store = library_store(&main, &pg, &db2, Duration::from_secs(5));
+    main.block_on(store.create_channel("x")).unwrap();
+    let dup = main.block_on(store.create_channel("x")).unwrap_err();
+    assert_eq!(dup.kind(), StoreErrorKind::DuplicateName, "{dup}");
+}
