@@ -6,6 +6,7 @@
 //!   RSS, connection success, bytes relayed and relay delay.
 //! - `sgbench storm`: many publishers connecting within a second.
 //! - `sgbench auth`: publish-to-onStatus latency, cold and warm cache, SQLite or Postgres.
+//! - `sgbench thumbs`: how many channels one thumbnail worker keeps fresh.
 //!
 //! Everything runs on 127.0.0.1. See BENCHMARKS.md for the figures and commands.
 
@@ -14,6 +15,7 @@ pub mod publisher;
 pub mod servers;
 pub mod sink;
 pub mod stats;
+pub mod thumbs;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,8 @@ use sink::Sink;
 pub enum Profile {
     /// 640x360 30 fps, about 600 kbps.
     P360,
+    /// 1280x720 30 fps, about 2.5 Mbps.
+    P720,
     /// 1920x1080 30 fps, about 6 Mbps.
     P1080,
 }
@@ -42,6 +46,13 @@ pub fn media_path(profile: Profile) -> anyhow::Result<PathBuf> {
             "360p-600k.flv",
             &[
                 "-s", "640x360", "-b:v", "536k", "-maxrate", "536k", "-bufsize", "1072k",
+                "-preset", "veryfast",
+            ],
+        ),
+        Profile::P720 => (
+            "720p-2500k.flv",
+            &[
+                "-s", "1280x720", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k",
                 "-preset", "veryfast",
             ],
         ),

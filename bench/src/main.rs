@@ -87,6 +87,20 @@ enum Command {
         #[arg(long, default_value = "streamgate,nginx")]
         servers: String,
     },
+    /// How many channels one thumbnail worker keeps fresh: one run per channel count.
+    Thumbs {
+        /// Comma-separated channel counts, e.g. 100,200,400.
+        #[arg(long, default_value = "100,200")]
+        streams: String,
+        #[arg(long, value_enum, default_value_t = Profile::P360)]
+        profile: Profile,
+        /// The thumbnail interval.
+        #[arg(long, default_value_t = 10)]
+        interval_s: u64,
+        /// Measuring window, after every channel has its first thumbnail.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Publish-command-to-onStatus latency, cold then warm cache.
     Auth {
         #[arg(long, default_value_t = 300)]
@@ -100,7 +114,38 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Thousands of publishers are thousands of sockets.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     match cli.command {
+        Command::Thumbs {
+            streams,
+            profile,
+            interval_s,
+            seconds,
+        } => {
+            let source = FlvSource::load(&media_path(profile)?)?;
+            let mut rows = Vec::new();
+            for n in streams.split(',').filter(|s| !s.is_empty()) {
+                let n: usize = n.trim().parse()?;
+                eprintln!("{n} channels...");
+                let r = streamgate_bench::thumbs::thumbs_run(
+                    &source,
+                    n,
+                    Duration::from_secs(interval_s),
+                    Duration::from_secs(seconds),
+                )
+                .await?;
+                println!("{}", serde_json::to_string(&r)?);
+                rows.push(r);
+            }
+            streamgate_bench::thumbs::print_thumbs_table(
+                &format!(
+                    "thumbnails, one worker, {:?}, interval {interval_s} s, {seconds} s window",
+                    profile
+                ),
+                &rows,
+            );
+        }
         Command::Compare {
             streams,
             profile,
@@ -276,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 None
             };
-            let server = Server::start_streamgate(streams, None, pg.as_ref()).await?;
+            let server = Server::start_streamgate(streams, None, pg.as_ref(), None).await?;
             let (listener, sink) = Sink::bind().await?;
             tokio::spawn(sink.clone().serve(listener));
             println!(

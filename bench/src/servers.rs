@@ -40,6 +40,8 @@ pub struct ChannelKey {
 pub struct Server {
     pub pid: u32,
     pub rtmp_addr: SocketAddr,
+    /// streamgate's HTTP API (none for the peers).
+    pub http_addr: Option<SocketAddr>,
     pub channels: Vec<ChannelKey>,
     child: Mutex<Option<Child>>,
     dir: PathBuf,
@@ -71,18 +73,20 @@ impl Server {
         sink_port: Option<u16>,
     ) -> anyhow::Result<Server> {
         match kind {
-            ServerKind::Streamgate => Self::start_streamgate(n, sink_port, None).await,
+            ServerKind::Streamgate => Self::start_streamgate(n, sink_port, None, None).await,
             ServerKind::Nginx => Self::start_nginx(n, sink_port),
             ServerKind::Srs => Self::start_srs(n, sink_port),
         }
     }
 
     /// streamgate with `n` channels (SQLite, or the given Postgres), relaying to the sink.
-    /// Thumbnails are off: the peers make none, so the comparison is relay against relay.
+    /// Thumbnails are off unless `thumbnails` gives the `[thumbnails]` settings: the peers
+    /// make none, so the relay comparison is relay against relay.
     pub async fn start_streamgate(
         n: usize,
         sink_port: Option<u16>,
         pg: Option<&PrivatePostgres>,
+        thumbnails: Option<&str>,
     ) -> anyhow::Result<Server> {
         let bin = sibling_binary("streamgate")?;
         let dir = temp_dir("sg");
@@ -117,9 +121,11 @@ impl Server {
         let relay = sink_port
             .map(|p| format!("[relay]\ntargets = [\"rtmp://127.0.0.1:{p}/live/{{channel_id}}\"]\n"))
             .unwrap_or_default();
+        let thumbnails = thumbnails.unwrap_or("enabled = false");
         let text = format!(
             "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [database]\n{database}\n[thumbnails]\nenabled = false\n[log]\nlevel = \"warn,streamgate::ingest=info\"\n{relay}"
+             [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
+             [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info\"\n{relay}"
         );
         let cfg = dir.join("sg.toml");
         std::fs::write(&cfg, text)?;
@@ -140,21 +146,32 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("RTMP listening addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                for what in ["RTMP", "HTTP"] {
+                    if let Some(rest) = line.split(&format!("{what} listening addr=")).nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send((what, addr));
+                    }
                 }
                 if line.contains("ERROR") {
                     eprintln!("[streamgate] {line}");
                 }
             }
         });
-        let addr: SocketAddr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .map_err(|_| anyhow::anyhow!("streamgate did not start"))?
-            .parse()?;
+        let (mut rtmp, mut http) = (None, None);
+        while rtmp.is_none() || http.is_none() {
+            let (what, addr) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .map_err(|_| anyhow::anyhow!("streamgate did not start"))?;
+            let addr: SocketAddr = addr.parse()?;
+            match what {
+                "RTMP" => rtmp = Some(addr),
+                _ => http = Some(addr),
+            }
+        }
         Ok(Server {
             pid: child.id(),
-            rtmp_addr: addr,
+            rtmp_addr: rtmp.expect("set above"),
+            http_addr: http,
             channels,
             child: Mutex::new(Some(child)),
             dir,
@@ -227,6 +244,7 @@ impl Server {
         let server = Server {
             pid: child.id(),
             rtmp_addr: ([127, 0, 0, 1], port).into(),
+            http_addr: None,
             channels: (0..n)
                 .map(|i| {
                     let key = format!("bench{i}_{}", uuid::Uuid::new_v4().simple());

@@ -56,6 +56,13 @@ impl Harness {
         }
     }
 
+    fn with_idle(idle_timeout: Duration) -> Harness {
+        Harness::new(RtmpConfig {
+            idle_timeout,
+            ..RtmpConfig::default()
+        })
+    }
+
     async fn channel(&self, name: &str) -> (Channel, StreamKey) {
         self.store.create_channel(name).await.unwrap()
     }
@@ -89,6 +96,16 @@ impl Harness {
         )
     }
 
+    /// A new channel with a publisher live on it.
+    async fn live(
+        &self,
+        name: &str,
+    ) -> (Channel, StreamKey, Publisher<DuplexStream>, JoinHandle<()>) {
+        let (ch, key) = self.channel(name).await;
+        let (publisher, task) = self.publish("live", key.expose()).await;
+        (ch, key, publisher.expect("publish accepted"), task)
+    }
+
     /// The state the channel would end in once the outbox is written: (live, session).
     fn final_status(&self, channel: &Channel) -> Option<(bool, uuid::Uuid)> {
         self.outbox
@@ -116,20 +133,15 @@ fn refusal(result: Result<Publisher<DuplexStream>, PublishError>) -> (String, St
 #[tokio::test(start_paused = true)]
 async fn a_silent_publisher_is_dropped_at_the_idle_deadline_exactly() {
     let idle = Duration::from_secs(10);
-    let h = Harness::new(RtmpConfig {
-        idle_timeout: idle,
-        ..RtmpConfig::default()
-    });
-    let (ch, key) = h.channel("quiet").await;
-    let (publisher, task) = h.publish("live", key.expose()).await;
-    let mut publisher = publisher.unwrap();
+    let h = Harness::with_idle(idle);
+    let (ch, _, mut publisher, task) = h.live("quiet").await;
     publisher.send_media(9, 0, video());
     publisher.flush().await.unwrap();
     assert_eq!(h.hub.live_channels(), vec![ch.id]);
     // Nothing more is sent: the node closes the connection when the deadline passes.
     let last_sent = Instant::now();
     let closed = publisher.closed().await;
-    assert!(matches!(closed, Err(PublishError::Closed)), "{closed:?}");
+    assert!(matches!(closed, PublishError::Closed), "{closed:?}");
     let quiet = last_sent.elapsed();
     assert!(
         quiet >= idle && quiet < idle + Duration::from_millis(100),
@@ -143,13 +155,8 @@ async fn a_silent_publisher_is_dropped_at_the_idle_deadline_exactly() {
 #[tokio::test(start_paused = true)]
 async fn traffic_keeps_a_publisher_alive_past_the_idle_deadline() {
     let idle = Duration::from_secs(10);
-    let h = Harness::new(RtmpConfig {
-        idle_timeout: idle,
-        ..RtmpConfig::default()
-    });
-    let (ch, key) = h.channel("chatty").await;
-    let (publisher, _task) = h.publish("live", key.expose()).await;
-    let mut publisher = publisher.unwrap();
+    let h = Harness::with_idle(idle);
+    let (ch, _, mut publisher, _task) = h.live("chatty").await;
     for i in 0..30u32 {
         publisher.send_media(9, i * 1000, video());
         publisher.flush().await.unwrap();
@@ -169,7 +176,7 @@ async fn the_same_key_on_a_new_connection_takes_over_and_the_channel_stays_live(
     let (second, _second_task) = h.publish("live", key.expose()).await;
     let mut second = second.unwrap();
     // The old connection is closed by the node at once.
-    assert!(first.closed().await.is_err());
+    assert!(matches!(first.closed().await, PublishError::Closed));
     first_task.await.unwrap();
     let stream = h.hub.get(&ch.id).expect("still live");
     assert_ne!(stream.session_id, first_session);
@@ -216,9 +223,7 @@ async fn an_empty_key_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_rotated_key_ends_the_live_publish_at_the_next_check() {
     let h = Harness::new(RtmpConfig::default());
-    let (ch, key) = h.channel("rotating").await;
-    let (publisher, task) = h.publish("live", key.expose()).await;
-    let mut publisher = publisher.unwrap();
+    let (ch, key, mut publisher, task) = h.live("rotating").await;
     let interval = Duration::from_secs(5);
     let watch = KeyWatch {
         hub: h.hub.clone(),
@@ -240,7 +245,7 @@ async fn a_rotated_key_ends_the_live_publish_at_the_next_check() {
     publisher.poll_incoming().await.unwrap();
     let new_key = h.store.rotate_key(ch.id).await.unwrap().unwrap();
     let rotated_at = Instant::now();
-    assert!(publisher.closed().await.is_err());
+    assert!(matches!(publisher.closed().await, PublishError::Closed));
     assert!(
         rotated_at.elapsed() <= interval,
         "{:?}",
@@ -261,9 +266,7 @@ async fn a_rotated_key_ends_the_live_publish_at_the_next_check() {
 #[tokio::test(start_paused = true)]
 async fn a_deleted_channel_ends_its_live_publish() {
     let h = Harness::new(RtmpConfig::default());
-    let (ch, key) = h.channel("doomed").await;
-    let (publisher, task) = h.publish("live", key.expose()).await;
-    let mut publisher = publisher.unwrap();
+    let (ch, _, mut publisher, task) = h.live("doomed").await;
     assert!(h.store.delete_channel(ch.id).await.unwrap());
     let watch = KeyWatch {
         hub: h.hub.clone(),
@@ -274,7 +277,7 @@ async fn a_deleted_channel_ends_its_live_publish() {
     };
     let stream = h.hub.get(&ch.id).unwrap();
     watch.check().await;
-    assert!(publisher.closed().await.is_err());
+    assert!(matches!(publisher.closed().await, PublishError::Closed));
     assert_eq!(stream.end_reason(), Some(EndReason::ChannelDeleted));
     task.await.unwrap();
 }
@@ -282,12 +285,10 @@ async fn a_deleted_channel_ends_its_live_publish() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_publishes_and_marks_them_offline() {
     let h = Harness::new(RtmpConfig::default());
-    let (ch, key) = h.channel("graceful").await;
-    let (publisher, task) = h.publish("live", key.expose()).await;
-    let mut publisher = publisher.unwrap();
+    let (ch, _, mut publisher, task) = h.live("graceful").await;
     h.shutdown.cancel();
     h.hub.end_all(EndReason::Shutdown);
-    assert!(publisher.closed().await.is_err());
+    assert!(matches!(publisher.closed().await, PublishError::Closed));
     task.await.unwrap();
     assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
 }

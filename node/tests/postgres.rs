@@ -331,23 +331,7 @@ fn supabase_sql_applies_and_the_anon_role_cannot_read_keys() {
     let file = write_file(&pg.dir.0, "supabase.sql", &sql);
     for _ in 0..2 {
         // Applies cleanly, and again.
-        let out = std::process::Command::new(pg_psql_path())
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                &db,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-f",
-            ])
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = pg.psql_command(&db).arg("-f").arg(&file).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -392,15 +376,6 @@ fn supabase_sql_applies_and_the_anon_role_cannot_read_keys() {
         "1"
     );
     node.assert_never_printed(&key);
-}
-
-fn pg_psql_path() -> std::path::PathBuf {
-    let mut v: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin/psql")))
-        .collect();
-    v.sort();
-    v.pop().unwrap()
 }
 
 #[test]
@@ -567,7 +542,7 @@ fn a_reconnect_from_an_ingest_thread_leaves_no_connection_on_it() {
 #[test]
 fn a_blocked_statement_does_not_hold_up_other_callers() {
     use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let pg = Postgres::start();
     let db = pg.create_db("blocked");
@@ -576,18 +551,9 @@ fn a_blocked_statement_does_not_hold_up_other_callers() {
     let (busy, _) = main.block_on(store.create_channel("busy")).unwrap();
     let (_, other_key) = main.block_on(store.create_channel("other")).unwrap();
     // Another client holds the busy channel's row.
-    let mut locker = Command::new(pg_psql_path())
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            &db,
-        ])
-        .args(["-qAt", "-v", "ON_ERROR_STOP=1"])
+    let mut locker = pg
+        .psql_command(&db)
+        .arg("-qAt")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

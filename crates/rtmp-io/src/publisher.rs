@@ -175,12 +175,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Publisher<S> {
         }
     }
 
-    /// Waits for the server to close the connection, interpreting what it sends on the
-    /// way; returns the refusal that came before the close, if any.
-    pub async fn closed(&mut self) -> Result<(), PublishError> {
+    /// Waits until the server ends the connection, interpreting what it sends on the
+    /// way: [`PublishError::Closed`] for a close, [`PublishError::Refused`] when an
+    /// error status came first, or the I/O or protocol failure.
+    pub async fn closed(&mut self) -> PublishError {
         loop {
-            read_more(&mut self.io, &mut self.buf).await?;
-            self.interpret()?;
+            if let Err(e) = read_more(&mut self.io, &mut self.buf).await {
+                return e;
+            }
+            if let Err(e) = self.interpret() {
+                return e;
+            }
         }
     }
 

@@ -1,13 +1,13 @@
 //! `[database]`: where channels live and, for Postgres, how the table is shaped.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::duration::duration_str;
-use super::{invalid, positive, ConfigError};
+use super::{invalid, pem_file, positive, ConfigError};
 
 /// Which database, parsed from `database.url`.
 #[derive(Clone, PartialEq, Eq)]
@@ -218,13 +218,6 @@ impl DatabaseConfig {
                 return Err(invalid(key, format!("{value:?}"), fix));
             }
         }
-        if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_file() {
-            return Err(invalid(
-                "database.ca_file",
-                format!("{:?}", self.ca_file),
-                "is not a readable file (PEM certificates)",
-            ));
-        }
-        Ok(())
+        pem_file("database.ca_file", &self.ca_file)
     }
 }

@@ -74,6 +74,31 @@ fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A chunk size an RTMP peer accepts (RTMP 1.0 5.4.1: 1 to 2^31-1; below 128 nobody
+/// sends, above 16777215 no message needs).
+fn chunk_size(key: &'static str, size: u32, good: u32) -> Result<(), ConfigError> {
+    if !(128..=16_777_215).contains(&size) {
+        return Err(invalid(
+            key,
+            size,
+            &format!("must be between 128 and 16777215 ({good} is a good value)"),
+        ));
+    }
+    Ok(())
+}
+
+/// An optional file of PEM certificates: empty, or a file that exists.
+fn pem_file(key: &'static str, path: &str) -> Result<(), ConfigError> {
+    if !path.is_empty() && !Path::new(path).is_file() {
+        return Err(invalid(
+            key,
+            format!("{path:?}"),
+            "is not a readable file (PEM certificates)",
+        ));
+    }
+    Ok(())
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -1,13 +1,12 @@
 //! `[relay]`: pass-through forwarding to upstream RTMP servers.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::duration::duration_str;
 use super::target::TargetTemplate;
-use super::{invalid, positive, ConfigError};
+use super::{chunk_size, invalid, pem_file, positive, ConfigError};
 
 /// `[relay]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,13 +58,7 @@ impl RelayConfig {
         positive("relay.connect_timeout", self.connect_timeout)?;
         positive("relay.write_timeout", self.write_timeout)?;
         positive("relay.reconnect_min", self.reconnect_min)?;
-        if !(128..=16_777_215).contains(&self.chunk_size) {
-            return Err(invalid(
-                "relay.chunk_size",
-                self.chunk_size,
-                "must be between 128 and 16777215 (60000 is a good value)",
-            ));
-        }
+        chunk_size("relay.chunk_size", self.chunk_size, 60_000)?;
         if self.queue_max_bytes < 64 * 1024 {
             return Err(invalid(
                 "relay.queue_max_bytes",
@@ -80,13 +73,6 @@ impl RelayConfig {
                 "must not be shorter than relay.reconnect_min",
             ));
         }
-        if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_file() {
-            return Err(invalid(
-                "relay.ca_file",
-                format!("{:?}", self.ca_file),
-                "is not a readable file (PEM certificates)",
-            ));
-        }
-        Ok(())
+        pem_file("relay.ca_file", &self.ca_file)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration::{addr_str, duration_str};
-use super::{invalid, positive, ConfigError};
+use super::{chunk_size, invalid, positive, ConfigError};
 
 /// `[rtmp]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,13 +70,7 @@ impl RtmpConfig {
         positive("rtmp.handshake_timeout", self.handshake_timeout)?;
         positive("rtmp.idle_timeout", self.idle_timeout)?;
         positive("rtmp.write_timeout", self.write_timeout)?;
-        if !(128..=16_777_215).contains(&self.chunk_size) {
-            return Err(invalid(
-                "rtmp.chunk_size",
-                self.chunk_size,
-                "must be between 128 and 16777215 (4096 is a good value)",
-            ));
-        }
+        chunk_size("rtmp.chunk_size", self.chunk_size, 4096)?;
         if !(64 * 1024..=16_777_215).contains(&self.max_message_size) {
             return Err(invalid(
                 "rtmp.max_message_size",

@@ -144,6 +144,15 @@ impl Postgres {
             .output();
     }
 
+    /// psql connected to `db` as `postgres`, stopping at the first error; add the
+    /// statements (`-c`, `-f` or stdin).
+    pub fn psql_command(&self, db: &str) -> Command {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1"]);
+        c
+    }
+
     /// Runs SQL with psql as `postgres`; returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         self.psql_result(db, sql)
@@ -152,18 +161,9 @@ impl Postgres {
 
     /// Like `psql`, but returns the error output instead of failing.
     pub fn psql_result(&self, db: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+        let out = self
+            .psql_command(db)
+            .args(["-qAt", "-c", sql])
             .output()
             .unwrap();
         if out.status.success() {

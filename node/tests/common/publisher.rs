@@ -56,7 +56,7 @@ impl RawPublisher {
             .expect("send");
     }
 
-    /// Blocks until the server closes the connection; returns how long that took.
+    /// Blocks until the server ends the connection; returns how long that took.
     pub fn wait_closed(&mut self, timeout: Duration) -> Option<Duration> {
         let start = Instant::now();
         let publisher = &mut self.publisher;
