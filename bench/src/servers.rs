@@ -123,7 +123,9 @@ impl Server {
             .unwrap_or_default();
         let thumbnails = thumbnails.unwrap_or("enabled = false");
         let text = format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\n[http]\nlisten = \"127.0.0.1:0\"\n\
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\n\
+             max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
              [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info\"\n{relay}"
         );

@@ -91,11 +91,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
-    let ctx = Arc::new(IngestContext {
-        config: config.rtmp.clone(),
-        hub: hub.clone(),
-        auth: authorizer,
-    });
+    let ctx = Arc::new(IngestContext::new(
+        config.rtmp.clone(),
+        hub.clone(),
+        authorizer,
+    ));
     let workers = IngestWorkers::start(config.rtmp.workers)?;
     let listener = Listener::bind(ctx, workers.clone()).await?;
     let http_addr = config.http.listen;

@@ -41,11 +41,7 @@ impl Harness {
         let outbox = StatusOutbox::new();
         let hub = Hub::new(outbox.clone(), Vec::new());
         let auth = Arc::new(Authorizer::new(store.clone(), AuthConfig::default()));
-        let ctx = Arc::new(IngestContext {
-            config: rtmp,
-            hub: hub.clone(),
-            auth: auth.clone(),
-        });
+        let ctx = Arc::new(IngestContext::new(rtmp, hub.clone(), auth.clone()));
         Harness {
             ctx,
             hub,
@@ -71,9 +67,11 @@ impl Harness {
     fn connect(&self) -> (DuplexStream, JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(256 * 1024);
         let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+        let ticket = self.ctx.admission.admit(peer.ip()).expect("admitted");
         let task = tokio::spawn(connection::serve(
             server,
             peer,
+            ticket,
             self.ctx.clone(),
             self.shutdown.clone(),
         ));
@@ -291,4 +289,67 @@ async fn shutdown_ends_publishes_and_marks_them_offline() {
     assert!(matches!(publisher.closed().await, PublishError::Closed));
     task.await.unwrap();
     assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+}
+
+/// A client that completes the handshake and then keeps sending small messages but
+/// never publishes: closed at the auth deadline after accept, however busy it is.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_publishes_is_closed_at_the_auth_deadline() {
+    use rtmp::chunk::{ChunkWriter, OutputQueue};
+    use rtmp::handshake::{ClientHandshake, HandshakeKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let deadline = Duration::from_secs(10);
+    let h = Harness::new(RtmpConfig {
+        auth_deadline: deadline,
+        ..RtmpConfig::default()
+    });
+    let accepted = Instant::now();
+    let (mut io, task) = h.connect();
+    let mut hs = ClientHandshake::new(HandshakeKind::Simple);
+    let (mut out, mut buf) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+    hs.start(&mut out);
+    io.write_all(&out).await.unwrap();
+    out.clear();
+    while !hs.read(&mut buf, &mut out).unwrap() {
+        assert!(io.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    io.write_all(&out).await.unwrap();
+    // A ping request every second, and read whatever comes back, until the close.
+    let mut writer = ChunkWriter::new();
+    let closed_at = loop {
+        let mut q = OutputQueue::new();
+        let ping = rtmp::message::user_control(rtmp::message::UC_PING_REQUEST, 1);
+        writer.write(&ping, &mut q);
+        if io.write_all(&q.take_contiguous()).await.is_err() {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut sink = [0u8; 4096];
+        match tokio::time::timeout(Duration::ZERO, io.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break Instant::now(),
+            _ => {}
+        }
+        assert!(accepted.elapsed() < deadline * 2, "never closed");
+    };
+    task.await.unwrap();
+    // Seen by the client within its one-second sending period.
+    let open_for = closed_at - accepted;
+    assert!(
+        open_for >= deadline && open_for <= deadline + Duration::from_secs(1),
+        "open for {open_for:?}"
+    );
+    assert_eq!(h.ctx.admission.totals(), (0, 0), "its slots are returned");
+}
+
+/// Once its publish is accepted, a connection is no longer pending, and its slots are
+/// returned when it ends.
+#[tokio::test(start_paused = true)]
+async fn an_accepted_publish_leaves_the_pending_count() {
+    let h = Harness::new(RtmpConfig::default());
+    let (_, _, publisher, task) = h.live("counted").await;
+    assert_eq!(h.ctx.admission.totals(), (1, 0));
+    publisher.finish().await.unwrap();
+    task.await.unwrap();
+    assert_eq!(h.ctx.admission.totals(), (0, 0));
 }

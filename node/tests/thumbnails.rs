@@ -560,8 +560,10 @@ const MANY: usize = 300;
 #[test]
 fn hundreds_of_channels_each_get_a_thumbnail_and_a_fresh_one_every_interval() {
     let interval = Duration::from_secs(4);
+    // Every publisher comes from 127.0.0.1: the per-address caps must let them in.
     let node = Node::start(&format!(
-        "[thumbnails]\ndir = \"thumbs\"\nwidth = 160\ninterval = \"{}s\"\nworkers = 2\n",
+        "[thumbnails]\ndir = \"thumbs\"\nwidth = 160\ninterval = \"{}s\"\nworkers = 2\n\
+         [rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_address = 400\nmax_pending_per_address = 400\n",
         interval.as_secs()
     ));
     let (seq, frame, _) = h264_tags("160x96");

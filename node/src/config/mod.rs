@@ -158,6 +158,13 @@ impl Config {
         self.relay.validate()?;
         self.thumbnails.validate()?;
         self.log.validate()?;
+        if self.auth.timeout >= self.rtmp.auth_deadline {
+            return Err(invalid(
+                "auth.timeout",
+                humantime::format_duration(self.auth.timeout),
+                "must be shorter than rtmp.auth_deadline (a key lookup has to fit in it)",
+            ));
+        }
         Ok(self)
     }
 }

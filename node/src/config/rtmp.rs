@@ -19,6 +19,15 @@ pub struct RtmpConfig {
     pub app: String,
     /// Most simultaneous RTMP connections.
     pub max_connections: usize,
+    /// Most connections from one address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Most connections without an accepted publish, all addresses together.
+    pub max_pending: usize,
+    /// Most connections without an accepted publish from one address.
+    pub max_pending_per_address: usize,
+    /// From accept to an accepted publish; traffic does not extend it.
+    #[serde(with = "duration_str")]
+    pub auth_deadline: Duration,
     #[serde(with = "duration_str")]
     pub handshake_timeout: Duration,
     #[serde(with = "duration_str")]
@@ -43,6 +52,10 @@ impl Default for RtmpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
             app: "live".into(),
             max_connections: 10_000,
+            max_connections_per_address: 100,
+            max_pending: 1000,
+            max_pending_per_address: 20,
+            auth_deadline: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -64,8 +77,33 @@ impl RtmpConfig {
                 "must be one path segment without '/' or '?', e.g. \"live\"",
             ));
         }
-        if self.max_connections == 0 {
-            return Err(invalid("rtmp.max_connections", 0, "must be at least 1"));
+        for (key, value) in [
+            ("rtmp.max_connections", self.max_connections),
+            (
+                "rtmp.max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("rtmp.max_pending", self.max_pending),
+            ("rtmp.max_pending_per_address", self.max_pending_per_address),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, 0, "must be at least 1"));
+            }
+        }
+        if self.max_pending_per_address > self.max_connections_per_address {
+            return Err(invalid(
+                "rtmp.max_pending_per_address",
+                self.max_pending_per_address,
+                "must not be more than rtmp.max_connections_per_address",
+            ));
+        }
+        positive("rtmp.auth_deadline", self.auth_deadline)?;
+        if self.auth_deadline < self.handshake_timeout {
+            return Err(invalid(
+                "rtmp.auth_deadline",
+                humantime::format_duration(self.auth_deadline),
+                "must not be shorter than rtmp.handshake_timeout",
+            ));
         }
         positive("rtmp.handshake_timeout", self.handshake_timeout)?;
         positive("rtmp.idle_timeout", self.idle_timeout)?;

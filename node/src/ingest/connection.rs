@@ -4,6 +4,12 @@
 //! `onStatus` (NetStream.Publish.BadName, "invalid stream key") before the close, so
 //! ffmpeg exits at once and OBS shows the error instead of reconnecting.
 //!
+//! Until a publish is accepted the connection is on a short leash: a fixed deadline
+//! from accept that traffic does not extend (`rtmp.auth_deadline`), the protocol
+//! session's pre-publish limits (small messages, chunk sizes and chunk streams, no AMF
+//! decoding of data messages), a bound on what it may make us queue to send, and a
+//! pending slot of its address ([`super::admission`]).
+//!
 //! Generic over `AsyncRead + AsyncWrite`, so tests can drive it over an in-memory pipe.
 
 use std::net::SocketAddr;
@@ -18,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission::Ticket;
 use super::IngestContext;
 use crate::auth::AuthDecision;
 use crate::hub::{EndReason, PublishHandle};
@@ -27,6 +34,9 @@ use rtmp_io::{write_queued, WriteError};
 /// Spare read-buffer capacity reserved before each read. Small, because thousands of
 /// connections each hold one; it grows when a large chunk needs it.
 const READ_RESERVE: usize = 8 * 1024;
+/// Most bytes a connection without an accepted publish may make us queue to send
+/// (answers to its pings and commands): it has to read them first.
+const PRE_PUBLISH_MAX_OUTPUT: usize = 32 * 1024;
 
 /// Why a connection ended abnormally. None of these affects another connection.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +55,10 @@ enum ConnectionError {
     WriteTimeout(Duration),
     #[error("client closed the connection during the handshake")]
     ClosedInHandshake,
+    #[error("no publish accepted within {0:?} of connecting (rtmp.auth_deadline)")]
+    NoPublish(Duration),
+    #[error("more than {0} bytes of answers queued before a publish was accepted")]
+    PrePublishOutput(usize),
 }
 
 impl ConnectionError {
@@ -52,7 +66,10 @@ impl ConnectionError {
     fn is_protocol_violation(&self) -> bool {
         matches!(
             self,
-            ConnectionError::Handshake(_) | ConnectionError::Session(_)
+            ConnectionError::Handshake(_)
+                | ConnectionError::Session(_)
+                | ConnectionError::NoPublish(_)
+                | ConnectionError::PrePublishOutput(_)
         )
     }
 }
@@ -66,15 +83,22 @@ enum End {
     Shutdown,
 }
 
-/// Runs one connection to its end and logs how it ended.
-pub async fn serve<S>(io: S, peer: SocketAddr, ctx: Arc<IngestContext>, cancel: CancellationToken)
-where
+/// Runs one connection to its end and logs how it ended. `ticket` is its place in
+/// the admission counts, returned when the connection ends.
+pub async fn serve<S>(
+    io: S,
+    peer: SocketAddr,
+    ticket: Ticket,
+    ctx: Arc<IngestContext>,
+    cancel: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection {
         io,
         peer,
         ctx,
+        ticket,
         buf: BytesMut::new(),
         publish: None,
     };
@@ -107,6 +131,8 @@ struct Connection<S> {
     io: S,
     peer: SocketAddr,
     ctx: Arc<IngestContext>,
+    /// Its place in the per-address counts.
+    ticket: Ticket,
     /// Received bytes not yet interpreted.
     buf: BytesMut,
     /// The publish this connection holds, if any.
@@ -117,6 +143,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<End, ConnectionError> {
         let ctx = self.ctx.clone();
         let cfg = &ctx.config;
+        // From accept to an accepted publish; traffic does not extend it.
+        let auth_deadline = tokio::time::sleep(cfg.auth_deadline);
+        tokio::pin!(auth_deadline);
         let hs_timeout = cfg.handshake_timeout;
         tokio::select! {
             r = tokio::time::timeout(hs_timeout, self.handshake()) => {
@@ -130,6 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 max_message_size: cfg.max_message_size,
                 max_chunk_streams: cfg.max_chunk_streams,
                 max_partial_bytes: cfg.max_partial_bytes,
+                ..ChunkLimits::default()
             },
             out_chunk_size: cfg.chunk_size,
             ..ServerConfig::default()
@@ -154,11 +184,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if events.is_empty() {
                     break;
                 }
+                let was_publishing = self.publish.is_some();
                 for ev in std::mem::take(&mut events) {
                     if let Some(end) = self.on_event(&mut session, ev).await? {
                         return Ok(end);
                     }
                 }
+                if was_publishing && self.publish.is_none() {
+                    // Unpublished but still connected: publish again within the deadline.
+                    auth_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + cfg.auth_deadline);
+                }
+            }
+            if !session.is_trusted() && session.output().len() > PRE_PUBLISH_MAX_OUTPUT {
+                return Err(ConnectionError::PrePublishOutput(PRE_PUBLISH_MAX_OUTPUT));
             }
             self.flush(session.output()).await?;
             match (&self.publish, &ended) {
@@ -184,6 +224,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     idle_deadline.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
                 }
                 _ = &mut shutdown => return Ok(End::Shutdown),
+                _ = &mut auth_deadline, if self.publish.is_none() => {
+                    return Err(ConnectionError::NoPublish(cfg.auth_deadline));
+                }
                 _ = async {
                     match ended.as_mut() {
                         Some(f) => f.as_mut().await,
@@ -254,6 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match self.ctx.auth.authorize(&key).await {
                     AuthDecision::Accepted(channel) => {
                         self.ctx.auth.limiter.record_success(self.peer.ip());
+                        self.ticket.leave_pending();
                         session.accept_publish(stream_id);
                         let handle =
                             self.ctx

@@ -1,6 +1,7 @@
 //! RTMP ingest: the listener (connection cap taken before accept, TCP_NODELAY), the
 //! ingest threads, and one [`connection`] task per client.
 
+pub mod admission;
 pub mod connection;
 
 use std::net::SocketAddr;
@@ -15,12 +16,31 @@ use tracing::{debug, info, warn};
 use crate::auth::Authorizer;
 use crate::config::RtmpConfig;
 use crate::hub::Hub;
+use admission::{Admission, AdmissionLimits};
 
 /// What every connection task shares.
 pub struct IngestContext {
     pub config: RtmpConfig,
     pub hub: Arc<Hub>,
     pub auth: Arc<Authorizer>,
+    /// Per-address and pending connection counts.
+    pub admission: Arc<Admission>,
+}
+
+impl IngestContext {
+    pub fn new(config: RtmpConfig, hub: Arc<Hub>, auth: Arc<Authorizer>) -> IngestContext {
+        let admission = Admission::new(AdmissionLimits {
+            per_address: config.max_connections_per_address,
+            pending_per_address: config.max_pending_per_address,
+            pending: config.max_pending,
+        });
+        IngestContext {
+            config,
+            hub,
+            auth,
+            admission,
+        }
+    }
 }
 
 /// Single-threaded runtimes, one per core, that run the connections (and their relay
@@ -151,6 +171,13 @@ impl Listener {
                 drop(socket);
                 continue;
             }
+            let ticket = match self.ctx.admission.admit(peer.ip()) {
+                Ok(t) => t,
+                Err(refusal) => {
+                    debug!(%peer, reason = %refusal, "connection refused");
+                    continue;
+                }
+            };
             if let Err(e) = socket.set_nodelay(true) {
                 debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
@@ -167,7 +194,7 @@ impl Listener {
             let cancel = cancel.clone();
             let task = tracker.track_future(async move {
                 match tokio::net::TcpStream::from_std(socket) {
-                    Ok(socket) => connection::serve(socket, peer, ctx, cancel).await,
+                    Ok(socket) => connection::serve(socket, peer, ticket, ctx, cancel).await,
                     Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
                 }
                 drop(permit);

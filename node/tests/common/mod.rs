@@ -1,6 +1,7 @@
 //! Test harness, one module per thing it drives: the node binary ([`node`]), ffmpeg /
 //! ffprobe ([`encoders`]), nginx-rtmp and an HTTP hook ([`nginx`]), a private
-//! PostgreSQL cluster ([`postgres`]) and our own raw RTMP publisher ([`publisher`]).
+//! PostgreSQL cluster ([`postgres`]), our own raw RTMP publisher ([`publisher`]) and
+//! clients that behave as attackers do ([`hostile`]).
 //! Everything runs on 127.0.0.1 with probed ports, and every process a test starts is
 //! stopped by PID when its handle drops.
 
@@ -9,6 +10,7 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod encoders;
+pub mod hostile;
 pub mod nginx;
 pub mod node;
 pub mod postgres;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use encoders::*;
+pub use hostile::*;
 pub use nginx::*;
 pub use node::*;
 pub use postgres::*;

@@ -21,6 +21,16 @@ impl RawPublisher {
     /// Connects to 127.0.0.1:`port` and publishes `key` to `app`; `Err` carries the
     /// server's refusal (`code: description`) or the I/O failure.
     pub fn publish(port: u16, app: &str, key: &str) -> Result<RawPublisher, String> {
+        Self::publish_from([127, 0, 0, 1].into(), port, app, key)
+    }
+
+    /// [`RawPublisher::publish`] from another loopback source address.
+    pub fn publish_from(
+        source: std::net::IpAddr,
+        port: u16,
+        app: &str,
+        key: &str,
+    ) -> Result<RawPublisher, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -29,7 +39,9 @@ impl RawPublisher {
         let config = ClientConfig::new(app, &tc_url, key);
         let publisher = runtime.block_on(async {
             let attempt = async {
-                let sock = TcpStream::connect(("127.0.0.1", port)).await?;
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind((source, 0).into())?;
+                let sock = socket.connect(([127, 0, 0, 1], port).into()).await?;
                 sock.set_nodelay(true)?;
                 Publisher::publish(sock, config, PublisherOptions::default()).await
             };

@@ -5,7 +5,7 @@ pub mod writer;
 
 use bytes::Bytes;
 
-pub use reader::{ChunkLimits, ChunkReader, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
+pub use reader::{ChunkLimits, ChunkReader, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use writer::{ChunkWriter, OutputQueue};
 
 /// Value of the 24-bit timestamp field that announces a 32-bit extended timestamp.
@@ -46,8 +46,10 @@ pub enum ChunkError {
     MissingPreviousHeader { csid: u32, fmt: u8 },
     #[error("chunk stream {csid} got a type-{fmt} header in the middle of a message")]
     HeaderMidMessage { csid: u32, fmt: u8 },
-    #[error("invalid chunk size {0}")]
+    #[error("invalid chunk size {0} (at least 128)")]
     InvalidChunkSize(u32),
+    #[error("chunk size {size} exceeds the limit of {max} bytes")]
+    ChunkSizeTooLarge { size: u32, max: u32 },
     #[error("malformed {0}")]
     BadControlMessage(&'static str),
 }
@@ -229,13 +231,34 @@ mod tests {
         assert_eq!(&msgs[0].payload[..], b"z");
         assert_eq!(r.partial_bytes(), 0);
 
+        // Below 128 bytes a chunk size only multiplies the header work: refused.
+        for size in [0u32, 1, 127] {
+            let mut b = type0(2, 0, 4, MSG_SET_CHUNK_SIZE, 0);
+            b.extend_from_slice(&size.to_be_bytes());
+            let mut buf = BytesMut::from(&b[..]);
+            assert_eq!(
+                reader().read(&mut buf),
+                Err(ChunkError::InvalidChunkSize(size))
+            );
+        }
+        // Above the connection's limit: refused too.
         let mut b = type0(2, 0, 4, MSG_SET_CHUNK_SIZE, 0);
-        b.extend_from_slice(&0u32.to_be_bytes());
-        let mut buf = BytesMut::from(&b[..]);
+        b.extend_from_slice(&70_000u32.to_be_bytes());
+        let mut r = ChunkReader::new(ChunkLimits {
+            max_chunk_size: 65_536,
+            ..ChunkLimits::default()
+        });
         assert_eq!(
-            reader().read(&mut buf),
-            Err(ChunkError::InvalidChunkSize(0))
+            r.read(&mut BytesMut::from(&b[..])),
+            Err(ChunkError::ChunkSizeTooLarge {
+                size: 70_000,
+                max: 65_536
+            })
         );
+        // Looser limits apply from the next message on.
+        r.set_limits(ChunkLimits::default());
+        assert!(r.read(&mut BytesMut::from(&b[..])).unwrap().is_none());
+        assert_eq!(r.chunk_size(), 70_000);
     }
 
     #[test]
@@ -274,6 +297,7 @@ mod tests {
             max_message_size: 1000,
             max_chunk_streams: 3,
             max_partial_bytes: 300,
+            ..ChunkLimits::default()
         };
         // Announced length over the limit is refused before any payload arrives.
         let mut buf = BytesMut::from(&type0(4, 0, 0xFF_FFFF, 9, 1)[..]);
@@ -372,7 +396,7 @@ mod tests {
         proptest! {
             #[test]
             fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-                let mut r = ChunkReader::new(ChunkLimits { max_message_size: 4096, max_chunk_streams: 8, max_partial_bytes: 8192 });
+                let mut r = ChunkReader::new(ChunkLimits { max_message_size: 4096, max_chunk_streams: 8, max_partial_bytes: 8192, ..ChunkLimits::default() });
                 let mut buf = BytesMut::from(&bytes[..]);
                 while let Ok(Some(_)) = r.read(&mut buf) {}
                 prop_assert!(r.partial_bytes() <= 8192);
@@ -380,7 +404,7 @@ mod tests {
 
             #[test]
             fn writer_reader_round_trip(
-                chunk_size in 1u32..400,
+                chunk_size in MIN_CHUNK_SIZE..600,
                 msgs in prop::collection::vec((2u32..400, any::<u32>(), 8u8..10, 0u32..3, 0usize..900), 1..12),
             ) {
                 let mut w = ChunkWriter::new();

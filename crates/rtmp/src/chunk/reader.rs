@@ -23,6 +23,11 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 128;
 /// Largest chunk size a peer may set (the top bit of the field must be 0).
 pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
 
+/// Smallest chunk size a peer may set. Below the protocol's initial 128 bytes nobody
+/// sends, and every chunk costs a header parse: a 1-byte chunk size would make a
+/// connection cost many times the CPU of a normal one.
+pub const MIN_CHUNK_SIZE: u32 = 128;
+
 /// Limits that protect the node from what one connection can make it hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkLimits {
@@ -33,6 +38,8 @@ pub struct ChunkLimits {
     /// Most bytes of unfinished messages held for one connection, all chunk streams
     /// together.
     pub max_partial_bytes: usize,
+    /// Largest chunk size the peer may set (the protocol allows 2^31-1).
+    pub max_chunk_size: u32,
 }
 
 impl Default for ChunkLimits {
@@ -41,6 +48,7 @@ impl Default for ChunkLimits {
             max_message_size: 8 * 1024 * 1024,
             max_chunk_streams: 64,
             max_partial_bytes: 16 * 1024 * 1024,
+            max_chunk_size: MAX_CHUNK_SIZE,
         }
     }
 }
@@ -106,6 +114,12 @@ impl ChunkReader {
         }
     }
 
+    /// Replaces the limits (e.g. looser ones once the peer is trusted). Applies to
+    /// what arrives from now on.
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
+    }
+
     /// Current incoming chunk size.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
@@ -143,8 +157,14 @@ impl ChunkReader {
     fn apply_set_chunk_size(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
         let raw = read_u32(payload).ok_or(ChunkError::BadControlMessage("Set Chunk Size"))?;
         let size = raw & MAX_CHUNK_SIZE;
-        if size == 0 {
+        if size < MIN_CHUNK_SIZE {
             return Err(ChunkError::InvalidChunkSize(raw));
+        }
+        if size > self.limits.max_chunk_size {
+            return Err(ChunkError::ChunkSizeTooLarge {
+                size,
+                max: self.limits.max_chunk_size,
+            });
         }
         self.chunk_size = size;
         Ok(())

@@ -77,7 +77,7 @@ pub struct ClientSession {
 
 impl ClientSession {
     pub fn new(config: ClientConfig) -> Self {
-        let transport = Transport::new(config.chunk_limits, DEFAULT_WINDOW_ACK_SIZE);
+        let transport = Transport::new(config.chunk_limits, DEFAULT_WINDOW_ACK_SIZE, true);
         Self {
             config,
             transport,

@@ -17,10 +17,13 @@ use crate::chunk::{ChunkError, ChunkLimits, ChunkReader, ChunkWriter, OutputQueu
 use crate::message::{self, Message, MessageError};
 
 pub use client::{ClientConfig, ClientEvent, ClientSession};
-pub use server::{ServerConfig, ServerEvent, ServerSession};
+pub use server::{ServerConfig, ServerEvent, ServerSession, PRE_PUBLISH_LIMITS};
 
 /// Default window acknowledgement size announced to peers (what OBS/FMS use).
 pub const DEFAULT_WINDOW_ACK_SIZE: u32 = 2_500_000;
+/// Smallest acknowledgement window a peer may ask for: a smaller one would make us
+/// answer every few bytes with an acknowledgement.
+pub const MIN_ACK_WINDOW: u32 = 4096;
 
 /// Why a session cannot go on. Every variant ends the connection.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -74,17 +77,27 @@ pub(crate) struct Transport {
     ack_window: u32,
     /// Received-byte count at the last acknowledgement we sent.
     last_ack_at: u64,
+    /// Whether data messages (`@setDataFrame`...) are AMF-decoded; until the peer is
+    /// trusted they are passed on undecoded, as [`Message::Other`].
+    decode_data: bool,
 }
 
 impl Transport {
-    pub(crate) fn new(limits: ChunkLimits, ack_window: u32) -> Self {
+    pub(crate) fn new(limits: ChunkLimits, ack_window: u32, decode_data: bool) -> Self {
         Self {
             reader: ChunkReader::new(limits),
             writer: ChunkWriter::new(),
             out: OutputQueue::new(),
             ack_window,
             last_ack_at: 0,
+            decode_data,
         }
+    }
+
+    /// The peer is trusted from now on: its limits, and data messages decoded.
+    pub(crate) fn trust(&mut self, limits: ChunkLimits) {
+        self.reader.set_limits(limits);
+        self.decode_data = true;
     }
 
     pub(crate) fn send(&mut self, msg: &RawMessage) {
@@ -116,9 +129,14 @@ impl Transport {
             // The sequence number is the running total, wrapping at 2^32.
             self.send(&message::acknowledgement(received as u32));
         }
+        if !self.decode_data
+            && matches!(raw.type_id, message::MSG_DATA_AMF0 | message::MSG_DATA_AMF3)
+        {
+            return Ok(Some(Message::Other(raw)));
+        }
         let msg = Message::decode(raw)?;
         match &msg {
-            Message::WindowAckSize(size) => self.ack_window = *size,
+            Message::WindowAckSize(size) => self.ack_window = (*size).max(MIN_ACK_WINDOW),
             Message::UserControl { event, value } if *event == message::UC_PING_REQUEST => {
                 self.send(&message::user_control(message::UC_PING_RESPONSE, *value));
             }

@@ -20,11 +20,25 @@ use crate::message::{self, Command, Message};
 /// Most message streams (createStream) one connection may open.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 8;
 
+/// Chunk-layer limits before a publish is accepted. What a publisher sends before then
+/// (connect, releaseStream, FCPublish, createStream, publish) is a few hundred bytes a
+/// message on one or two chunk streams; these bounds keep what an unauthenticated peer
+/// can make the server hold to a few tens of KiB.
+pub const PRE_PUBLISH_LIMITS: ChunkLimits = ChunkLimits {
+    max_message_size: 32 * 1024,
+    max_chunk_streams: 8,
+    max_partial_bytes: 32 * 1024,
+    max_chunk_size: 64 * 1024,
+};
+
 /// Settings of a server session.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Limits of the chunk reader.
+    /// Limits of the chunk reader once a publish is accepted.
     pub chunk_limits: ChunkLimits,
+    /// Limits until then: whatever a client sends before it is trusted must cost
+    /// little. Data messages are not AMF-decoded until then either.
+    pub pre_publish_limits: ChunkLimits,
     /// Outgoing chunk size announced after connect.
     pub out_chunk_size: u32,
     /// Window acknowledgement size announced to the client.
@@ -35,6 +49,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             chunk_limits: ChunkLimits::default(),
+            pre_publish_limits: PRE_PUBLISH_LIMITS,
             out_chunk_size: 4096,
             window_ack_size: DEFAULT_WINDOW_ACK_SIZE,
         }
@@ -97,23 +112,32 @@ pub struct ServerSession {
     streams: HashMap<u32, StreamState>,
     /// Next id handed out by createStream.
     next_stream_id: u32,
+    /// A publish was accepted: the looser limits apply.
+    trusted: bool,
 }
 
 impl ServerSession {
     pub fn new(config: ServerConfig) -> Self {
-        let transport = Transport::new(config.chunk_limits, config.window_ack_size);
+        let transport = Transport::new(config.pre_publish_limits, config.window_ack_size, false);
         Self {
             config,
             transport,
             connect: ConnectState::AwaitConnect,
             streams: HashMap::new(),
             next_stream_id: 1,
+            trusted: false,
         }
     }
 
     /// Bytes to write to the client.
     pub fn output(&mut self) -> &mut OutputQueue {
         self.transport.output()
+    }
+
+    /// Whether a publish was accepted on this connection (its limits are the looser
+    /// ones from then on).
+    pub fn is_trusted(&self) -> bool {
+        self.trusted
     }
 
     /// Whether a stream is publishing.
@@ -346,6 +370,8 @@ impl ServerSession {
             return;
         }
         self.streams.insert(stream_id, StreamState::Publishing);
+        self.transport.trust(self.config.chunk_limits);
+        self.trusted = true;
         self.transport
             .send(&message::user_control(message::UC_STREAM_BEGIN, stream_id));
         self.transport.send(&message::on_status(

@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::chunk::{ChunkLimits, ChunkReader};
+use crate::chunk::{ChunkLimits, ChunkReader, RawMessage};
 use crate::message::{self, Message};
 
 /// Moves all pending output of one side into the other's input buffer.
@@ -196,7 +196,7 @@ fn ping_request_gets_a_response_and_acks_carry_the_running_total() {
     let mut reader = ChunkReader::new(ChunkLimits::default());
     let mut w = crate::chunk::ChunkWriter::new();
     let mut q = crate::chunk::OutputQueue::new();
-    // The peer asks for an ack every 1000 bytes.
+    // The peer asks for an ack every 1000 bytes: more often than the floor allows.
     w.write(&message::window_ack_size(1000), &mut q);
     w.write(
         &message::user_control(message::UC_PING_REQUEST, 777),
@@ -210,11 +210,12 @@ fn ping_request_gets_a_response_and_acks_carry_the_running_total() {
         event: message::UC_PING_RESPONSE,
         value: 777
     }));
-    // Now 2,500 bytes of ignored media: two acks expected at running totals.
+    // Now about 12,000 bytes of ignored media: an ack every MIN_ACK_WINDOW bytes (not
+    // every 1000), two of them, at running totals.
     let mut q = crate::chunk::OutputQueue::new();
-    for i in 0..5u32 {
+    for i in 0..12u32 {
         w.write(
-            &message::media(message::MSG_VIDEO, 1, i, Bytes::from(vec![0u8; 490])),
+            &message::media(message::MSG_VIDEO, 1, i, Bytes::from(vec![0u8; 990])),
             &mut q,
         );
     }
@@ -229,7 +230,7 @@ fn ping_request_gets_a_response_and_acks_carry_the_running_total() {
         .collect();
     assert_eq!(acks.len(), 2, "{acks:?}");
     assert!(
-        acks[0] as u64 >= 1000 && acks[1] as u64 >= 2000,
+        acks[0] as u64 >= 4096 && acks[1] as u64 >= 8192,
         "{acks:?} after {sent}"
     );
     assert!(acks[1] > acks[0]);
@@ -260,4 +261,72 @@ fn stream_name_debug_is_redacted() {
     assert_eq!(n.expose(), "supersecret");
     let dbg = format!("{n:?}");
     assert!(!dbg.contains("supersecret"), "{dbg}");
+}
+
+/// Until a publish is accepted the server is strict: small messages, small chunk
+/// sizes, few chunk streams, and data messages are not AMF-decoded. Once the publish
+/// is accepted the configured limits apply.
+#[test]
+fn the_server_is_strict_until_a_publish_is_accepted() {
+    let big = |ts| message::media(message::MSG_VIDEO, 1, ts, Bytes::from(vec![0x17u8; 40_000]));
+    // Before: a 40 KB message closes the connection before its payload arrives.
+    let mut p = Pair::new();
+    let ev = p.until_publish_request();
+    let mut w = crate::chunk::ChunkWriter::new();
+    let mut q = crate::chunk::OutputQueue::new();
+    w.write(&big(0), &mut q);
+    let mut buf = q.take_contiguous();
+    buf.truncate(20);
+    assert!(matches!(
+        p.server.handle_bytes(&mut buf, &mut Vec::new()),
+        Err(SessionError::Chunk(
+            crate::chunk::ChunkError::MessageTooLarge { .. }
+        ))
+    ));
+    // Before: a chunk size above 64 KiB closes it too.
+    let mut p2 = Pair::new();
+    p2.until_publish_request();
+    let mut q = crate::chunk::OutputQueue::new();
+    w.write(&message::set_chunk_size(1 << 20), &mut q);
+    let mut buf = q.take_contiguous();
+    assert!(matches!(
+        p2.server.handle_bytes(&mut buf, &mut Vec::new()),
+        Err(SessionError::Chunk(
+            crate::chunk::ChunkError::ChunkSizeTooLarge { .. }
+        ))
+    ));
+    // Before: a data message with broken AMF is not decoded, so it is no error.
+    let mut p3 = Pair::new();
+    p3.until_publish_request();
+    let mut q = crate::chunk::OutputQueue::new();
+    let junk = RawMessage {
+        csid: 4,
+        timestamp: 0,
+        type_id: message::MSG_DATA_AMF0,
+        stream_id: 1,
+        payload: Bytes::from_static(&[0x02, 0xff, 0xff, 0x01]),
+    };
+    w.write(&junk, &mut q);
+    let mut buf = q.take_contiguous();
+    assert!(p3.server.handle_bytes(&mut buf, &mut Vec::new()).is_ok());
+    assert!(!p3.server.is_trusted());
+
+    // After the publish is accepted, the same 40 KB message is fine.
+    let ServerEvent::PublishRequested { stream_id, .. } = ev else {
+        panic!("{ev:?}")
+    };
+    let mut p = Pair::new();
+    p.until_publish_request();
+    p.server.accept_publish(stream_id);
+    assert!(p.server.is_trusted());
+    let mut q = crate::chunk::OutputQueue::new();
+    let mut w = crate::chunk::ChunkWriter::new();
+    w.write(&big(7), &mut q);
+    let mut buf = q.take_contiguous();
+    let mut events = Vec::new();
+    p.server.handle_bytes(&mut buf, &mut events).unwrap();
+    assert!(
+        matches!(&events[..], [ServerEvent::Video(m)] if m.payload.len() == 40_000),
+        "{events:?}"
+    );
 }

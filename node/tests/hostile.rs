@@ -1,0 +1,149 @@
+//! The RTMP port faces the internet: what a client can do before its key is accepted,
+//! done as an attacker would, against the real binary. Attackers connect from
+//! 127.0.0.1, the streamer who must still get in from 127.0.0.2.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+const STREAMER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// Handshaken connections that trickle a message a second, as many as the attacker
+/// can open, up to `n`.
+fn trickle(node: &Node, n: usize) -> Vec<Trickler> {
+    (0..n)
+        .filter_map(|_| Trickler::start(ATTACKER, node.rtmp_port, Duration::from_secs(1)).ok())
+        .collect()
+}
+
+#[test]
+fn one_address_cannot_take_every_slot() {
+    let node = Node::start(
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 40\nmax_connections_per_address = 20\nmax_pending_per_address = 20\n",
+    );
+    let (id, key) = node.create_channel("studio");
+    // The attacker opens connections until refused, and keeps them busy.
+    let held = trickle(&node, 40);
+    let open = wait_for(Duration::from_secs(10), || {
+        let open = held.iter().filter(|t| t.is_open()).count();
+        (open <= 20).then_some(open)
+    })
+    .unwrap_or_else(|| panic!("one address holds more than its 20 slots"));
+    assert!(open >= 10, "the attacker got its share: {open}");
+    // A streamer from another address goes live at once.
+    let started = Instant::now();
+    let p = RawPublisher::publish_from(STREAMER, node.rtmp_port, "live", &key);
+    assert!(p.is_ok(), "{:?}", p.err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    wait_listed(&node, &id, Duration::from_secs(5));
+    assert!(
+        node.transcript.contains("max_connections_per_address")
+            || node.transcript.contains("max_pending_per_address"),
+        "refusals are logged with the cap that refused them"
+    );
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn a_connection_that_never_publishes_is_closed_at_the_auth_deadline() {
+    let node = Node::start(
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\nauth_deadline = \"3s\"\nhandshake_timeout = \"2s\"\n",
+    );
+    let t = Trickler::start(ATTACKER, node.rtmp_port, Duration::from_millis(500)).unwrap();
+    let closed = wait_for(Duration::from_secs(15), || *t.closed_after.lock().unwrap())
+        .expect("closed although it kept sending");
+    // 3 s after accept; the client notices within its half-second period, and a
+    // loaded machine may add a little.
+    assert!(
+        closed >= Duration::from_secs(3) && closed < Duration::from_secs(8),
+        "closed after {closed:?}"
+    );
+    wait_logged(&node, "no publish accepted within", Duration::from_secs(5));
+}
+
+/// What an unauthenticated client can make the node hold. The old node let a client
+/// announce a huge chunk size and a message of several MiB, and held all of it: about
+/// 23 MiB per connection. Now such a client is closed at its first oversized step, and
+/// a client that stays inside the pre-publish limits costs well under 256 KiB.
+#[test]
+fn an_unauthenticated_connection_costs_little_memory() {
+    use rtmp::chunk::ChunkWriter;
+    use std::io::Write;
+
+    // Per-address caps out of the way: this is about what each connection costs.
+    let node = Node::start(
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_address = 500\nmax_pending_per_address = 500\n",
+    );
+    let pid = node.pid();
+    let before = rss_kib(pid);
+
+    // 1. Huge chunk size, then an 8 MiB message sent in full, 20 times over.
+    let mut fat = Vec::new();
+    for _ in 0..20 {
+        let Ok(mut s) = connect_from(ATTACKER, node.rtmp_port) else {
+            continue;
+        };
+        if handshake(&mut s).is_err() {
+            continue;
+        }
+        let mut w = ChunkWriter::new();
+        let set_chunk = rtmp::message::set_chunk_size(0x7FFF_FFFF);
+        let mut bytes = chunks(&mut w, set_chunk);
+        // A type-0 header for an 8 MiB video message on chunk stream 6 ...
+        let len: u32 = 8 * 1024 * 1024 - 1;
+        bytes.extend_from_slice(&[6, 0, 0, 0]);
+        bytes.extend_from_slice(&len.to_be_bytes()[1..]);
+        bytes.extend_from_slice(&[9, 1, 0, 0, 0]);
+        let _ = s.write_all(&bytes);
+        // ... and as much of its payload as the node takes.
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..8 {
+            if s.write_all(&block).is_err() {
+                break;
+            }
+        }
+        fat.push(s);
+    }
+    // 2. Clients that stay inside the limits: 8 chunk streams, each with an unfinished
+    //    message, then a trickle; 100 of them.
+    let mut thin = Vec::new();
+    for _ in 0..100 {
+        let Ok(mut s) = connect_from(ATTACKER, node.rtmp_port) else {
+            continue;
+        };
+        if handshake(&mut s).is_err() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for csid in 3..11u8 {
+            bytes.extend_from_slice(&[csid, 0, 0, 0, 0, 0x0f, 0xff, 9, 1, 0, 0, 0]);
+            bytes.extend(std::iter::repeat_n(0u8, 128));
+        }
+        if s.write_all(&bytes).is_ok() {
+            thin.push(s);
+        }
+    }
+    // The node's resident memory while all of that is in flight or held.
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak.saturating_sub(before);
+    let clients = (fat.len() + thin.len()) as u64;
+    assert!(clients > 100, "the attack ran: {clients} clients");
+    assert!(
+        grown < clients * 256,
+        "{clients} unauthenticated clients grew the node by {grown} KiB ({before} KiB before)"
+    );
+    assert!(
+        node.transcript.contains("chunk size"),
+        "oversized chunk size refused and logged"
+    );
+}
