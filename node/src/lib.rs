@@ -5,8 +5,8 @@
 //!
 //! The flow reads one way: `ingest` → `auth` → `hub` → (`relay` | `thumbs` |
 //! `outbox`) → `store`, with `http` reading snapshots, `revocation` and `heartbeat`
-//! watching from the side, and `app` only wiring. `config`, `channel` and `key` are the
-//! vocabulary everyone uses.
+//! watching from the side, and `app` only wiring. `config`, `channel`, `key` and `peer` are
+//! the vocabulary everyone uses.
 
 pub mod app;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod hub;
 pub mod ingest;
 pub mod key;
 pub mod outbox;
+pub mod peer;
 pub mod relay;
 pub mod revocation;
 pub mod store;

@@ -37,10 +37,14 @@ struct Harness {
 
 impl Harness {
     fn new(rtmp: RtmpConfig) -> Harness {
+        Harness::with_auth(rtmp, AuthConfig::default())
+    }
+
+    fn with_auth(rtmp: RtmpConfig, auth: AuthConfig) -> Harness {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         let outbox = StatusOutbox::new();
         let hub = Hub::new(outbox.clone(), Vec::new());
-        let auth = Arc::new(Authorizer::new(store.clone(), AuthConfig::default()));
+        let auth = Arc::new(Authorizer::new(store.clone(), auth));
         let ctx = Arc::new(IngestContext::new(rtmp, hub.clone(), auth.clone()));
         Harness {
             ctx,
@@ -352,4 +356,86 @@ async fn an_accepted_publish_leaves_the_pending_count() {
     publisher.finish().await.unwrap();
     task.await.unwrap();
     assert_eq!(h.ctx.admission.totals(), (0, 0));
+}
+
+/// A connection opened before its address started guessing gets no free guess: the
+/// wait is looked up when the publish arrives. Each wrong key makes the next answer
+/// slower; a valid key from the address waits as long, then goes live.
+#[tokio::test(start_paused = true)]
+async fn guesses_wait_longer_and_longer_even_on_connections_opened_earlier() {
+    use rtmp::handshake::{ClientHandshake, HandshakeKind};
+    use rtmp::{ClientEvent, ClientSession};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let h = Harness::with_auth(
+        RtmpConfig::default(),
+        AuthConfig {
+            max_failures: 3,
+            failure_delay: Duration::from_millis(500),
+            max_failure_delay: Duration::from_secs(3),
+            ..AuthConfig::default()
+        },
+    );
+    let (_, key) = h.channel("guarded").await;
+
+    // Opened first: handshake, connect, createStream; the publish is queued, not sent.
+    let (mut early, _early_task) = h.connect();
+    let mut hs = ClientHandshake::new(HandshakeKind::Simple);
+    let (mut out, mut buf) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+    hs.start(&mut out);
+    early.write_all(&out).await.unwrap();
+    out.clear();
+    while !hs.read(&mut buf, &mut out).unwrap() {
+        assert!(early.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    early.write_all(&out).await.unwrap();
+    let mut session = ClientSession::new(ClientConfig::new("live", "rtmp://node/live", "sg_early"));
+    session.start();
+    let mut events = Vec::new();
+    while !session.is_publish_pending() {
+        let bytes = session.output().take_contiguous();
+        early.write_all(&bytes).await.unwrap();
+        assert!(early.read_buf(&mut buf).await.unwrap() > 0);
+        session.handle_bytes(&mut buf, &mut events).unwrap();
+    }
+
+    // Wrong keys on fresh connections: each answer slower than the one before.
+    let mut waits = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let (result, _) = h.publish("live", &format!("sg_guess{i}")).await;
+        assert_eq!(refusal(result).0, "NetStream.Publish.BadName");
+        waits.push(started.elapsed());
+    }
+    assert_eq!(
+        waits,
+        vec![
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1000)
+        ]
+    );
+
+    // The early connection's guess now waits the longest.
+    let started = Instant::now();
+    let publish = session.output().take_contiguous();
+    early.write_all(&publish).await.unwrap();
+    let refused = loop {
+        assert!(
+            early.read_buf(&mut buf).await.unwrap() > 0,
+            "closed without an answer"
+        );
+        session.handle_bytes(&mut buf, &mut events).unwrap();
+        if let Some(ClientEvent::Rejected { code, .. }) = events.pop() {
+            break code;
+        }
+    };
+    assert_eq!(refused, "NetStream.Publish.BadName");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+
+    // The valid key from the same address: the same wait, then live.
+    let started = Instant::now();
+    let (valid, _) = h.publish("live", key.expose()).await;
+    assert!(valid.is_ok());
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
 }

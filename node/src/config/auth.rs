@@ -32,9 +32,16 @@ pub struct AuthConfig {
     pub max_failures: u32,
     #[serde(with = "duration_str")]
     pub failure_window: Duration,
-    /// How long a refused IP stays refused (before the handshake).
+    /// How long an address that reached `max_failures` keeps the longest delay.
     #[serde(with = "duration_str")]
     pub ban_duration: Duration,
+    /// Wait before answering a publish from an address after one wrong key from it;
+    /// it doubles with each further wrong key.
+    #[serde(with = "duration_str")]
+    pub failure_delay: Duration,
+    /// The longest such wait.
+    #[serde(with = "duration_str")]
+    pub max_failure_delay: Duration,
 }
 
 impl Default for AuthConfig {
@@ -49,6 +56,8 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window: Duration::from_secs(60),
             ban_duration: Duration::from_secs(300),
+            failure_delay: Duration::from_millis(250),
+            max_failure_delay: Duration::from_secs(5),
         }
     }
 }
@@ -58,6 +67,15 @@ impl AuthConfig {
         positive("auth.timeout", self.timeout)?;
         positive("auth.recheck_interval", self.recheck_interval)?;
         positive("auth.failure_window", self.failure_window)?;
+        positive("auth.ban_duration", self.ban_duration)?;
+        positive("auth.failure_delay", self.failure_delay)?;
+        if self.max_failure_delay < self.failure_delay {
+            return Err(invalid(
+                "auth.max_failure_delay",
+                humantime::format_duration(self.max_failure_delay),
+                "must not be shorter than auth.failure_delay",
+            ));
+        }
         if self.cache_size == 0 {
             return Err(invalid("auth.cache_size", 0, "must be at least 1"));
         }

@@ -158,11 +158,11 @@ impl Config {
         self.relay.validate()?;
         self.thumbnails.validate()?;
         self.log.validate()?;
-        if self.auth.timeout >= self.rtmp.auth_deadline {
+        if self.auth.max_failure_delay + self.auth.timeout >= self.rtmp.auth_deadline {
             return Err(invalid(
-                "auth.timeout",
-                humantime::format_duration(self.auth.timeout),
-                "must be shorter than rtmp.auth_deadline (a key lookup has to fit in it)",
+                "auth.max_failure_delay",
+                humantime::format_duration(self.auth.max_failure_delay),
+                "plus auth.timeout must be shorter than rtmp.auth_deadline (a delayed key lookup has to fit in it)",
             ));
         }
         Ok(self)
@@ -280,6 +280,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rtmp.idle_timeout"), "{e}");
+        let e = load("[auth]\nban_duration = \"0s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.ban_duration"), "{e}");
+        let e = load("[auth]\nmax_failure_delay = \"9s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtmp.auth_deadline"), "{e}");
     }
 
     #[test]

@@ -294,9 +294,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         .await;
                 }
                 let key = StreamKey::new(name.expose());
+                // An address that sent wrong keys waits before any answer (valid keys
+                // too: a fast answer would tell a guesser its key is wrong). Waiting,
+                // it no longer holds a pending slot of its address.
+                let wait = self
+                    .ctx
+                    .auth
+                    .limiter
+                    .delay(self.peer.ip(), std::time::Instant::now());
+                if !wait.is_zero() {
+                    self.ticket.leave_pending();
+                    debug!(peer = %self.peer, wait = ?wait, "publish answer delayed: wrong stream keys from this address");
+                    tokio::time::sleep(wait).await;
+                }
                 match self.ctx.auth.authorize(&key).await {
                     AuthDecision::Accepted(channel) => {
-                        self.ctx.auth.limiter.record_success(self.peer.ip());
                         self.ticket.leave_pending();
                         session.accept_publish(stream_id);
                         let handle =
@@ -314,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             .limiter
                             .record_failure(self.peer.ip(), std::time::Instant::now())
                         {
-                            warn!(ip = %self.peer.ip(), "too many wrong stream keys: refusing this address for auth.ban_duration");
+                            warn!(ip = %self.peer.ip(), "too many wrong stream keys: every publish from this address waits auth.max_failure_delay for auth.ban_duration");
                         }
                         return self
                             .refuse_publish(

@@ -160,17 +160,6 @@ impl Listener {
                     }
                 },
             };
-            if self
-                .ctx
-                .auth
-                .limiter
-                .is_banned(peer.ip(), std::time::Instant::now())
-            {
-                // Refused before the handshake: a key guesser costs us one accept.
-                debug!(%peer, "connection refused: too many wrong stream keys from this address");
-                drop(socket);
-                continue;
-            }
             let ticket = match self.ctx.admission.admit(peer.ip()) {
                 Ok(t) => t,
                 Err(refusal) => {
