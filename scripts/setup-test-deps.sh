@@ -9,7 +9,7 @@ packages=(
   ffmpeg
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  nginx libnginx-mod-rtmp
+  nginx libnginx-mod-rtmp libnginx-mod-stream
   postgresql
 )
 

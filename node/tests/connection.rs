@@ -75,6 +75,7 @@ impl Harness {
         let task = tokio::spawn(connection::serve(
             server,
             peer,
+            bytes::BytesMut::new(),
             ticket,
             self.ctx.clone(),
             self.shutdown.clone(),

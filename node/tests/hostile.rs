@@ -147,3 +147,74 @@ fn an_unauthenticated_connection_costs_little_memory() {
         "oversized chunk size refused and logged"
     );
 }
+
+/// Behind a load balancer (nginx `stream` with `proxy_protocol on`), the node sees the
+/// real client: its logs name it, and the per-address limits and guess delays count it,
+/// not the balancer. A connection from the balancer's address without a header, and a
+/// PROXY header from anyone else, are refused. Version 2 headers are read too.
+#[test]
+fn behind_a_proxy_the_real_client_address_counts() {
+    use std::io::Write;
+
+    let node = Node::start(
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [auth]\nfailure_delay = \"2s\"\nmax_failure_delay = \"3s\"\n",
+    );
+    let proxy = StreamProxy::start(node.rtmp_port, true);
+    let (id, key) = node.create_channel("proxied");
+
+    // A wrong key from 127.0.0.2 through the balancer: that address now waits...
+    let err = RawPublisher::publish_from(STREAMER, proxy.port, "live", "sg_wrong")
+        .err()
+        .expect("refused");
+    assert!(err.contains("BadName"), "{err}");
+    // ... but another client behind the same balancer does not.
+    let other: IpAddr = [127, 0, 0, 3].into();
+    let started = Instant::now();
+    let _p = RawPublisher::publish_from(other, proxy.port, "live", &key).expect("live");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not delayed by another client's wrong key: {:?}",
+        started.elapsed()
+    );
+    wait_listed(&node, &id, Duration::from_secs(5));
+    let text = node.transcript.text();
+    assert!(
+        text.contains("peer=127.0.0.2:"),
+        "the refusal names the client:\n{text}"
+    );
+    assert!(
+        text.contains("peer=127.0.0.3:"),
+        "the publish names the client:\n{text}"
+    );
+
+    // From the balancer's own address without a header: refused.
+    let mut s = connect_from(ATTACKER, node.rtmp_port).unwrap();
+    assert!(
+        handshake(&mut s).is_err(),
+        "no RTMP without the PROXY header"
+    );
+    wait_logged(&node, "no PROXY protocol header", Duration::from_secs(5));
+
+    // A PROXY header from an untrusted address is not believed.
+    let mut s = connect_from(STREAMER, node.rtmp_port).unwrap();
+    let _ = s.write_all(b"PROXY TCP4 10.9.9.9 127.0.0.1 5555 1935\r\n");
+    assert!(handshake(&mut s).is_err());
+    assert!(
+        !node.transcript.contains("10.9.9.9"),
+        "an untrusted header is ignored"
+    );
+
+    // Version 2, straight from the trusted address.
+    let mut s = connect_from(ATTACKER, node.rtmp_port).unwrap();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 7, 127, 0, 0, 1]);
+    v2.extend_from_slice(&4321u16.to_be_bytes());
+    v2.extend_from_slice(&1935u16.to_be_bytes());
+    s.write_all(&v2).unwrap();
+    handshake(&mut s).expect("RTMP after a version 2 header");
+    // Garbage after the handshake makes the node log the connection, by client.
+    let _ = s.write_all(&[0x45; 64]);
+    wait_logged(&node, "peer=198.51.100.7:4321", Duration::from_secs(5));
+    node.assert_never_printed(&key);
+}

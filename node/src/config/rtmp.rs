@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::{addr_str, duration_str};
 use super::{chunk_size, invalid, positive, ConfigError};
+use crate::peer::Cidr;
 
 /// `[rtmp]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +45,9 @@ pub struct RtmpConfig {
     pub max_partial_bytes: usize,
     /// Ingest threads (each a single-threaded runtime); 0: one per core.
     pub workers: usize,
+    /// Load balancers whose connections start with a PROXY protocol header (v1 or
+    /// v2) naming the real client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for RtmpConfig {
@@ -64,6 +68,7 @@ impl Default for RtmpConfig {
             max_chunk_streams: 64,
             max_partial_bytes: 16 * 1024 * 1024,
             workers: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }

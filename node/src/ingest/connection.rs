@@ -85,9 +85,13 @@ enum End {
 
 /// Runs one connection to its end and logs how it ended. `ticket` is its place in
 /// the admission counts, returned when the connection ends.
+///
+/// `received` holds what arrived already (after a PROXY header, the start of the
+/// handshake).
 pub async fn serve<S>(
     io: S,
     peer: SocketAddr,
+    received: BytesMut,
     ticket: Ticket,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
@@ -99,7 +103,7 @@ pub async fn serve<S>(
         peer,
         ctx,
         ticket,
-        buf: BytesMut::new(),
+        buf: received,
         publish: None,
     };
     let result = conn.run(&cancel).await;

@@ -1,8 +1,11 @@
 //! RTMP ingest: the listener (connection cap taken before accept, TCP_NODELAY), the
-//! ingest threads, and one [`connection`] task per client.
+//! ingest threads, and one task per client: the PROXY header when the client is a
+//! trusted load balancer ([`proxy`]), the per-address caps ([`admission`]), then the
+//! RTMP [`connection`].
 
 pub mod admission;
 pub mod connection;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,13 +163,6 @@ impl Listener {
                     }
                 },
             };
-            let ticket = match self.ctx.admission.admit(peer.ip()) {
-                Ok(t) => t,
-                Err(refusal) => {
-                    debug!(%peer, reason = %refusal, "connection refused");
-                    continue;
-                }
-            };
             if let Err(e) = socket.set_nodelay(true) {
                 debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
@@ -183,7 +179,7 @@ impl Listener {
             let cancel = cancel.clone();
             let task = tracker.track_future(async move {
                 match tokio::net::TcpStream::from_std(socket) {
-                    Ok(socket) => connection::serve(socket, peer, ticket, ctx, cancel).await,
+                    Ok(socket) => admit(socket, peer, ctx, cancel).await,
                     Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
                 }
                 drop(permit);
@@ -191,4 +187,45 @@ impl Listener {
             self.workers.pick().spawn(task);
         }
     }
+}
+
+/// The start of every connection: the real client address (from the PROXY header when
+/// the connection comes from a trusted proxy), the per-address caps, then the RTMP
+/// session.
+async fn admit(
+    mut socket: tokio::net::TcpStream,
+    from: SocketAddr,
+    ctx: Arc<IngestContext>,
+    cancel: CancellationToken,
+) {
+    let (peer, received) = if ctx
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|range| range.contains(from.ip()))
+    {
+        let deadline = ctx.config.handshake_timeout;
+        match tokio::time::timeout(deadline, proxy::read_header(&mut socket)).await {
+            Ok(Ok((proxy::ProxiedPeer::Client(client), rest))) => (client, rest),
+            Ok(Ok((proxy::ProxiedPeer::Local, rest))) => (from, rest),
+            Ok(Err(e)) => {
+                info!(proxy = %from, error = %e, "connection closed");
+                return;
+            }
+            Err(_) => {
+                info!(proxy = %from, "connection closed: no PROXY header within rtmp.handshake_timeout");
+                return;
+            }
+        }
+    } else {
+        (from, bytes::BytesMut::new())
+    };
+    let ticket = match ctx.admission.admit(peer.ip()) {
+        Ok(t) => t,
+        Err(refusal) => {
+            debug!(%peer, reason = %refusal, "connection refused");
+            return;
+        }
+    };
+    connection::serve(socket, peer, received, ticket, ctx, cancel).await;
 }

@@ -200,3 +200,72 @@ impl HookServer {
         self.requests.lock().unwrap().join("\n")
     }
 }
+
+/// nginx's `stream` module as an L4 load balancer in front of one upstream, adding a
+/// PROXY protocol (v1) header to every connection when `proxy_protocol` is set.
+pub struct StreamProxy {
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub port: u16,
+}
+
+impl StreamProxy {
+    pub fn start(upstream_port: u16, proxy_protocol: bool) -> StreamProxy {
+        require("nginx", "nginx libnginx-mod-stream");
+        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+        assert!(
+            Path::new(module).exists(),
+            "{module} is missing: install it with `apt-get install -y libnginx-mod-stream`"
+        );
+        let dir = TempDir::new("nginx-stream");
+        let port = free_port();
+        let d = dir.0.display();
+        let pp = if proxy_protocol {
+            "proxy_protocol on;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+             load_module {module};\nevents {{ worker_connections 256; }}\n\
+             stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{upstream_port}; {pp} }} }}\n"
+        );
+        std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-e")
+            .arg(dir.0.join("error.log"))
+            .arg("-c")
+            .arg(dir.0.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let proxy = StreamProxy {
+            child: Some(child),
+            dir,
+            port,
+        };
+        wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "nginx stream did not listen on {port}: {}",
+                std::fs::read_to_string(proxy.dir.0.join("error.log")).unwrap_or_default()
+            )
+        });
+        proxy
+    }
+}
+
+impl Drop for StreamProxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
