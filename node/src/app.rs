@@ -108,12 +108,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         thumbnails_dir: config.thumbnails.dir.clone(),
         thumbnails,
     });
-    let http_cancel = cancel.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_cancel.cancelled_owned())
-            .await
-    });
+    let http_task = tokio::spawn(http::server::serve(
+        http_listener,
+        router,
+        http::server::HttpLimits {
+            max_connections: config.http.max_connections,
+            header_timeout: config.http.header_timeout,
+        },
+        cancel.clone(),
+        config.status.shutdown_grace,
+    ));
     let ingest_task = tokio::spawn(listener.run(cancel.clone(), tracker.clone()));
 
     shutdown_signal().await;

@@ -218,3 +218,83 @@ fn behind_a_proxy_the_real_client_address_counts() {
     wait_logged(&node, "peer=198.51.100.7:4321", Duration::from_secs(5));
     node.assert_never_printed(&key);
 }
+
+/// Slow HTTP clients (a request head that never ends, an idle kept-alive connection)
+/// are closed at the header deadline; there are never more than `http.max_connections`
+/// of them, so they cannot take the file descriptors the RTMP port needs; an oversized
+/// head is answered 431.
+#[test]
+fn slow_http_clients_are_bounded_and_closed() {
+    use std::io::{Read, Write};
+
+    let node = Node::start(
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20\nheader_timeout = \"2s\"\n",
+    );
+    let (id, key) = node.create_channel("fd-safe");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", node.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // 100 clients send half a request head and stall.
+    let mut slow: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).ok()?;
+            let _ = s.write_all(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            Some(s)
+        })
+        .collect();
+    assert_eq!(slow.len(), 100, "the kernel queues them all");
+    // The node holds at most 20 of them at once.
+    let held = fds().saturating_sub(before);
+    assert!(held <= 25, "the node holds {held} more descriptors");
+    // The RTMP port is unaffected (the API, busy with the slow clients, is not asked).
+    let _p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish");
+    wait_db_live(&node, &id);
+    // Each is closed at its header deadline; the first ones within about 2 s.
+    let first = &mut slow[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = first.read_to_end(&mut sink);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // An idle kept-alive connection is closed too.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    drop(slow);
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = idle.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A head over 16 KiB: 431.
+    let mut big = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 20_000));
+    head.extend_from_slice(b"\r\n\r\n");
+    let _ = big.write_all(&head);
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(node.http_get("/healthz").0, 200);
+    node.assert_never_printed(&key);
+}

@@ -152,6 +152,7 @@ impl Config {
     /// exist); the types checked the rest while parsing.
     pub fn validate(self) -> Result<Config, ConfigError> {
         self.rtmp.validate()?;
+        self.http.validate()?;
         self.database.validate()?;
         self.auth.validate()?;
         self.status.validate()?;

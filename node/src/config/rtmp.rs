@@ -145,12 +145,30 @@ impl RtmpConfig {
 pub struct HttpConfig {
     #[serde(with = "addr_str")]
     pub listen: SocketAddr,
+    /// Most HTTP connections at once (their file descriptors are not the RTMP
+    /// listener's to lose).
+    pub max_connections: usize,
+    /// A request's head must arrive within this time, and an idle kept-alive
+    /// connection is closed after it.
+    #[serde(with = "duration_str")]
+    pub header_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl HttpConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid("http.max_connections", 0, "must be at least 1"));
+        }
+        positive("http.header_timeout", self.header_timeout)
     }
 }

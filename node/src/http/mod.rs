@@ -1,6 +1,9 @@
 //! HTTP: `GET /healthz`, `GET /api/v1/streams` (public data only: never a key, never
 //! a peer address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
-//! `{"error": "..."}`.
+//! `{"error": "..."}`. The server loop that bounds connections and slow clients is
+//! [`server`].
+
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
