@@ -41,9 +41,17 @@ impl Harness {
     }
 
     fn with_auth(rtmp: RtmpConfig, auth: AuthConfig) -> Harness {
+        Harness::build(rtmp, auth, Vec::new())
+    }
+
+    fn build(
+        rtmp: RtmpConfig,
+        auth: AuthConfig,
+        observers: Vec<Arc<dyn streamgate::hub::PublishObserver>>,
+    ) -> Harness {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         let outbox = StatusOutbox::new();
-        let hub = Hub::new(outbox.clone(), Vec::new());
+        let hub = Hub::new(outbox.clone(), observers);
         let auth = Arc::new(Authorizer::new(store.clone(), auth));
         let ctx = Arc::new(IngestContext::new(rtmp, hub.clone(), auth.clone()));
         Harness {
@@ -439,4 +447,60 @@ async fn guesses_wait_longer_and_longer_even_on_connections_opened_earlier() {
     let (valid, _) = h.publish("live", key.expose()).await;
     assert!(valid.is_ok());
     assert_eq!(started.elapsed(), Duration::from_secs(3));
+}
+
+/// Counts what the hub hands a subscriber of every publish.
+#[derive(Default)]
+struct Recorder {
+    messages: std::sync::atomic::AtomicUsize,
+}
+
+impl streamgate::hub::Subscriber for Recorder {
+    fn deliver(&self, _: &streamgate::hub::StreamMessage, _: bool, _: std::time::Instant) {
+        self.messages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn close(&self) {}
+    fn status(&self) -> streamgate::hub::SubscriberStatus {
+        streamgate::hub::SubscriberStatus::default()
+    }
+}
+
+struct Attach(Arc<Recorder>);
+
+impl streamgate::hub::PublishObserver for Attach {
+    fn published(&self, stream: &Arc<streamgate::hub::LiveStream>, _: &Channel) {
+        stream.attach(self.0.clone());
+    }
+}
+
+/// Empty media messages carry nothing and are dropped at ingest: they cost no relay
+/// queue slot.
+#[tokio::test(start_paused = true)]
+async fn empty_media_messages_are_dropped_at_ingest() {
+    let recorder = Arc::new(Recorder::default());
+    let h = Harness::build(
+        RtmpConfig::default(),
+        AuthConfig::default(),
+        vec![Arc::new(Attach(recorder.clone()))],
+    );
+    let (ch, _, mut publisher, _task) = h.live("flooded").await;
+    for i in 0..1000u32 {
+        publisher.send_media(if i % 2 == 0 { 8 } else { 9 }, i, Bytes::new());
+    }
+    publisher.send_media(9, 1000, video());
+    publisher.flush().await.unwrap();
+    // The real message arrived: everything before it was interpreted.
+    for _ in 0..100 {
+        if recorder.messages.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        recorder.messages.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let stats = h.hub.get(&ch.id).unwrap().info().stats;
+    assert_eq!(stats.bytes_total, video().len() as u64);
 }

@@ -18,6 +18,7 @@ pub struct RelayConfig {
     pub per_channel_targets: bool,
     pub chunk_size: u32,
     pub queue_max_bytes: usize,
+    pub queue_max_messages: usize,
     #[serde(with = "duration_str")]
     pub queue_max_delay: Duration,
     #[serde(with = "duration_str")]
@@ -41,6 +42,7 @@ impl Default for RelayConfig {
             per_channel_targets: false,
             chunk_size: 60_000,
             queue_max_bytes: 4 * 1024 * 1024,
+            queue_max_messages: 4096,
             queue_max_delay: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
@@ -64,6 +66,13 @@ impl RelayConfig {
                 "relay.queue_max_bytes",
                 self.queue_max_bytes,
                 "must be at least 65536 (a keyframe must fit)",
+            ));
+        }
+        if self.queue_max_messages < 16 {
+            return Err(invalid(
+                "relay.queue_max_messages",
+                self.queue_max_messages,
+                "must be at least 16 (4096 is a good value)",
             ));
         }
         if self.reconnect_max < self.reconnect_min {

@@ -363,6 +363,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     p.stream.on_metadata(timestamp, payload);
                 }
             }
+            // An empty media message carries nothing: dropped here, before it costs a
+            // relay queue slot.
+            ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
             ServerEvent::Video(m) => {
                 if let Some(p) = &self.publish {
                     p.stream.on_video(m.timestamp, &m.payload);

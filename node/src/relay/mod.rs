@@ -112,6 +112,7 @@ impl RelayManager {
             let link = Arc::new(RelayLink {
                 queue: RelayQueue::new(QueueLimits {
                     max_bytes: self.config.queue_max_bytes,
+                    max_messages: self.config.queue_max_messages,
                     max_delay: self.config.queue_max_delay,
                 }),
                 display_url,

@@ -1,6 +1,8 @@
 //! The queue between ingest and one relay target. Ingest pushes without ever waiting
 //! (it is called under the stream's media lock, see [`crate::hub::Subscriber`]); the
-//! queue is bounded by bytes and by the age of its oldest item. On overflow it
+//! queue is bounded by bytes (each message counted with a fixed overhead besides its
+//! payload, so a flood of tiny messages is bounded too), by the number of messages, and
+//! by the age of its oldest item. On overflow it
 //! drops everything queued and every new message until the next video keyframe, counts
 //! what it dropped, and marks the restart point with [`RelayItem::Resync`] so the relay
 //! re-sends metadata and sequence headers before that keyframe.
@@ -23,19 +25,30 @@ pub enum RelayItem {
     Resync,
 }
 
+/// What a queued message costs besides its payload: its queue slot, the handle on the
+/// shared payload, its timestamp.
+pub const MESSAGE_OVERHEAD: usize = 64;
+
 impl RelayItem {
-    fn size(&self) -> usize {
+    fn payload_len(&self) -> usize {
         match self {
             RelayItem::Message(m) => m.len(),
             RelayItem::Resync => 0,
         }
+    }
+
+    /// What it counts against the byte bound.
+    fn cost(&self) -> usize {
+        self.payload_len() + MESSAGE_OVERHEAD
     }
 }
 
 /// Bounds of a queue.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
+    /// Payload plus [`MESSAGE_OVERHEAD`] per message.
     pub max_bytes: usize,
+    pub max_messages: usize,
     pub max_delay: Duration,
 }
 
@@ -95,7 +108,7 @@ impl RelayQueue {
             .iter()
             .filter(|(i, _)| *i != RelayItem::Resync)
             .count() as u64;
-        let b = q.bytes;
+        let b: usize = q.items.iter().map(|(i, _)| i.payload_len()).sum();
         q.items.clear();
         q.bytes = 0;
         q.waiting_keyframe = true;
@@ -116,7 +129,7 @@ impl RelayQueue {
     /// Queues an item. `keyframe` marks a video keyframe (a restart point). Never blocks
     /// for longer than the short critical section.
     pub fn push(&self, item: RelayItem, keyframe: bool, now: Instant) {
-        let size = item.size();
+        let size = item.cost();
         let mut q = self.inner.lock();
         if q.closed {
             return;
@@ -125,7 +138,9 @@ impl RelayQueue {
             .items
             .front()
             .is_some_and(|(_, t)| now.duration_since(*t) > self.limits.max_delay);
-        if !q.waiting_keyframe && (q.bytes + size > self.limits.max_bytes || too_old) {
+        let full =
+            q.bytes + size > self.limits.max_bytes || q.items.len() >= self.limits.max_messages;
+        if !q.waiting_keyframe && (full || too_old) {
             self.clear(&mut q);
         }
         if q.waiting_keyframe {
@@ -133,7 +148,7 @@ impl RelayQueue {
                 let started = q.started;
                 drop(q);
                 if started {
-                    self.count_drop(1, size);
+                    self.count_drop(1, item.payload_len());
                 }
                 return;
             }
@@ -200,7 +215,8 @@ mod tests {
 
     fn limits() -> QueueLimits {
         QueueLimits {
-            max_bytes: 1000,
+            max_bytes: 1000 + 4 * MESSAGE_OVERHEAD,
+            max_messages: 100,
             max_delay: Duration::from_secs(2),
         }
     }
@@ -260,5 +276,40 @@ mod tests {
         assert_eq!(out.len(), 2, "what was queued is still delivered");
         q.push(media(1), true, Instant::now());
         assert!(!q.drain(&mut Vec::new()));
+    }
+
+    #[test]
+    fn a_flood_of_tiny_messages_is_bounded_by_count_and_overhead() {
+        let q = RelayQueue::new(QueueLimits {
+            max_bytes: 1 << 20,
+            max_messages: 1000,
+            max_delay: Duration::from_secs(60),
+        });
+        let t = Instant::now();
+        q.push(media(1), true, t);
+        for _ in 0..100_000 {
+            q.push(media(1), false, t);
+        }
+        let mut out = Vec::new();
+        q.drain(&mut out);
+        assert!(
+            out.is_empty(),
+            "dropped to the next keyframe: {} queued",
+            out.len()
+        );
+        assert_eq!(q.stats.dropped_messages.load(Ordering::Relaxed), 100_001);
+        assert_eq!(q.stats.dropped_bytes.load(Ordering::Relaxed), 100_001);
+        // One-byte payloads still cost their overhead against the byte bound.
+        let q = RelayQueue::new(QueueLimits {
+            max_bytes: 100 * (1 + MESSAGE_OVERHEAD),
+            max_messages: 1_000_000,
+            max_delay: Duration::from_secs(60),
+        });
+        q.push(media(1), true, t);
+        for _ in 0..150 {
+            q.push(media(1), false, t);
+        }
+        q.drain(&mut out);
+        assert!(out.len() < 100, "{}", out.len());
     }
 }
