@@ -63,9 +63,16 @@ pub enum ChannelCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set the channel's own extra relay targets (used with relay.per_channel_targets);
-    /// no URL clears them. They may embed third-party keys and are never printed.
-    SetRelayTargets { id: Uuid, urls: Vec<String> },
+    /// Set the channel's own extra relay targets (used with relay.per_channel_targets),
+    /// one URL a line, from standard input or --file (never from the command line:
+    /// they may embed third-party keys, which must not land in `ps` or a shell
+    /// history). No URL clears them. They are never printed.
+    SetRelayTargets {
+        id: Uuid,
+        /// Read the URLs from this file instead of standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Delete a channel; a live publish is ended.
     Delete { id: Uuid },
 }
@@ -91,7 +98,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             app::serve(config).await
         }
         Command::CheckConfig => {
-            print!("{}", toml::to_string_pretty(&config)?);
+            print!("{}", config.redacted_toml());
             Ok(())
         }
         Command::Channel(cmd) => channel(cmd, &config).await,
@@ -162,7 +169,25 @@ async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
                 println!("A live publish with the old key ends within auth.recheck_interval.");
             }
         }
-        ChannelCommand::SetRelayTargets { id, urls } => {
+        ChannelCommand::SetRelayTargets { id, file } => {
+            let text = match &file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            // One URL a line; blank lines and # comments are skipped.
+            let urls: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            anyhow::ensure!(
+                urls.len() <= config.relay.max_channel_targets,
+                "{} relay targets given; relay.max_channel_targets allows {}",
+                urls.len(),
+                config.relay.max_channel_targets
+            );
             for (i, u) in urls.iter().enumerate() {
                 TargetTemplate::new(u)
                     .map_err(|e| anyhow::anyhow!("relay target {} {e}", i + 1))?;

@@ -375,14 +375,16 @@ fn two_targets_rtmps_and_per_channel_targets() {
     let ca_file = write_file(&dir.0, "ca.pem", &ca_pem);
     let node = Node::start(&format!(
         "[relay]\ntargets = [\"rtmp://127.0.0.1:{p}/live/{{channel_id}}\", \"rtmps://localhost:{tls_port}/live2/{{thumb_id}}\"]\n\
-         per_channel_targets = true\nca_file = \"{}\"\n",
+         per_channel_targets = true\nallow_private_targets = true\nca_file = \"{}\"\n",
         ca_file.display(),
         p = nginx.port
     ));
     let (id, key) = node.create_channel("multi");
     let third_party = "third-party-secret-name";
     let extra = format!("rtmp://127.0.0.1:{}/restream/{third_party}", nginx.port);
-    node.cli(&["channel", "set-relay-targets", &id, &extra]);
+    // From standard input: a third party's key never stands on a command line.
+    let (ok, _, err) = node.cli_stdin(&["channel", "set-relay-targets", &id], &extra);
+    assert!(ok, "{err}");
     let thumb_id = {
         use md5::{Digest, Md5};
         hex::encode(Md5::digest(id.as_bytes()))
@@ -409,6 +411,46 @@ fn two_targets_rtmps_and_per_channel_targets() {
         ff.wait(Duration::from_secs(20)).expect("done").success(),
         "{}",
         ff.stderr()
+    );
+    node.assert_never_printed(&key);
+    node.assert_never_printed(third_party);
+}
+
+/// A channel's own targets come from the database, not the operator's file: by default
+/// they may not reach the node's own network, the CLI takes at most
+/// `relay.max_channel_targets` of them, and an upstream's refusal text never reaches
+/// the API.
+#[test]
+fn a_channels_own_targets_may_not_reach_internal_addresses() {
+    let nginx = Nginx::start(&["restream"], None);
+    let node = Node::start("[relay]\nper_channel_targets = true\nmax_channel_targets = 2\n");
+    let (id, key) = node.create_channel("contained");
+    let third_party = "third-party-secret-name";
+    let extra = format!("rtmp://127.0.0.1:{}/restream/{third_party}\n", nginx.port);
+    let (ok, out, err) = node.cli_stdin(&["channel", "set-relay-targets", &id], &extra.repeat(3));
+    assert!(!ok, "three targets refused: {out}");
+    assert!(err.contains("relay.max_channel_targets"), "{err}");
+    assert!(!err.contains(third_party) && !out.contains(third_party));
+    let (ok, _, err) = node.cli_stdin(&["channel", "set-relay-targets", &id], &extra);
+    assert!(ok, "{err}");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 6);
+    let s = wait_for(Duration::from_secs(15), || {
+        node.stream(&id)
+            .filter(|s| relay_of(s, "restream")["last_error"].is_string())
+    })
+    .expect("the relay reports why it does not connect");
+    assert_eq!(
+        relay_of(&s, "restream")["last_error"],
+        "destination not allowed"
+    );
+    assert_eq!(relay_of(&s, "restream")["connected"], false);
+    assert!(ff.wait(Duration::from_secs(20)).expect("done").success());
+    assert!(
+        !nginx
+            .hls_dir("restream")
+            .join(format!("{third_party}.m3u8"))
+            .exists(),
+        "nothing reached the internal address"
     );
     node.assert_never_printed(&key);
     node.assert_never_printed(third_party);

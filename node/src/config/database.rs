@@ -40,6 +40,44 @@ impl DatabaseUrl {
     }
 }
 
+impl DatabaseUrl {
+    /// The URL as it may be printed: the password (in the userinfo or as a
+    /// `password=` parameter) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let DatabaseUrl::Postgres(url) = self else {
+            return self.to_string();
+        };
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url.as_str(), None),
+        };
+        let base = match base.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    let masked = if userinfo.contains(':') { ":***" } else { "" };
+                    format!("{scheme}://{user}{masked}@{host}")
+                }
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        };
+        match query {
+            None => base,
+            Some(q) => {
+                let q: Vec<String> = q
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => pair.to_string(),
+                    })
+                    .collect();
+                format!("{base}?{}", q.join("&"))
+            }
+        }
+    }
+}
+
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -219,5 +257,29 @@ impl DatabaseConfig {
             }
         }
         pem_file("database.ca_file", &self.ca_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        let u = DatabaseUrl::parse(
+            "postgres://postgres.abc:s3cr3t@pooler.example:5432/db?sslmode=require&password=other",
+        )
+        .unwrap();
+        let r = u.redacted();
+        assert_eq!(
+            r,
+            "postgres://postgres.abc:***@pooler.example:5432/db?sslmode=require&password=***"
+        );
+        let u = DatabaseUrl::parse("postgresql://host/db").unwrap();
+        assert_eq!(u.redacted(), "postgresql://host/db");
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:./x.db").unwrap().redacted(),
+            "sqlite:./x.db"
+        );
     }
 }

@@ -170,6 +170,28 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The whole configuration as TOML, with every default filled in, as it may be
+    /// shown (`check-config`): the database password and the literal parts of relay
+    /// targets (which may be third parties' keys) masked.
+    pub fn redacted_toml(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("the config serializes");
+        if let Some(db) = value.get_mut("database").and_then(|d| d.as_table_mut()) {
+            db.insert("url".into(), self.database.url.redacted().into());
+        }
+        if let Some(relay) = value.get_mut("relay").and_then(|r| r.as_table_mut()) {
+            let targets: Vec<toml::Value> = self
+                .relay
+                .targets
+                .iter()
+                .map(|t| t.redacted().into())
+                .collect();
+            relay.insert("targets".into(), targets.into());
+        }
+        toml::to_string_pretty(&value).expect("TOML values print")
+    }
+}
+
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -342,5 +364,25 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn check_config_output_hides_passwords_and_relay_keys() {
+        let c = load(
+            "[database]\nurl = \"postgres://u:hunter2@db/x\"\n[relay]\ntargets = [\"rtmp://cdn/live2/3rd-party-key\", \"rtmp://o/live/{channel_id}\"]\n",
+            &[],
+        )
+        .unwrap();
+        let shown = c.redacted_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("3rd-party-key"),
+            "{shown}"
+        );
+        assert!(shown.contains("rtmp://o:1935/live/{channel_id}"), "{shown}");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("3rd-party-key"),
+            "{debug}"
+        );
     }
 }

@@ -16,6 +16,11 @@ pub struct RelayConfig {
     pub targets: Vec<TargetTemplate>,
     /// Also relay to each channel's own extra targets from the store.
     pub per_channel_targets: bool,
+    /// Most own targets used per channel.
+    pub max_channel_targets: usize,
+    /// Whether a channel's own targets may reach private, loopback and link-local
+    /// addresses (the node's own network).
+    pub allow_private_targets: bool,
     pub chunk_size: u32,
     pub queue_max_bytes: usize,
     pub queue_max_messages: usize,
@@ -40,6 +45,8 @@ impl Default for RelayConfig {
         Self {
             targets: Vec::new(),
             per_channel_targets: false,
+            max_channel_targets: 4,
+            allow_private_targets: false,
             chunk_size: 60_000,
             queue_max_bytes: 4 * 1024 * 1024,
             queue_max_messages: 4096,

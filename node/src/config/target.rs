@@ -123,10 +123,9 @@ impl fmt::Debug for RelayUrl {
 pub struct TargetTemplate(String);
 
 impl fmt::Debug for TargetTemplate {
-    /// Without the query string, which may hold a token.
+    /// Redacted: no userinfo, no query, literal stream path segments masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = self.0.split('?').next().unwrap_or_default();
-        write!(f, "TargetTemplate({shown:?})")
+        write!(f, "TargetTemplate({:?})", self.redacted())
     }
 }
 
@@ -170,6 +169,54 @@ impl TargetTemplate {
 
     pub fn render(&self, v: &TemplateValues<'_>) -> Result<RelayUrl, TargetError> {
         RelayUrl::parse(&self.render_raw(v))
+    }
+
+    /// The stream path after the application, each segment shown through `show` when
+    /// it is made of placeholders only, and as `***` when it has literal text (which
+    /// may be a third party's stream key).
+    fn masked_stream_path(&self, show: impl Fn(&str) -> String) -> String {
+        let without_query = self.0.split('?').next().unwrap_or_default();
+        let path = without_query
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .and_then(|(_, path)| path.split_once('/'))
+            .map_or("", |(_app, stream)| stream);
+        path.split('/')
+            .map(|segment| {
+                let literal = PLACEHOLDERS
+                    .iter()
+                    .fold(segment.to_string(), |rest, ph| rest.replace(ph, ""));
+                if literal.is_empty() {
+                    show(segment)
+                } else {
+                    "***".to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// What the API shows of a target rendered for one channel: scheme, host, port,
+    /// application and the placeholder values; literal path segments are `***`.
+    pub fn public_url(&self, v: &TemplateValues<'_>) -> Result<String, TargetError> {
+        let url = self.render(v)?;
+        let path =
+            self.masked_stream_path(|segment| TargetTemplate(segment.to_string()).render_raw(v));
+        Ok(format!("{}/{path}", url.tc_url()))
+    }
+
+    /// The template as it may be printed (`check-config`, `Debug`): no userinfo, no
+    /// query, placeholders kept, literal stream path segments `***`.
+    pub fn redacted(&self) -> String {
+        let sample = TemplateValues {
+            channel_id: "{channel_id}",
+            thumb_id: "{thumb_id}",
+            name: "{name}",
+        };
+        let tc_url = RelayUrl::parse(&self.render_raw(&sample))
+            .map(|u| u.tc_url())
+            .unwrap_or_else(|_| "rtmp://?".into());
+        format!("{tc_url}/{}", self.masked_stream_path(str::to_string))
     }
 }
 
@@ -258,5 +305,34 @@ mod tests {
             TargetTemplate::new("rtmp://x/a/{key}"),
             Err(TargetError::Placeholder("{key}".into()))
         );
+    }
+
+    #[test]
+    fn literal_path_segments_are_masked_wherever_a_target_is_shown() {
+        let v = TemplateValues {
+            channel_id: "abc",
+            thumb_id: "def",
+            name: "My Show",
+        };
+        let t =
+            TargetTemplate::new("rtmp://user:pw@a.rtmp.youtube.com/live2/xxxx-3rd-party-key?x=1")
+                .unwrap();
+        assert_eq!(
+            t.public_url(&v).unwrap(),
+            "rtmp://a.rtmp.youtube.com:1935/live2/***"
+        );
+        assert_eq!(t.redacted(), "rtmp://a.rtmp.youtube.com:1935/live2/***");
+        assert!(!format!("{t:?}").contains("3rd-party") && !format!("{t:?}").contains("pw"));
+        let t = TargetTemplate::new(
+            "rtmps://cdn:8443/app/{channel_id}/{name}_{thumb_id}/k3y-{channel_id}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.public_url(&v).unwrap(),
+            "rtmps://cdn:8443/app/abc/***/***"
+        );
+        assert_eq!(t.redacted(), "rtmps://cdn:8443/app/{channel_id}/***/***");
+        let t = TargetTemplate::new("rtmp://origin/live/{channel_id}").unwrap();
+        assert_eq!(t.public_url(&v).unwrap(), "rtmp://origin:1935/live/abc");
     }
 }

@@ -81,34 +81,35 @@ impl RelayManager {
             thumb_id: &thumb_id,
             name: &channel.name,
         };
-        let mut targets: Vec<(RelayUrl, String)> = Vec::new();
+        // (url, what the API shows, whether it is a channel's own target)
+        let mut targets: Vec<(RelayUrl, String, bool)> = Vec::new();
+        let shown = |t: &TargetTemplate| {
+            t.render(&values)
+                .and_then(|u| Ok((u, t.public_url(&values)?)))
+        };
         for t in &self.config.targets {
-            match t.render(&values) {
-                Ok(url) => {
-                    let shown = url.redacted();
-                    targets.push((url, shown));
-                }
+            match shown(t) {
+                Ok((url, public)) => targets.push((url, public, false)),
                 Err(e) => {
                     warn!(channel_id = %channel.id, error = %e, "relay target does not render for this channel")
                 }
             }
         }
         if self.config.per_channel_targets {
-            for (i, raw) in channel.relay_targets.iter().enumerate() {
-                match TargetTemplate::new(raw).and_then(|t| t.render(&values)) {
-                    Ok(url) => {
-                        // A per-channel target often embeds a third party's stream key
-                        // as its name: never show the name.
-                        let shown = format!("{}/***", url.tc_url());
-                        targets.push((url, shown));
-                    }
+            let own = &channel.relay_targets;
+            if own.len() > self.config.max_channel_targets {
+                warn!(channel_id = %channel.id, targets = own.len(), used = self.config.max_channel_targets, "the channel has more relay targets than relay.max_channel_targets; using the first ones");
+            }
+            for (i, raw) in own.iter().take(self.config.max_channel_targets).enumerate() {
+                match TargetTemplate::new(raw).and_then(|t| shown(&t)) {
+                    Ok((url, public)) => targets.push((url, public, true)),
                     Err(e) => {
                         warn!(channel_id = %channel.id, index = i, error = %e, "channel relay target unusable")
                     }
                 }
             }
         }
-        for (url, display_url) in targets {
+        for (url, display_url, channel_own) in targets {
             let link = Arc::new(RelayLink {
                 queue: RelayQueue::new(QueueLimits {
                     max_bytes: self.config.queue_max_bytes,
@@ -123,6 +124,9 @@ impl RelayManager {
                 stream: stream.clone(),
                 link,
                 url,
+                // A channel's own target comes from the channels table, not from the
+                // operator's file: it may not point inside the node's network.
+                restricted: channel_own && !self.config.allow_private_targets,
                 config: self.config.clone(),
                 tls: self.tls.clone(),
             };
@@ -149,6 +153,7 @@ pub struct RelayLink {
 }
 
 impl RelayLink {
+    /// `error` is what the API may show: a short reason, never the upstream's text.
     fn set_error(&self, error: Option<String>) {
         *self.last_error.lock() = error;
     }

@@ -37,6 +37,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream for T {}
 pub enum RelayError {
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
+    #[error("a channel's own target may not reach a private, loopback or link-local address (relay.allow_private_targets)")]
+    Forbidden,
     #[error("TLS: {0}")]
     Tls(std::io::Error),
     #[error("no answer within {0:?}")]
@@ -53,6 +55,61 @@ pub enum RelayError {
     Protocol(#[from] SessionError),
     #[error("handshake: {0}")]
     Handshake(#[from] rtmp::handshake::HandshakeError),
+}
+
+impl RelayError {
+    /// What the public API may show: a short fixed reason, plus the upstream's status
+    /// code reduced to letters, digits and dots (an upstream's own text is never
+    /// passed on).
+    pub fn public_reason(&self) -> String {
+        match self {
+            RelayError::Connect(_) => "cannot connect".into(),
+            RelayError::Forbidden => "destination not allowed".into(),
+            RelayError::Tls(_) => "TLS failed".into(),
+            RelayError::Timeout(_) => "no answer in time".into(),
+            RelayError::Refused { code, .. } => {
+                let code: String = code
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+                    .take(64)
+                    .collect();
+                format!("upstream refused: {code}")
+            }
+            RelayError::Closed => "upstream closed the connection".into(),
+            RelayError::Write(_) => "upstream stalled".into(),
+            RelayError::Io(_) => "connection lost".into(),
+            RelayError::Protocol(_) | RelayError::Handshake(_) => "protocol error".into(),
+        }
+    }
+}
+
+/// Addresses a channel's own target may not reach: the node's own network.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                // Carrier-grade NAT, 100.64.0.0/10.
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
+                    || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
+            }
+        },
+    }
 }
 
 impl From<PublishError> for RelayError {
@@ -77,6 +134,8 @@ pub struct RelayTask {
     /// Its queue and state.
     pub link: Arc<RelayLink>,
     pub url: RelayUrl,
+    /// Refuse internal destinations (a channel's own target).
+    pub restricted: bool,
     pub config: Arc<RelayConfig>,
     pub tls: TlsConnector,
 }
@@ -108,7 +167,7 @@ impl RelayTask {
                 }
                 Err(e) => {
                     warn!(%channel_id, target = %self.link.display_url, error = %e, "relay connection failed; will reconnect");
-                    self.link.set_error(Some(e.to_string()));
+                    self.link.set_error(Some(e.public_reason()));
                 }
             }
             if started.elapsed() >= STABLE_AFTER {
@@ -144,8 +203,15 @@ impl RelayTask {
         let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port))
             .await
             .map_err(RelayError::Connect)?;
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address");
+        let mut last = RelayError::Connect(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "host has no address",
+        ));
         for addr in addrs {
+            if self.restricted && is_internal(addr.ip()) {
+                last = RelayError::Forbidden;
+                continue;
+            }
             let socket = if addr.is_ipv4() {
                 TcpSocket::new_v4()
             } else {
@@ -159,10 +225,10 @@ impl RelayTask {
             }
             match socket.connect(addr).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = e,
+                Err(e) => last = RelayError::Connect(e),
             }
         }
-        Err(RelayError::Connect(last))
+        Err(last)
     }
 
     async fn connect(&self) -> Result<Box<dyn Upstream>, RelayError> {
@@ -290,6 +356,45 @@ fn send_headers(session: &mut ClientSession, snapshot: &media::Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.113.9", "8.8.8.8", "2001:db8::1", "100.128.0.1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn an_upstreams_text_never_reaches_the_api() {
+        let e = RelayError::Refused {
+            code: "NetStream.Publish.BadName\n<script>".into(),
+            description: "whatever the upstream says, with a key sk_live_123".into(),
+        };
+        assert_eq!(
+            e.public_reason(),
+            "upstream refused: NetStream.Publish.BadNamescript"
+        );
+        assert_eq!(
+            RelayError::Closed.public_reason(),
+            "upstream closed the connection"
+        );
+    }
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_caps() {

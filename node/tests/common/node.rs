@@ -182,6 +182,33 @@ impl Node {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs a CLI subcommand with `input` on its standard input; returns (success,
+    /// stdout, stderr).
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(&self.dir.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run streamgate cli");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
     /// Creates a channel; returns (id, key).
     pub fn create_channel(&self, name: &str) -> (String, String) {
         let v: serde_json::Value =
