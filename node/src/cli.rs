@@ -41,6 +41,17 @@ pub enum Command {
     /// Internal: the thumbnail decoder subprocess (started by `serve`).
     #[command(hide = true)]
     ThumbnailWorker,
+    /// Internal: runs PROGRAM with limits on address space and CPU time (how `serve`
+    /// starts decoders).
+    #[command(hide = true)]
+    RunLimited {
+        #[arg(long)]
+        memory_mib: u64,
+        #[arg(long)]
+        cpu_seconds: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,7 +117,11 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", store::migrate(&config).await?);
             Ok(())
         }
-        Command::ThumbnailWorker => Ok(crate::thumbs::worker::run()?),
+        Command::ThumbnailWorker | Command::RunLimited { .. } => {
+            anyhow::bail!(
+                "internal subcommand: run by `streamgate serve`, not with a configuration"
+            )
+        }
     }
 }
 

@@ -8,15 +8,31 @@ use streamgate::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, cli::Command::ThumbnailWorker) {
-        // A subprocess of `serve`: no configuration, no runtime, just stdin/stdout.
-        return match streamgate::thumbs::worker::run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("streamgate thumbnail-worker: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    // Subprocesses of `serve`: no configuration, no runtime.
+    match &cli.command {
+        cli::Command::ThumbnailWorker => {
+            return match streamgate::thumbs::worker::run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("streamgate thumbnail-worker: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        cli::Command::RunLimited {
+            memory_mib,
+            cpu_seconds,
+            command,
+        } => {
+            let limits = streamgate::thumbs::sandbox::DecoderLimits {
+                memory_mib: *memory_mib,
+                cpu_seconds: *cpu_seconds,
+            };
+            let e = streamgate::thumbs::sandbox::run_limited(limits, &command[0], &command[1..]);
+            eprintln!("streamgate run-limited: cannot run {:?}: {e}", command[0]);
+            return ExitCode::FAILURE;
+        }
+        _ => {}
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,

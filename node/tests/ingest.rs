@@ -465,3 +465,34 @@ fn guessing_is_slowed_down_and_a_valid_key_from_the_same_address_still_goes_live
     }
     node.assert_never_printed(&key);
 }
+
+/// `.env` is read from the working directory only, not from any directory above it.
+#[test]
+fn dot_env_is_read_from_the_working_directory_only() {
+    let dir = TempDir::new("dotenv");
+    let child = dir.0.join("child");
+    std::fs::create_dir_all(&child).unwrap();
+    write_file(&dir.0, ".env", "STREAMGATE_RTMP_APP=fromparent\n");
+    let run = |cwd: &std::path::Path| {
+        let out = Command::new(bin())
+            .arg("check-config")
+            .current_dir(cwd)
+            .env_remove("STREAMGATE_RTMP_APP")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        run(&dir.0).contains("app = \"fromparent\""),
+        "read where it is"
+    );
+    assert!(
+        run(&child).contains("app = \"live\""),
+        "not read from a parent"
+    );
+}

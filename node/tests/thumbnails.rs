@@ -340,8 +340,11 @@ fn a_hanging_ffmpeg_is_killed_at_the_deadline() {
         &dir.0,
         "ffmpeg",
         &format!(
-            "#!/bin/sh\nif [ \"$1\" = \"-version\" ]; then echo 'ffmpeg version fake'; exit 0; fi\necho $$ >> {}\nexec sleep 60\n",
-            pid_file.display()
+            "#!/bin/sh\nif [ \"$1\" = \"-version\" ]; then echo 'ffmpeg version fake'; exit 0; fi\n\
+             env > {env}\ncat /proc/$$/limits > {limits}\necho $$ >> {pid}\nexec sleep 60\n",
+            env = dir.0.join("env").display(),
+            limits = dir.0.join("limits").display(),
+            pid = pid_file.display()
         ),
     );
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -369,6 +372,33 @@ fn a_hanging_ffmpeg_is_killed_at_the_deadline() {
     })
     .unwrap_or_else(|| panic!("decoder {pid} still exists"));
     assert!(node.stream(&id).is_some(), "ingest unaffected");
+    // It ran with nothing of the node's environment (which has the test runner's
+    // CARGO_* variables), and under the decoder limits.
+    let env = std::fs::read_to_string(dir.0.join("env")).unwrap();
+    assert!(env.contains("PATH="), "{env}");
+    assert!(
+        !env.contains("CARGO"),
+        "the environment was not cleared:\n{env}"
+    );
+    let limits = std::fs::read_to_string(dir.0.join("limits")).unwrap();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter(|w| w.parse::<u64>().is_ok())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        limit("Max address space"),
+        "1073741824 1073741824",
+        "{limits}"
+    );
+    assert_eq!(limit("Max cpu time"), "1 2", "{limits}");
     node.assert_never_printed(&key);
 }
 
@@ -682,4 +712,45 @@ fn hundreds_of_channels_each_get_a_thumbnail_and_a_fresh_one_every_interval() {
         }
         assert!(thumb_path(&node, id).exists());
     }
+}
+
+/// The long-lived worker too: a cleared environment, and limits.
+#[test]
+fn the_worker_runs_with_a_cleared_environment_and_limits() {
+    let node = Node::start(&thumbs_config("decoder_memory_mib = 512\n"));
+    let (id, key) = node.create_channel("sandboxed");
+    let path = thumb_path(&node, &id);
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 10);
+    wait_for(Duration::from_secs(15), || path.exists().then_some(())).expect("thumbnail");
+    let node_pid = node.pid();
+    let worker = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(node_pid) && String::from_utf8_lossy(&cmd).contains("thumbnail-worker")
+        })
+        .expect("a worker process");
+    // Only PATH and the worker's allocator tunables: nothing of the node's environment
+    // (which has the test runner's CARGO_* variables).
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{worker}/environ")).unwrap())
+            .replace('\0', "\n");
+    assert!(
+        environ.contains("PATH=") && environ.contains("GLIBC_TUNABLES="),
+        "{environ}"
+    );
+    assert!(!environ.contains("CARGO"), "{environ}");
+    let limits = std::fs::read_to_string(format!("/proc/{worker}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert!(line.contains("536870912"), "{line}");
+    node.assert_never_printed(&key);
 }

@@ -117,7 +117,9 @@ impl Config {
     /// Loads `path` (or the default file when present, or nothing), applies `.env` and
     /// `STREAMGATE_*` overrides, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let _ = dotenvy::dotenv();
+        // `.env` of the working directory only: dotenvy's default would also search
+        // every parent directory.
+        let _ = dotenvy::from_path(".env");
         let (table, origin) = match path {
             Some(p) => (read_table(p)?, p.display().to_string()),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => (

@@ -35,6 +35,8 @@ pub struct ThumbnailConfig {
     /// A decoder still running after this is killed.
     #[serde(with = "duration_str")]
     pub timeout: Duration,
+    /// Address space of each decoder process, MiB.
+    pub decoder_memory_mib: u64,
     pub decoder: ThumbnailDecoder,
     /// The ffmpeg program (name on PATH or absolute path).
     pub ffmpeg: String,
@@ -50,6 +52,7 @@ impl Default for ThumbnailConfig {
             quality: 80,
             workers: 0,
             timeout: Duration::from_secs(5),
+            decoder_memory_mib: 1024,
             decoder: ThumbnailDecoder::Worker,
             ffmpeg: "ffmpeg".into(),
         }
@@ -88,6 +91,13 @@ impl ThumbnailConfig {
                 "thumbnails.dir",
                 "\"\"",
                 "must name a folder, e.g. \"./data/thumbs\"",
+            ));
+        }
+        if self.decoder_memory_mib < 64 {
+            return Err(invalid(
+                "thumbnails.decoder_memory_mib",
+                self.decoder_memory_mib,
+                "must be at least 64 (1024 decodes 4K keyframes)",
             ));
         }
         if self.ffmpeg.is_empty() {

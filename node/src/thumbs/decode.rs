@@ -17,6 +17,7 @@ use tokio::process::Command;
 use tracing::{debug, info, warn};
 
 use super::pool::WorkerPool;
+use super::sandbox::{self, DecoderLimits};
 use super::ThumbError;
 use crate::config::{ThumbnailConfig, ThumbnailDecoder};
 
@@ -29,6 +30,8 @@ const MAX_STDERR_BYTES: usize = 4096;
 /// from what the machine has.
 pub struct Decoders {
     config: ThumbnailConfig,
+    /// This binary, which starts ffmpeg under limits.
+    exe: std::path::PathBuf,
     /// Our own H.264 workers, when `thumbnails.decoder = "worker"`.
     workers: Option<WorkerPool>,
     /// Whether ffmpeg runs here.
@@ -54,11 +57,15 @@ impl Decoders {
             }
         };
         let workers = match config.decoder {
-            ThumbnailDecoder::Worker => Some(WorkerPool::of_current_exe(config.timeout)?),
+            ThumbnailDecoder::Worker => Some(WorkerPool::of_current_exe(
+                config.timeout,
+                config.decoder_memory_mib,
+            )?),
             ThumbnailDecoder::Ffmpeg => None,
         };
         Ok(Some(Decoders {
             config: config.clone(),
+            exe: std::env::current_exe()?,
             workers,
             ffmpeg,
         }))
@@ -80,12 +87,12 @@ impl Decoders {
                     // openh264 lacks interlaced, 10-bit and 4:2:2 H.264: ffmpeg has them.
                     Err(ThumbError::Decode(reason)) if self.ffmpeg => {
                         debug!(%reason, "worker could not decode; trying ffmpeg");
-                        ffmpeg_to_jpeg(&self.config, input, format).await?
+                        ffmpeg_to_jpeg(&self.config, &self.exe, input, format).await?
                     }
                     Err(e) => return Err(e),
                 }
             }
-            _ if self.ffmpeg => ffmpeg_to_jpeg(&self.config, input, format).await?,
+            _ if self.ffmpeg => ffmpeg_to_jpeg(&self.config, &self.exe, input, format).await?,
             _ => return Err(ThumbError::NoDecoder(format)),
         };
         Ok(Some(jpeg))
@@ -126,12 +133,19 @@ fn mjpeg_qscale(quality: u8) -> u8 {
 /// Runs one ffmpeg over `input`; returns the JPEG.
 async fn ffmpeg_to_jpeg(
     config: &ThumbnailConfig,
+    exe: &std::path::Path,
     input: Vec<u8>,
     format: &str,
 ) -> Result<Vec<u8>, ThumbError> {
     let scale = format!("scale='min({w},iw)':-2", w = config.width);
     let q = mjpeg_qscale(config.quality).to_string();
-    let mut child = Command::new(&config.ffmpeg)
+    let limits = DecoderLimits {
+        memory_mib: config.decoder_memory_mib,
+        // The deadline kills it anyway; this also bounds what it burns until then.
+        cpu_seconds: config.timeout.as_secs().max(1),
+    };
+    let no_args: [&str; 0] = [];
+    let mut child = sandbox::limited_command(exe, limits, &config.ffmpeg, no_args)
         .args([
             "-hide_banner",
             "-nostdin",

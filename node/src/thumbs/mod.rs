@@ -6,13 +6,15 @@
 //!
 //! - [`schedule`]: who is next (earliest due first, so no channel starves);
 //! - [`decode`]: which decoder, outside the node's process;
-//! - [`pool`] / [`worker`]: our long-lived H.264 decoder processes.
+//! - [`pool`] / [`worker`]: our long-lived H.264 decoder processes;
+//! - [`sandbox`]: how every decoder process is started (cleared environment, limits).
 //!
 //! Bounded: `thumbnails.workers` decodes at once, each with a deadline (the process is
 //! killed and reaped when it passes); a decode starts as soon as one is free.
 
 pub mod decode;
 pub mod pool;
+pub mod sandbox;
 mod schedule;
 pub mod worker;
 

@@ -11,16 +11,25 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+use super::sandbox::{self, DecoderLimits};
 use super::worker::{MAGIC, MAX_REQUEST};
 use super::ThumbError;
 
 /// Largest answer accepted from a worker.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// CPU time a worker may use in its life (it is limited like every decoder); it is
+/// retired after [`MAX_REQUESTS_PER_WORKER`] requests, long before it gets there
+/// (a 720p thumbnail takes about 9 ms).
+const WORKER_CPU_SECONDS: u64 = 600;
+/// Requests a worker serves before it is replaced.
+const MAX_REQUESTS_PER_WORKER: u32 = 10_000;
 
 struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// Requests served so far.
+    served: u32,
 }
 
 impl Worker {
@@ -78,17 +87,31 @@ impl WorkerPool {
         }
     }
 
-    /// A pool of this very binary's workers.
-    pub fn of_current_exe(timeout: Duration) -> std::io::Result<Self> {
-        Ok(Self::new(
-            std::env::current_exe()?,
-            vec!["thumbnail-worker".into()],
-            timeout,
-        ))
+    /// A pool of this very binary's workers, each under `memory_mib` of address space
+    /// (see [`sandbox`]).
+    pub fn of_current_exe(timeout: Duration, memory_mib: u64) -> std::io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let limits = DecoderLimits {
+            memory_mib,
+            cpu_seconds: WORKER_CPU_SECONDS,
+        };
+        let args = vec![
+            "run-limited".into(),
+            "--memory-mib".into(),
+            limits.memory_mib.to_string(),
+            "--cpu-seconds".into(),
+            limits.cpu_seconds.to_string(),
+            "--".into(),
+            exe.display().to_string(),
+            "thumbnail-worker".into(),
+        ];
+        Ok(Self::new(exe, args, timeout))
     }
 
     fn spawn(&self) -> Result<Worker, ThumbError> {
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        sandbox::clear_environment(&mut command);
+        let mut child = command
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -110,6 +133,7 @@ impl WorkerPool {
             stdin: child.stdin.take().expect("piped"),
             stdout: BufReader::new(child.stdout.take().expect("piped")),
             child,
+            served: 0,
         })
     }
 
@@ -133,7 +157,10 @@ impl WorkerPool {
         let width = width.min(u16::MAX as u32) as u16;
         match tokio::time::timeout(self.timeout, worker.exchange(annexb, width, quality)).await {
             Ok(Ok(answer)) => {
-                self.idle.lock().expect("pool lock").push(worker);
+                worker.served += 1;
+                if worker.served < MAX_REQUESTS_PER_WORKER {
+                    self.idle.lock().expect("pool lock").push(worker);
+                }
                 answer.map_err(ThumbError::Decode)
             }
             Ok(Err(e)) => {
