@@ -433,12 +433,33 @@ fn sslmode_from_the_url_is_honoured() {
     // disable against a TLS-only server: refused.
     let out = list(&format!("{base}?sslmode=disable"), "");
     assert!(!out.status.success());
-    // The node itself runs over TLS.
+    // A configured CA means the server is verified, whatever sslmode says: require
+    // with another CA than the server's is refused.
+    let other = rcgen::generate_simple_self_signed(vec!["elsewhere".to_string()]).unwrap();
+    let wrong_ca = write_file(&dir.0, "wrong-ca.pem", &other.cert.pem());
+    let out = list(
+        &format!("{base}?sslmode=require"),
+        &format!("ca_file = \"{}\"\n", wrong_ca.display()),
+    );
+    assert!(
+        !out.status.success(),
+        "require with a configured CA verifies the server"
+    );
+    // The node itself runs over TLS, and says loudly that the server is not verified.
     let node = Node::start(&format!("[database]\nurl = \"{base}?sslmode=require\"\n"));
+    assert!(
+        node.transcript.contains("the server is not verified"),
+        "{}",
+        node.transcript.text()
+    );
     let (id, key) = node.create_channel("tls-channel");
     let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 10);
     wait_live(&pg, &db, &id, true, Duration::from_secs(10));
-    assert_eq!(pg.psql(&db, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'streamgate' AND s.ssl"), "1");
+    let by_ssl = |ssl: bool| {
+        pg.psql(&db, &format!("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'streamgate' AND s.ssl = {ssl}"))
+    };
+    assert_ne!(by_ssl(true), "0", "connected over TLS");
+    assert_eq!(by_ssl(false), "0", "and never without");
     node.assert_never_printed(&key);
 }
 

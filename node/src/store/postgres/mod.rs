@@ -87,6 +87,8 @@ impl PgStore {
             .map_err(|e| anyhow::anyhow!("database.url is not a valid Postgres URL ({e}); write postgres://user:password@host:5432/database"))?;
         config.connect_timeout(settings.connect_timeout);
         config.application_name("streamgate");
+        let local = config.get_hosts().iter().all(is_local_host);
+        let mode = effective_tls_mode(mode, local, !settings.ca_file.is_empty());
         config.ssl_mode(match mode {
             TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
             TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -102,6 +104,16 @@ impl PgStore {
             .unwrap_or_else(|| "localhost".into());
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let endpoint = format!("{host}:{port}");
+        match mode {
+            TlsMode::Verify => {}
+            TlsMode::Require => {
+                warn!(%endpoint, "the Postgres connection is encrypted but the server is not verified: set sslmode=verify-full and database.ca_file (for Supabase: the certificate from Project Settings → Database → SSL configuration)")
+            }
+            TlsMode::Disable if !local => {
+                warn!(%endpoint, "the Postgres connection is NOT encrypted (sslmode=disable) and leaves this machine: use sslmode=verify-full")
+            }
+            TlsMode::Disable | TlsMode::Prefer => {}
+        }
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls::tls_config(
             mode,
             &settings.ca_file,
@@ -339,6 +351,33 @@ pub const DEFAULT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS channels (
     relay_targets   jsonb,
     created_at      timestamptz NOT NULL DEFAULT now()
 )";
+
+/// Whether a Postgres host is this machine (a Unix socket, `localhost` or a loopback
+/// address): only there may a connection fall back to plaintext.
+fn is_local_host(host: &tokio_postgres::config::Host) -> bool {
+    match host {
+        tokio_postgres::config::Host::Unix(_) => true,
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// The TLS mode actually used: `prefer` (the default) never falls back to plaintext
+/// for a host that is not this machine, and a configured CA means the server is
+/// verified whatever the URL says (short of `disable`).
+fn effective_tls_mode(asked: TlsMode, local: bool, ca_configured: bool) -> TlsMode {
+    match asked {
+        TlsMode::Prefer | TlsMode::Require if ca_configured => TlsMode::Verify,
+        TlsMode::Prefer if !local => TlsMode::Require,
+        other => other,
+    }
+}
 
 /// Classifies a statement's failure by SQLSTATE: what retrying can fix (connection
 /// trouble, serialization failures, deadlocks, lock and statement timeouts, a server
@@ -647,6 +686,24 @@ impl ChannelStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_plaintext_fallback_off_this_machine_and_a_ca_means_verify() {
+        use tokio_postgres::config::Host;
+        assert!(is_local_host(&Host::Tcp("127.0.0.1".into())));
+        assert!(is_local_host(&Host::Tcp("localhost".into())));
+        assert!(is_local_host(&Host::Tcp("::1".into())));
+        assert!(is_local_host(&Host::Unix("/run/postgresql".into())));
+        assert!(!is_local_host(&Host::Tcp("db.abc.supabase.co".into())));
+        assert!(!is_local_host(&Host::Tcp("10.0.0.5".into())));
+        use TlsMode::*;
+        assert_eq!(effective_tls_mode(Prefer, false, false), Require);
+        assert_eq!(effective_tls_mode(Prefer, true, false), Prefer);
+        assert_eq!(effective_tls_mode(Require, false, true), Verify);
+        assert_eq!(effective_tls_mode(Prefer, true, true), Verify);
+        assert_eq!(effective_tls_mode(Disable, false, true), Disable);
+        assert_eq!(effective_tls_mode(Require, false, false), Require);
+    }
 
     #[test]
     fn identifiers_are_quoted() {
