@@ -10,6 +10,7 @@
 //!
 //! Everything runs on 127.0.0.1. See BENCHMARKS.md for the figures and commands.
 
+pub mod chunk_cost;
 pub mod flv_source;
 pub mod publisher;
 pub mod servers;

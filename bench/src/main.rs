@@ -101,6 +101,15 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// CPU the node's chunk reader spends per byte of media at each chunk size.
+    ChunkCost {
+        /// Comma-separated chunk sizes.
+        #[arg(long, default_value = "1,16,128,512,4096,60000")]
+        sizes: String,
+        /// MiB of media read at each size.
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+    },
     /// Publish-command-to-onStatus latency, cold then warm cache.
     Auth {
         #[arg(long, default_value_t = 300)]
@@ -117,6 +126,27 @@ async fn main() -> anyhow::Result<()> {
     // Thousands of publishers are thousands of sockets.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match cli.command {
+        Command::ChunkCost { sizes, mib } => {
+            let source = FlvSource::load(&media_path(Profile::P360)?)?;
+            let sizes: Vec<u32> = sizes
+                .split(',')
+                .map(|s| s.trim().parse())
+                .collect::<Result<_, _>>()?;
+            let rows = streamgate_bench::chunk_cost::chunk_cost(&source, &sizes, mib);
+            println!(
+                "| chunk size | bytes on the wire per MiB of media | ns per media byte | vs 4096 |"
+            );
+            println!("|---|---|---|---|");
+            for r in rows {
+                println!(
+                    "| {} | {:.0} | {:.3} | {:.2}x |",
+                    r.chunk_size,
+                    r.wire_bytes as f64 / mib as f64,
+                    r.ns_per_media_byte,
+                    r.vs_4096
+                );
+            }
+        }
         Command::Thumbs {
             streams,
             profile,

@@ -40,6 +40,9 @@ pub struct ChunkLimits {
     pub max_partial_bytes: usize,
     /// Largest chunk size the peer may set (the protocol allows 2^31-1).
     pub max_chunk_size: u32,
+    /// Smallest chunk size the peer may set ([`MIN_CHUNK_SIZE`]; lower only to measure
+    /// what a smaller one would cost).
+    pub min_chunk_size: u32,
 }
 
 impl Default for ChunkLimits {
@@ -49,6 +52,7 @@ impl Default for ChunkLimits {
             max_chunk_streams: 64,
             max_partial_bytes: 16 * 1024 * 1024,
             max_chunk_size: MAX_CHUNK_SIZE,
+            min_chunk_size: MIN_CHUNK_SIZE,
         }
     }
 }
@@ -157,7 +161,7 @@ impl ChunkReader {
     fn apply_set_chunk_size(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
         let raw = read_u32(payload).ok_or(ChunkError::BadControlMessage("Set Chunk Size"))?;
         let size = raw & MAX_CHUNK_SIZE;
-        if size < MIN_CHUNK_SIZE {
+        if size < self.limits.min_chunk_size.max(1) {
             return Err(ChunkError::InvalidChunkSize(raw));
         }
         if size > self.limits.max_chunk_size {

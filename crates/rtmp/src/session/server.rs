@@ -29,6 +29,7 @@ pub const PRE_PUBLISH_LIMITS: ChunkLimits = ChunkLimits {
     max_chunk_streams: 8,
     max_partial_bytes: 32 * 1024,
     max_chunk_size: 64 * 1024,
+    min_chunk_size: crate::chunk::MIN_CHUNK_SIZE,
 };
 
 /// Settings of a server session.
