@@ -51,7 +51,8 @@ fn one_address_cannot_take_every_slot() {
 #[test]
 fn a_connection_that_never_publishes_is_closed_at_the_auth_deadline() {
     let node = Node::start(
-        "[rtmp]\nlisten = \"127.0.0.1:0\"\nauth_deadline = \"3s\"\nhandshake_timeout = \"2s\"\n",
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\nauth_deadline = \"3s\"\nhandshake_timeout = \"2s\"\n\
+         [auth]\ntimeout = \"1s\"\nmax_failure_delay = \"1s\"\n",
     );
     let t = Trickler::start(ATTACKER, node.rtmp_port, Duration::from_millis(500)).unwrap();
     let closed = wait_for(Duration::from_secs(15), || *t.closed_after.lock().unwrap())

@@ -112,13 +112,14 @@ impl Node {
             .spawn()
             .expect("start streamgate");
         let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let t = self.transcript.clone();
             let tx = tx.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if std::env::var_os("SG_TEST_ECHO").is_some() {
                         eprintln!("[node] {line}");
@@ -126,20 +127,26 @@ impl Node {
                     t.push(line.clone());
                     let _ = tx.send(line);
                 }
-            });
+            }));
         }
         let (mut rtmp, mut http) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(15);
         while rtmp.is_none() || http.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     rtmp = rtmp.or_else(|| port_from(&line, "RTMP"));
                     http = http.or_else(|| port_from(&line, "HTTP"));
                 }
+                // Still starting, unless it exited (a configuration error, say).
+                Err(_) if left > Duration::ZERO && child.try_wait().ok().flatten().is_none() => {}
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
+                    // The readers end with the process's output: then it is all here.
+                    for r in readers {
+                        let _ = r.join();
+                    }
                     panic!("node did not start; output:\n{}", self.transcript.text());
                 }
             }
