@@ -13,6 +13,7 @@ use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::hub::{EndReason, Hub, PublishObserver};
+use crate::ingest::tls::TlsIdentity;
 use crate::ingest::{IngestContext, IngestWorkers, Listener};
 use crate::outbox::StatusOutbox;
 use crate::relay::RelayManager;
@@ -33,6 +34,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+/// On SIGHUP, re-reads the RTMPS certificate: new handshakes get the new one, live
+/// streams keep theirs.
+async fn reload_on_sighup(identity: std::sync::Arc<TlsIdentity>, cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: the RTMPS certificate is not reloadable");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = hup.recv() => match identity.reload() {
+                Ok(()) => info!("RTMPS certificate reloaded"),
+                Err(e) => warn!(error = %e, "RTMPS certificate not reloaded; the previous one stays"),
+            },
+        }
     }
 }
 
@@ -97,7 +117,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         authorizer,
     ));
     let workers = IngestWorkers::start(config.rtmp.workers)?;
-    let listener = Listener::bind(ctx, workers.clone()).await?;
+    let listener = Listener::bind(ctx.clone(), workers.clone(), config.rtmp.listen, None).await?;
+    let rtmps = if config.rtmps.enabled {
+        let identity = TlsIdentity::load(&config.rtmps.cert_file, &config.rtmps.key_file)
+            .map_err(|e| anyhow::anyhow!("rtmps: {e}"))?;
+        tokio::spawn(reload_on_sighup(identity.clone(), cancel.clone()));
+        Some(Listener::bind(ctx, workers.clone(), config.rtmps.listen, Some(identity)).await?)
+    } else {
+        None
+    };
     let http_addr = config.http.listen;
     let http_listener = TcpListener::bind(http_addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
@@ -119,12 +147,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.status.shutdown_grace,
     ));
     let ingest_task = tokio::spawn(listener.run(cancel.clone(), tracker.clone()));
+    let rtmps_task = rtmps.map(|l| tokio::spawn(l.run(cancel.clone(), tracker.clone())));
 
     shutdown_signal().await;
     info!("shutting down");
     cancel.cancel();
     hub.end_all(EndReason::Shutdown);
     let _ = ingest_task.await;
+    if let Some(t) = rtmps_task {
+        let _ = t.await;
+    }
     tracker.close();
     let grace = config.status.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

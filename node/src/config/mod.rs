@@ -23,7 +23,7 @@ pub use auth::{AuthConfig, StatusConfig};
 pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
 pub use log::{LogConfig, LogFormat};
 pub use relay::RelayConfig;
-pub use rtmp::{HttpConfig, RtmpConfig};
+pub use rtmp::{HttpConfig, RtmpConfig, RtmpsConfig};
 pub use target::{RelayUrl, TargetError, TargetTemplate, TemplateValues, PLACEHOLDERS};
 pub use thumbnails::{ThumbnailConfig, ThumbnailDecoder};
 
@@ -104,6 +104,7 @@ fn pem_file(key: &'static str, path: &str) -> Result<(), ConfigError> {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub rtmp: RtmpConfig,
+    pub rtmps: RtmpsConfig,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
@@ -154,6 +155,7 @@ impl Config {
     /// exist); the types checked the rest while parsing.
     pub fn validate(self) -> Result<Config, ConfigError> {
         self.rtmp.validate()?;
+        self.rtmps.validate()?;
         self.http.validate()?;
         self.database.validate()?;
         self.auth.validate()?;

@@ -1,6 +1,7 @@
 //! `[rtmp]`: the ingest listener and the limits of every connection.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,52 @@ impl RtmpConfig {
                 self.max_partial_bytes,
                 "must be at least rtmp.max_message_size",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// `[rtmps]`: a second ingest listener that speaks RTMP inside TLS (OBS and ffmpeg:
+/// `rtmps://HOST/live`). Same limits, deadlines and authorization as `[rtmp]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpsConfig {
+    pub enabled: bool,
+    #[serde(with = "addr_str")]
+    pub listen: SocketAddr,
+    /// Certificate chain, PEM (re-read on SIGHUP).
+    pub cert_file: PathBuf,
+    /// Private key, PEM (re-read on SIGHUP).
+    pub key_file: PathBuf,
+}
+
+impl Default for RtmpsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+        }
+    }
+}
+
+impl RtmpsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        for (key, path) in [
+            ("rtmps.cert_file", &self.cert_file),
+            ("rtmps.key_file", &self.key_file),
+        ] {
+            if !path.is_file() {
+                return Err(invalid(
+                    key,
+                    format!("{:?}", path.display().to_string()),
+                    "must name a readable PEM file when rtmps.enabled is true",
+                ));
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod connection;
 pub mod proxy;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::auth::Authorizer;
 use crate::config::RtmpConfig;
 use crate::hub::Hub;
 use admission::{Admission, AdmissionLimits};
+use tls::TlsIdentity;
 
 /// What every connection task shares.
 pub struct IngestContext {
@@ -28,6 +30,8 @@ pub struct IngestContext {
     pub auth: Arc<Authorizer>,
     /// Per-address and pending connection counts.
     pub admission: Arc<Admission>,
+    /// One permit per open connection, RTMP and RTMPS together.
+    connections: Arc<Semaphore>,
 }
 
 impl IngestContext {
@@ -38,6 +42,7 @@ impl IngestContext {
             pending: config.max_pending,
         });
         IngestContext {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
             hub,
             auth,
@@ -113,27 +118,33 @@ impl IngestWorkers {
     }
 }
 
-/// Accepts RTMP connections until `cancel`.
+/// Accepts RTMP (or, with a TLS identity, RTMPS) connections until `cancel`.
 pub struct Listener {
     listener: TcpListener,
-    /// One permit per open connection.
-    limit: Arc<Semaphore>,
+    /// RTMPS: the certificate new handshakes get.
+    tls: Option<Arc<TlsIdentity>>,
     ctx: Arc<IngestContext>,
     workers: Arc<IngestWorkers>,
 }
 
 impl Listener {
+    /// Binds `addr`; with `tls` the listener speaks RTMPS.
     pub async fn bind(
         ctx: Arc<IngestContext>,
         workers: Arc<IngestWorkers>,
+        addr: SocketAddr,
+        tls: Option<Arc<TlsIdentity>>,
     ) -> anyhow::Result<Listener> {
-        let addr = ctx.config.listen;
+        let (what, key) = match tls {
+            Some(_) => ("RTMPS", "rtmps.listen"),
+            None => ("RTMP", "rtmp.listen"),
+        };
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen for RTMP on {addr} ({e}): check rtmp.listen")
+            anyhow::anyhow!("cannot listen for {what} on {addr} ({e}): check {key}")
         })?;
         Ok(Listener {
             listener,
-            limit: Arc::new(Semaphore::new(ctx.config.max_connections)),
+            tls,
             ctx,
             workers,
         })
@@ -144,12 +155,17 @@ impl Listener {
     }
 
     pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
-        info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), app = %self.ctx.config.app, workers = self.workers.len(), "RTMP listening");
+        let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if self.tls.is_some() {
+            info!(%addr, app = %self.ctx.config.app, "RTMPS listening");
+        } else {
+            info!(%addr, app = %self.ctx.config.app, workers = self.workers.len(), "RTMP listening");
+        }
         loop {
             // Take the permit before accepting, so the cap is real.
             let permit = tokio::select! {
                 _ = cancel.cancelled() => return,
-                p = self.limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+                p = self.ctx.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
             let (socket, peer) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -177,9 +193,10 @@ impl Listener {
             };
             let ctx = self.ctx.clone();
             let cancel = cancel.clone();
+            let tls = self.tls.clone();
             let task = tracker.track_future(async move {
                 match tokio::net::TcpStream::from_std(socket) {
-                    Ok(socket) => admit(socket, peer, ctx, cancel).await,
+                    Ok(socket) => admit(socket, peer, tls, ctx, cancel).await,
                     Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
                 }
                 drop(permit);
@@ -195,6 +212,7 @@ impl Listener {
 async fn admit(
     mut socket: tokio::net::TcpStream,
     from: SocketAddr,
+    tls: Option<Arc<TlsIdentity>>,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
 ) {
@@ -227,5 +245,90 @@ async fn admit(
             return;
         }
     };
-    connection::serve(socket, peer, received, ticket, ctx, cancel).await;
+    let Some(tls) = tls else {
+        return connection::serve(socket, peer, received, ticket, ctx, cancel).await;
+    };
+    // RTMPS: the TLS handshake comes first, under the RTMP handshake's deadline.
+    // (Bytes read past a PROXY header are part of the TLS handshake.)
+    let stream = PrefixedStream::new(received, socket);
+    let deadline = ctx.config.handshake_timeout;
+    match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            connection::serve(
+                tls_stream,
+                peer,
+                bytes::BytesMut::new(),
+                ticket,
+                ctx,
+                cancel,
+            )
+            .await
+        }
+        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake not completed within rtmp.handshake_timeout"),
+    }
+}
+
+/// A stream that first yields bytes already read from it (after a PROXY header), then
+/// reads on.
+struct PrefixedStream<S> {
+    prefix: bytes::BytesMut,
+    inner: S,
+}
+
+impl<S> PrefixedStream<S> {
+    fn new(prefix: bytes::BytesMut, inner: S) -> Self {
+        PrefixedStream { prefix, inner }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PrefixedStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PrefixedStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

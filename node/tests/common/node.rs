@@ -32,6 +32,8 @@ pub struct Node {
     pub dir: TempDir,
     pub config: PathBuf,
     pub rtmp_port: u16,
+    /// The RTMPS port, when `[rtmps]` is enabled.
+    pub rtmps_port: Option<u16>,
     pub http_port: u16,
     /// Node output plus API answers.
     pub transcript: Transcript,
@@ -86,6 +88,7 @@ impl Node {
             dir,
             config,
             rtmp_port: 0,
+            rtmps_port: None,
             http_port: 0,
             transcript: Transcript::default(),
         };
@@ -129,14 +132,18 @@ impl Node {
                 }
             }));
         }
-        let (mut rtmp, mut http) = (None, None);
+        let (mut rtmp, mut http, mut rtmps) = (None, None, None);
+        let want_rtmps = std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .contains("[rtmps]");
         let deadline = Instant::now() + Duration::from_secs(15);
-        while rtmp.is_none() || http.is_none() {
+        while rtmp.is_none() || http.is_none() || (want_rtmps && rtmps.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     rtmp = rtmp.or_else(|| port_from(&line, "RTMP"));
                     http = http.or_else(|| port_from(&line, "HTTP"));
+                    rtmps = rtmps.or_else(|| port_from(&line, "RTMPS"));
                 }
                 // Still starting, unless it exited (a configuration error, say).
                 Err(_) if left > Duration::ZERO && child.try_wait().ok().flatten().is_none() => {}
@@ -152,6 +159,7 @@ impl Node {
             }
         }
         self.rtmp_port = rtmp.unwrap();
+        self.rtmps_port = rtmps;
         self.http_port = http.unwrap();
         self.child = Some(child);
     }
