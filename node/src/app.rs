@@ -56,8 +56,45 @@ async fn reload_on_sighup(identity: std::sync::Arc<TlsIdentity>, cancel: Cancell
     }
 }
 
+/// Histogram buckets of the latencies we record, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the Prometheus recorder (before anything records).
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)?
+        // Gauges are set from snapshots right before each scrape; one not set since
+        // (a channel that ended) is dropped.
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(std::time::Duration::from_secs(1)),
+        )
+        .install_recorder()?;
+    crate::metric::describe();
+    Ok(handle)
+}
+
+/// Drains the histograms' buffers now and then (the exporter's upkeep).
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     raise_nofile_limit();
+    let prometheus = install_metrics()?;
+    let process = Arc::new(metrics_process::Collector::default());
+    process.describe();
     // The store is opened here, on the main runtime: its connections live on it.
     let store = store::open(&config).await?;
     match store.mark_all_offline().await {
@@ -70,6 +107,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let cancel = CancellationToken::new();
+    tokio::spawn(metrics_upkeep(prometheus.clone(), cancel.clone()));
     let tracker = TaskTracker::new();
     let outbox = StatusOutbox::new();
     // The outbox writer outlives the connections so their final updates are written.
@@ -93,6 +131,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let thumbnails = thumbs::start(&config.thumbnails, hub.clone(), cancel.clone()).await?;
     let authorizer = Arc::new(Authorizer::new(store.clone(), config.auth.clone()));
+    let admin_auth = authorizer.clone();
     let key_watch = KeyWatch {
         hub: hub.clone(),
         store: store.clone(),
@@ -122,7 +161,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let identity = TlsIdentity::load(&config.rtmps.cert_file, &config.rtmps.key_file)
             .map_err(|e| anyhow::anyhow!("rtmps: {e}"))?;
         tokio::spawn(reload_on_sighup(identity.clone(), cancel.clone()));
-        Some(Listener::bind(ctx, workers.clone(), config.rtmps.listen, Some(identity)).await?)
+        Some(
+            Listener::bind(
+                ctx.clone(),
+                workers.clone(),
+                config.rtmps.listen,
+                Some(identity),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -136,15 +183,47 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         thumbnails_dir: config.thumbnails.dir.clone(),
         thumbnails,
     });
+    let admin_router = http::admin::router(http::admin::AdminState {
+        hub: hub.clone(),
+        auth: admin_auth,
+        admission: ctx.admission.clone(),
+        outbox: outbox.clone(),
+        prometheus,
+        process,
+        per_channel_metrics: config.admin.per_channel_metrics,
+        token: config.admin.token.clone(),
+    });
+    let limits = http::server::HttpLimits {
+        max_connections: config.http.max_connections,
+        header_timeout: config.http.header_timeout,
+    };
+    let grace = config.status.shutdown_grace;
+    // /metrics and the admin API: on their own private address, or beside the rest.
+    let (router, admin_task) = match config.admin.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen for admin/metrics on {addr} ({e}): check admin.listen"
+                )
+            })?;
+            info!(addr = %listener.local_addr()?, "admin listening");
+            let task = tokio::spawn(http::server::serve(
+                listener,
+                admin_router,
+                limits,
+                cancel.clone(),
+                grace,
+            ));
+            (router, Some(task))
+        }
+        None => (router.merge(admin_router), None),
+    };
     let http_task = tokio::spawn(http::server::serve(
         http_listener,
         router,
-        http::server::HttpLimits {
-            max_connections: config.http.max_connections,
-            header_timeout: config.http.header_timeout,
-        },
+        limits,
         cancel.clone(),
-        config.status.shutdown_grace,
+        grace,
     ));
     let ingest_task = tokio::spawn(listener.run(cancel.clone(), tracker.clone()));
     let rtmps_task = rtmps.map(|l| tokio::spawn(l.run(cancel.clone(), tracker.clone())));
@@ -158,7 +237,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = t.await;
     }
     tracker.close();
-    let grace = config.status.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!("connections still open after the grace period");
     }
@@ -182,5 +260,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let _ = tokio::time::timeout(grace, http_task).await;
+    if let Some(t) = admin_task {
+        let _ = tokio::time::timeout(grace, t).await;
+    }
     Ok(())
 }

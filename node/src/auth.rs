@@ -2,6 +2,7 @@
 //! that keeps recent answers (and admits recently valid keys while the database is
 //! unreachable); and a per-address limiter that slows key guessing down. Ending the publishes whose key was revoked is the revocation module's job.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,20 @@ pub enum AuthDecision {
     UnknownKey,
     /// The store did not answer in time or failed: the publisher should retry later.
     Unavailable(String),
+    /// The key is valid, but an operator suspended the channel's publishing for now.
+    Suspended(Channel),
+}
+
+impl AuthDecision {
+    /// The metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthDecision::Accepted(_) => "accepted",
+            AuthDecision::UnknownKey => "unknown_key",
+            AuthDecision::Unavailable(_) => "unavailable",
+            AuthDecision::Suspended(_) => "suspended",
+        }
+    }
 }
 
 /// One cached answer.
@@ -74,6 +89,8 @@ pub struct Authorizer {
     config: AuthConfig,
     pub cache: AuthCache,
     pub limiter: FailureLimiter,
+    /// Channels an operator suspended, until when (at most one entry per channel).
+    suspended: Mutex<HashMap<uuid::Uuid, Instant>>,
 }
 
 impl Authorizer {
@@ -82,11 +99,37 @@ impl Authorizer {
             store,
             cache: AuthCache::new(config.cache_size),
             limiter: FailureLimiter::new(&config),
+            suspended: Mutex::new(HashMap::new()),
             config,
         }
     }
 
+    /// Refuses publishes of `channel` until `until` (its key stays valid).
+    pub fn suspend(&self, channel: uuid::Uuid, until: Instant) {
+        let mut s = self.suspended.lock().expect("suspended");
+        let now = Instant::now();
+        s.retain(|_, u| *u > now);
+        s.insert(channel, until);
+    }
+
     pub async fn authorize(&self, key: &StreamKey) -> AuthDecision {
+        match self.lookup(key).await {
+            AuthDecision::Accepted(channel) if self.is_suspended(channel.id) => {
+                AuthDecision::Suspended(channel)
+            }
+            decision => decision,
+        }
+    }
+
+    fn is_suspended(&self, channel: uuid::Uuid) -> bool {
+        self.suspended
+            .lock()
+            .expect("suspended")
+            .get(&channel)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    async fn lookup(&self, key: &StreamKey) -> AuthDecision {
         if key.expose().is_empty() {
             return AuthDecision::UnknownKey;
         }

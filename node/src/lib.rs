@@ -18,6 +18,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod key;
+pub mod metric;
 pub mod outbox;
 pub mod peer;
 pub mod relay;

@@ -82,17 +82,24 @@ impl StatusOutbox {
     pub async fn write_pending(&self, store: &dyn ChannelStore) -> bool {
         let mut done = true;
         for update in self.take_all() {
-            match store.apply_status(&update).await {
+            let started = std::time::Instant::now();
+            let written = store.apply_status(&update).await;
+            metrics::histogram!(crate::metric::STATUS_WRITE_SECONDS).record(started.elapsed());
+            match written {
                 Ok(()) => {
                     debug!(channel_id = %update.channel_id, live = update.live, session = %update.session_id, superseded = update.supersedes.len(), "status written")
                 }
                 Err(e) if e.is_retryable() => {
                     done = false;
+                    metrics::counter!(crate::metric::STATUS_WRITE_FAILURES, "kind" => "retryable")
+                        .increment(1);
                     warn!(channel_id = %update.channel_id, live = update.live, error = %e, "status write failed; will retry");
                     self.push(update);
                 }
                 Err(e) => {
                     self.refused.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(crate::metric::STATUS_WRITE_FAILURES, "kind" => "refused")
+                        .increment(1);
                     error!(channel_id = %update.channel_id, live = update.live, error = %e, "status write refused by the database and dropped: retrying cannot help; check the channels table and the database settings");
                 }
             }

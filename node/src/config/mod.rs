@@ -4,6 +4,7 @@
 //! targets are checked templates), then validated; unknown keys, in the file or the
 //! environment, are errors that name the key and the fix.
 
+mod admin;
 mod auth;
 mod database;
 mod duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use admin::{AdminConfig, Secret};
 pub use auth::{AuthConfig, StatusConfig};
 pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
 pub use log::{LogConfig, LogFormat};
@@ -111,6 +113,7 @@ pub struct Config {
     pub status: StatusConfig,
     pub relay: RelayConfig,
     pub thumbnails: ThumbnailConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -162,6 +165,7 @@ impl Config {
         self.status.validate()?;
         self.relay.validate()?;
         self.thumbnails.validate()?;
+        self.admin.validate()?;
         self.log.validate()?;
         if self.auth.max_failure_delay + self.auth.timeout >= self.rtmp.auth_deadline {
             return Err(invalid(
@@ -182,6 +186,11 @@ impl Config {
         let mut value = toml::Value::try_from(self).expect("the config serializes");
         if let Some(db) = value.get_mut("database").and_then(|d| d.as_table_mut()) {
             db.insert("url".into(), self.database.url.redacted().into());
+        }
+        if let Some(admin) = value.get_mut("admin").and_then(|a| a.as_table_mut()) {
+            if !self.admin.token.is_empty() {
+                admin.insert("token".into(), "***".into());
+            }
         }
         if let Some(relay) = value.get_mut("relay").and_then(|r| r.as_table_mut()) {
             let targets: Vec<toml::Value> = self

@@ -3,6 +3,7 @@
 //! `{"error": "..."}`. The server loop that bounds connections and slow clients is
 //! [`server`].
 
+pub mod admin;
 pub mod server;
 
 use std::path::PathBuf;

@@ -41,6 +41,8 @@ pub enum EndReason {
     ChannelDeleted,
     /// The node is shutting down.
     Shutdown,
+    /// An operator ended it (admin API).
+    Kicked,
 }
 
 impl EndReason {
@@ -50,6 +52,7 @@ impl EndReason {
             EndReason::KeyRevoked => "stream key rotated",
             EndReason::ChannelDeleted => "channel deleted",
             EndReason::Shutdown => "node shutting down",
+            EndReason::Kicked => "ended by the operator",
         }
     }
 }

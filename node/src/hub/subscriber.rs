@@ -59,6 +59,10 @@ pub trait Subscriber: Send + Sync {
 pub struct SubscriberStatus {
     /// Where it delivers, safe to show (no userinfo, no query, secrets masked).
     pub url: String,
+    /// What it is counted under in metrics (a bounded set: the configured target
+    /// templates, redacted).
+    #[serde(skip)]
+    pub target: String,
     pub connected: bool,
     pub reconnects: u64,
     pub bytes_sent: u64,

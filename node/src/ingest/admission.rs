@@ -39,6 +39,17 @@ pub enum Refusal {
     PendingFull,
 }
 
+impl Refusal {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::AddressFull => "address_full",
+            Refusal::AddressPendingFull => "address_pending_full",
+            Refusal::PendingFull => "pending_full",
+        }
+    }
+}
+
 /// Counts of one address.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {

@@ -216,7 +216,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 r = self.io.read_buf(&mut self.buf) => {
                     match r {
                         Ok(0) => return Ok(End::ClientClosed),
-                        Ok(_) => last_read = tokio::time::Instant::now(),
+                        Ok(n) => {
+                            last_read = tokio::time::Instant::now();
+                            self.ctx.ingest_bytes.increment(n as u64);
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -298,6 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         .await;
                 }
                 let key = StreamKey::new(name.expose());
+                let asked = std::time::Instant::now();
                 // An address that sent wrong keys waits before any answer (valid keys
                 // too: a fast answer would tell a guesser its key is wrong). Waiting,
                 // it no longer holds a pending slot of its address.
@@ -311,7 +315,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     debug!(peer = %self.peer, wait = ?wait, "publish answer delayed: wrong stream keys from this address");
                     tokio::time::sleep(wait).await;
                 }
-                match self.ctx.auth.authorize(&key).await {
+                let decision = self.ctx.auth.authorize(&key).await;
+                metrics::histogram!(crate::metric::AUTH_SECONDS).record(asked.elapsed());
+                metrics::counter!(crate::metric::AUTH_DECISIONS, "result" => decision.label())
+                    .increment(1);
+                match decision {
                     AuthDecision::Accepted(channel) => {
                         self.ticket.leave_pending();
                         session.accept_publish(stream_id);
@@ -339,6 +347,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                                 "NetStream.Publish.BadName",
                                 "invalid stream key",
                                 "invalid stream key",
+                            )
+                            .await;
+                    }
+                    AuthDecision::Suspended(channel) => {
+                        info!(peer = %self.peer, channel_id = %channel.id, "publish refused: suspended by the operator");
+                        return self
+                            .refuse_publish(
+                                session,
+                                stream_id,
+                                "NetStream.Publish.Unauthorized",
+                                "publishing to this channel is suspended for now",
+                                "suspended",
                             )
                             .await;
                     }

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Authorizer;
 use crate::config::RtmpConfig;
 use crate::hub::Hub;
+use crate::metric;
 use admission::{Admission, AdmissionLimits};
 use tls::TlsIdentity;
 
@@ -32,6 +33,8 @@ pub struct IngestContext {
     pub admission: Arc<Admission>,
     /// One permit per open connection, RTMP and RTMPS together.
     connections: Arc<Semaphore>,
+    /// Bytes read from clients (a handle, so a read costs one atomic add).
+    pub(crate) ingest_bytes: metrics::Counter,
 }
 
 impl IngestContext {
@@ -43,6 +46,7 @@ impl IngestContext {
         });
         IngestContext {
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            ingest_bytes: metrics::counter!(metric::INGEST_BYTES),
             config,
             hub,
             auth,
@@ -191,6 +195,8 @@ impl Listener {
                     continue;
                 }
             };
+            let listener = if self.tls.is_some() { "rtmps" } else { "rtmp" };
+            metrics::counter!(metric::CONNECTIONS_ACCEPTED, "listener" => listener).increment(1);
             let ctx = self.ctx.clone();
             let cancel = cancel.clone();
             let tls = self.tls.clone();
@@ -227,10 +233,14 @@ async fn admit(
             Ok(Ok((proxy::ProxiedPeer::Client(client), rest))) => (client, rest),
             Ok(Ok((proxy::ProxiedPeer::Local, rest))) => (from, rest),
             Ok(Err(e)) => {
+                metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "proxy_header")
+                    .increment(1);
                 info!(proxy = %from, error = %e, "connection closed");
                 return;
             }
             Err(_) => {
+                metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "proxy_header")
+                    .increment(1);
                 info!(proxy = %from, "connection closed: no PROXY header within rtmp.handshake_timeout");
                 return;
             }
@@ -241,6 +251,8 @@ async fn admit(
     let ticket = match ctx.admission.admit(peer.ip()) {
         Ok(t) => t,
         Err(refusal) => {
+            metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => refusal.label())
+                .increment(1);
             debug!(%peer, reason = %refusal, "connection refused");
             return;
         }
@@ -264,8 +276,14 @@ async fn admit(
             )
             .await
         }
-        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => debug!(%peer, "TLS handshake not completed within rtmp.handshake_timeout"),
+        Ok(Err(e)) => {
+            metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "tls").increment(1);
+            debug!(%peer, error = %e, "TLS handshake failed")
+        }
+        Err(_) => {
+            metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "tls").increment(1);
+            debug!(%peer, "TLS handshake not completed within rtmp.handshake_timeout")
+        }
     }
 }
 

@@ -19,7 +19,8 @@ use crate::channel::{Channel, ThumbnailId};
 use crate::config::RelayConfig;
 use crate::config::{RelayUrl, TargetTemplate, TemplateValues};
 use crate::hub::{LiveStream, PublishObserver, StreamMessage, Subscriber, SubscriberStatus};
-use queue::{QueueLimits, RelayItem, RelayQueue};
+use crate::metric;
+use queue::{DropCounters, QueueLimits, RelayItem, RelayQueue};
 
 /// Starts relay tasks for live streams.
 pub struct RelayManager {
@@ -81,15 +82,15 @@ impl RelayManager {
             thumb_id: &thumb_id,
             name: &channel.name,
         };
-        // (url, what the API shows, whether it is a channel's own target)
-        let mut targets: Vec<(RelayUrl, String, bool)> = Vec::new();
+        // (url, what the API shows, whether it is a channel's own target, metrics label)
+        let mut targets: Vec<(RelayUrl, String, bool, String)> = Vec::new();
         let shown = |t: &TargetTemplate| {
             t.render(&values)
                 .and_then(|u| Ok((u, t.public_url(&values)?)))
         };
         for t in &self.config.targets {
             match shown(t) {
-                Ok((url, public)) => targets.push((url, public, false)),
+                Ok((url, public)) => targets.push((url, public, false, t.redacted())),
                 Err(e) => {
                     warn!(channel_id = %channel.id, error = %e, "relay target does not render for this channel")
                 }
@@ -102,21 +103,32 @@ impl RelayManager {
             }
             for (i, raw) in own.iter().take(self.config.max_channel_targets).enumerate() {
                 match TargetTemplate::new(raw).and_then(|t| shown(&t)) {
-                    Ok((url, public)) => targets.push((url, public, true)),
+                    Ok((url, public)) => {
+                        targets.push((url, public, true, metric::CHANNEL_OWN_TARGET.into()))
+                    }
                     Err(e) => {
                         warn!(channel_id = %channel.id, index = i, error = %e, "channel relay target unusable")
                     }
                 }
             }
         }
-        for (url, display_url, channel_own) in targets {
+        for (url, display_url, channel_own, label) in targets {
             let link = Arc::new(RelayLink {
-                queue: RelayQueue::new(QueueLimits {
-                    max_bytes: self.config.queue_max_bytes,
-                    max_messages: self.config.queue_max_messages,
-                    max_delay: self.config.queue_max_delay,
-                }),
+                queue: RelayQueue::with_counters(
+                    QueueLimits {
+                        max_bytes: self.config.queue_max_bytes,
+                        max_messages: self.config.queue_max_messages,
+                        max_delay: self.config.queue_max_delay,
+                    },
+                    DropCounters {
+                        messages: metrics::counter!(metric::RELAY_DROPPED_MESSAGES, "target" => label.clone()),
+                        bytes: metrics::counter!(metric::RELAY_DROPPED_BYTES, "target" => label.clone()),
+                    },
+                ),
                 display_url,
+                bytes_sent: metrics::counter!(metric::RELAY_BYTES, "target" => label.clone()),
+                reconnects: metrics::counter!(metric::RELAY_RECONNECTS, "target" => label.clone()),
+                label,
                 last_error: Mutex::new(None),
             });
             stream.attach(link.clone());
@@ -150,6 +162,11 @@ pub struct RelayLink {
     pub display_url: String,
     /// The last connection failure, cleared once publishing again.
     last_error: Mutex<Option<String>>,
+    /// Its metrics label (the redacted target template).
+    label: String,
+    /// Prometheus counters of this target template.
+    pub(crate) bytes_sent: metrics::Counter,
+    pub(crate) reconnects: metrics::Counter,
 }
 
 impl RelayLink {
@@ -174,6 +191,7 @@ impl Subscriber for RelayLink {
         let q = &self.queue.stats;
         SubscriberStatus {
             url: self.display_url.clone(),
+            target: self.label.clone(),
             connected: q.connected.load(Relaxed),
             reconnects: q.reconnects.load(Relaxed),
             bytes_sent: q.bytes_sent.load(Relaxed),

@@ -52,6 +52,22 @@ pub struct QueueLimits {
     pub max_delay: Duration,
 }
 
+/// The Prometheus counters a queue's drops also go to (no-ops when none are given).
+#[derive(Debug, Clone)]
+pub struct DropCounters {
+    pub messages: metrics::Counter,
+    pub bytes: metrics::Counter,
+}
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters {
+            messages: metrics::Counter::noop(),
+            bytes: metrics::Counter::noop(),
+        }
+    }
+}
+
 /// Counters and state shown in the API.
 #[derive(Debug, Default)]
 pub struct RelayStats {
@@ -82,11 +98,18 @@ pub struct RelayQueue {
     wake: Notify,
     limits: QueueLimits,
     pub stats: RelayStats,
+    /// Where drops are counted for Prometheus too.
+    drop_counters: DropCounters,
 }
 
 impl RelayQueue {
     /// A new queue; it starts waiting for a keyframe.
     pub fn new(limits: QueueLimits) -> Self {
+        Self::with_counters(limits, DropCounters::default())
+    }
+
+    /// A new queue whose drops also go to `drop_counters`.
+    pub fn with_counters(limits: QueueLimits, drop_counters: DropCounters) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
@@ -98,6 +121,7 @@ impl RelayQueue {
             wake: Notify::new(),
             limits,
             stats: RelayStats::default(),
+            drop_counters,
         }
     }
 
@@ -118,6 +142,8 @@ impl RelayQueue {
     }
 
     fn count_drop(&self, messages: u64, bytes: usize) {
+        self.drop_counters.messages.increment(messages);
+        self.drop_counters.bytes.increment(bytes as u64);
         self.stats
             .dropped_messages
             .fetch_add(messages, Ordering::Relaxed);

@@ -194,6 +194,7 @@ impl RelayTask {
             }
             queue.restart();
             queue.stats.reconnects.fetch_add(1, Relaxed);
+            self.link.reconnects.increment(1);
         }
     }
 
@@ -277,6 +278,7 @@ impl RelayTask {
         loop {
             let sent = write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
             queue.stats.bytes_sent.fetch_add(sent, Relaxed);
+            self.link.bytes_sent.increment(sent);
             buf.reserve(READ_RESERVE);
             tokio::select! {
                 _ = queue.wait() => {

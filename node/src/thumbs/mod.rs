@@ -197,6 +197,7 @@ impl ThumbnailScheduler {
     fn spawn_job(self: &Arc<Self>, stream: Arc<LiveStream>, slot: OwnedSemaphorePermit) {
         let this = self.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let job = tokio::spawn({
                 let (this, stream) = (this.clone(), stream.clone());
                 async move { this.make(&stream).await }
@@ -205,6 +206,15 @@ impl ThumbnailScheduler {
                 .await
                 .unwrap_or_else(|e| Err(ThumbError::Crashed(e.to_string())));
             drop(slot);
+            let label = match &result {
+                Ok(Some(_)) => Some("written"),
+                Ok(None) => None,
+                Err(_) => Some("failed"),
+            };
+            if let Some(label) = label {
+                metrics::counter!(crate::metric::THUMBNAILS, "result" => label).increment(1);
+                metrics::histogram!(crate::metric::THUMBNAIL_SECONDS).record(started.elapsed());
+            }
             this.finished(&stream, result);
         });
     }

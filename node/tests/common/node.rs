@@ -34,6 +34,8 @@ pub struct Node {
     pub rtmp_port: u16,
     /// The RTMPS port, when `[rtmps]` is enabled.
     pub rtmps_port: Option<u16>,
+    /// The admin/metrics port, when `admin.listen` is set.
+    pub admin_port: Option<u16>,
     pub http_port: u16,
     /// Node output plus API answers.
     pub transcript: Transcript,
@@ -89,6 +91,7 @@ impl Node {
             config,
             rtmp_port: 0,
             rtmps_port: None,
+            admin_port: None,
             http_port: 0,
             transcript: Transcript::default(),
         };
@@ -132,18 +135,32 @@ impl Node {
                 }
             }));
         }
-        let (mut rtmp, mut http, mut rtmps) = (None, None, None);
-        let want_rtmps = std::fs::read_to_string(&self.config)
-            .unwrap_or_default()
-            .contains("[rtmps]");
+        let (mut rtmp, mut http, mut rtmps, mut admin) = (None, None, None, None);
+        let text = std::fs::read_to_string(&self.config).unwrap_or_default();
+        let table: toml::Table = text.parse().unwrap_or_default();
+        let want_rtmps = table
+            .get("rtmps")
+            .and_then(|t| t.get("enabled"))
+            .and_then(|e| e.as_bool())
+            .unwrap_or(false);
+        let want_admin = table
+            .get("admin")
+            .and_then(|t| t.get("listen"))
+            .and_then(|l| l.as_str())
+            .is_some_and(|l| !l.is_empty());
         let deadline = Instant::now() + Duration::from_secs(15);
-        while rtmp.is_none() || http.is_none() || (want_rtmps && rtmps.is_none()) {
+        while rtmp.is_none()
+            || http.is_none()
+            || (want_rtmps && rtmps.is_none())
+            || (want_admin && admin.is_none())
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     rtmp = rtmp.or_else(|| port_from(&line, "RTMP"));
                     http = http.or_else(|| port_from(&line, "HTTP"));
                     rtmps = rtmps.or_else(|| port_from(&line, "RTMPS"));
+                    admin = admin.or_else(|| port_from(&line, "admin"));
                 }
                 // Still starting, unless it exited (a configuration error, say).
                 Err(_) if left > Duration::ZERO && child.try_wait().ok().flatten().is_none() => {}
@@ -160,6 +177,7 @@ impl Node {
         }
         self.rtmp_port = rtmp.unwrap();
         self.rtmps_port = rtmps;
+        self.admin_port = admin;
         self.http_port = http.unwrap();
         self.child = Some(child);
     }
@@ -236,11 +254,22 @@ impl Node {
 
     /// A plain HTTP/1.1 GET; returns (status, head, body). The answer is recorded.
     pub fn http_get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect http");
+        self.http_request(self.http_port, "GET", path, "")
+    }
+
+    /// Any request to `port` with extra header lines (each ending in CRLF).
+    pub fn http_request(
+        &self,
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &str,
+    ) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n"
         )
         .unwrap();
         let mut raw = Vec::new();

@@ -1,0 +1,107 @@
+//! The node's Prometheus metrics: every name in one place, with what it counts. The
+//! modules record through the `metrics` facade (a no-op until `serve` installs the
+//! exporter); counters and histograms when things happen, gauges from snapshots when
+//! `/metrics` is scraped. No label ever holds a stream key; labels are bounded sets
+//! (listener, reason, result, the redacted target template), and the per-channel
+//! series (`channel_id`) exist only when `metrics.per_channel` is on.
+
+/// Connections accepted, by listener (`rtmp`, `rtmps`).
+pub const CONNECTIONS_ACCEPTED: &str = "streamgate_connections_accepted_total";
+/// Connections closed before the RTMP session, by reason (`address_full`,
+/// `address_pending_full`, `pending_full`, `proxy_header`, `tls`).
+pub const CONNECTIONS_REFUSED: &str = "streamgate_connections_refused_total";
+/// Connections open now, and of those without an accepted publish.
+pub const CONNECTIONS_OPEN: &str = "streamgate_connections_open";
+pub const CONNECTIONS_PENDING: &str = "streamgate_connections_pending";
+/// Live publishes on this node.
+pub const LIVE_STREAMS: &str = "streamgate_live_streams";
+/// Bytes read from RTMP clients (after TLS).
+pub const INGEST_BYTES: &str = "streamgate_ingest_bytes_total";
+/// Publish requests by outcome (`accepted`, `unknown_key`, `unavailable`), and how long
+/// the decision took (the wait of an address that sent wrong keys included).
+pub const AUTH_DECISIONS: &str = "streamgate_auth_decisions_total";
+pub const AUTH_SECONDS: &str = "streamgate_auth_seconds";
+/// Relay targets by state (`connected`, `disconnected`), per target template.
+pub const RELAY_TARGETS: &str = "streamgate_relay_targets";
+/// Per target template: bytes sent upstream, reconnects, messages and bytes dropped.
+pub const RELAY_BYTES: &str = "streamgate_relay_bytes_total";
+pub const RELAY_RECONNECTS: &str = "streamgate_relay_reconnects_total";
+pub const RELAY_DROPPED_MESSAGES: &str = "streamgate_relay_dropped_messages_total";
+pub const RELAY_DROPPED_BYTES: &str = "streamgate_relay_dropped_bytes_total";
+/// Thumbnails by result (`written`, `failed`), and how long each took.
+pub const THUMBNAILS: &str = "streamgate_thumbnails_total";
+pub const THUMBNAIL_SECONDS: &str = "streamgate_thumbnail_seconds";
+/// Status updates waiting for the database; write latency; failed writes by kind
+/// (`retryable`, `refused`).
+pub const OUTBOX_PENDING: &str = "streamgate_status_outbox_pending";
+pub const STATUS_WRITE_SECONDS: &str = "streamgate_status_write_seconds";
+pub const STATUS_WRITE_FAILURES: &str = "streamgate_status_write_failures_total";
+/// Per channel (opt-in): bitrate, frames per second, media bytes since the start.
+pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
+pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
+pub const CHANNEL_BYTES: &str = "streamgate_channel_media_bytes";
+
+/// The relay label of a channel's own targets (their URLs may hold third parties'
+/// keys, and there is one set per channel).
+pub const CHANNEL_OWN_TARGET: &str = "channel_own";
+
+/// Registers what every metric means (shown as `# HELP`).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        CONNECTIONS_ACCEPTED,
+        "RTMP/RTMPS connections accepted, by listener"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "connections closed before their RTMP session, by reason"
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "RTMP/RTMPS connections open");
+    describe_gauge!(
+        CONNECTIONS_PENDING,
+        "connections without an accepted publish"
+    );
+    describe_gauge!(LIVE_STREAMS, "live publishes on this node");
+    describe_counter!(INGEST_BYTES, Unit::Bytes, "bytes read from RTMP clients");
+    describe_counter!(AUTH_DECISIONS, "publish requests, by outcome");
+    describe_histogram!(
+        AUTH_SECONDS,
+        Unit::Seconds,
+        "time to decide a publish request"
+    );
+    describe_gauge!(RELAY_TARGETS, "relay connections, by state and target");
+    describe_counter!(
+        RELAY_BYTES,
+        Unit::Bytes,
+        "bytes relayed upstream, by target"
+    );
+    describe_counter!(RELAY_RECONNECTS, "relay reconnections, by target");
+    describe_counter!(
+        RELAY_DROPPED_MESSAGES,
+        "messages a slow upstream did not get, by target"
+    );
+    describe_counter!(
+        RELAY_DROPPED_BYTES,
+        Unit::Bytes,
+        "payload bytes a slow upstream did not get, by target"
+    );
+    describe_counter!(THUMBNAILS, "thumbnail attempts, by result");
+    describe_histogram!(THUMBNAIL_SECONDS, Unit::Seconds, "time to make a thumbnail");
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "live/offline updates waiting for the database"
+    );
+    describe_histogram!(
+        STATUS_WRITE_SECONDS,
+        Unit::Seconds,
+        "time of one live/offline write"
+    );
+    describe_counter!(STATUS_WRITE_FAILURES, "failed live/offline writes, by kind");
+    describe_gauge!(CHANNEL_BITRATE, "bitrate of a live channel (opt-in)");
+    describe_gauge!(CHANNEL_FPS, "frames per second of a live channel (opt-in)");
+    describe_gauge!(
+        CHANNEL_BYTES,
+        Unit::Bytes,
+        "media bytes of a live channel's publish (opt-in)"
+    );
+}

@@ -1,0 +1,194 @@
+//! What the operator watches and does: Prometheus metrics that move with a publish and
+//! never carry a key, on a private address when asked; the admin API behind its token:
+//! sessions with their peer, and a kick that can keep the key out for a while.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The value of the first series whose line starts with `series`, 0 when absent.
+fn value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn scrape(node: &Node, port: u16) -> String {
+    let (status, head, body) = node.http_request(port, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{head}");
+    String::from_utf8(body).unwrap()
+}
+
+#[test]
+fn metrics_move_with_a_publish_and_never_carry_a_key() {
+    let node = Node::start(
+        "[thumbnails]\ndir = \"thumbs\"\ninterval = \"2s\"\nwidth = 160\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nper_channel_metrics = false\n",
+    );
+    let admin = node.admin_port.expect("admin listening");
+    // Only on the private address.
+    assert_eq!(node.http_get("/metrics").0, 404);
+    let before = scrape(&node, admin);
+    assert_eq!(value(&before, "streamgate_live_streams"), 0.0, "{before}");
+    assert!(before.contains("process_resident_memory_bytes"), "{before}");
+    assert!(before.contains("process_open_fds"), "{before}");
+
+    let (id, key) = node.create_channel("watched");
+    let _bad = RawPublisher::publish(node.rtmp_port, "live", "sg_not_a_key").err();
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 8);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    let during = wait_for(Duration::from_secs(15), || {
+        let s = scrape(&node, admin);
+        (value(&s, "streamgate_thumbnails_total{result=\"written\"}") >= 1.0).then_some(s)
+    })
+    .expect("a thumbnail counted");
+    assert_eq!(value(&during, "streamgate_live_streams"), 1.0, "{during}");
+    assert!(
+        value(
+            &during,
+            "streamgate_connections_accepted_total{listener=\"rtmp\"}"
+        ) >= 2.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            "streamgate_auth_decisions_total{result=\"accepted\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            "streamgate_auth_decisions_total{result=\"unknown_key\"}"
+        ),
+        1.0
+    );
+    assert!(
+        value(&during, "streamgate_ingest_bytes_total") > 10_000.0,
+        "{during}"
+    );
+    assert!(
+        value(&during, "streamgate_status_write_seconds_count") >= 1.0,
+        "{during}"
+    );
+    assert!(
+        during.contains("streamgate_auth_seconds_bucket"),
+        "latency histogram"
+    );
+    assert!(
+        !during.contains("channel_id"),
+        "per-channel series are opt-in"
+    );
+    assert!(ff.wait(Duration::from_secs(20)).expect("done").success());
+    wait_for(Duration::from_secs(10), || {
+        (value(&scrape(&node, admin), "streamgate_live_streams") == 0.0).then_some(())
+    })
+    .expect("live streams back to 0");
+    for s in [&before, &during] {
+        assert!(
+            !s.contains(&key) && !s.contains("sg_not_a_key"),
+            "no key in a scrape"
+        );
+    }
+    node.assert_never_printed(&key);
+}
+
+#[test]
+fn per_channel_series_when_asked() {
+    let node = Node::start("[admin]\nper_channel_metrics = true\n");
+    let (id, key) = node.create_channel("itemised");
+    let _ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 10);
+    wait_listed(&node, &id, Duration::from_secs(10));
+    // Beside the public routes when no admin address is set.
+    let s = wait_for(Duration::from_secs(10), || {
+        let s = scrape(&node, node.http_port);
+        s.contains(&format!(
+            "streamgate_channel_bitrate_bps{{channel_id=\"{id}\"}}"
+        ))
+        .then_some(s)
+    })
+    .expect("a per-channel series");
+    assert!(s.contains(&format!("streamgate_channel_fps{{channel_id=\"{id}\"}}")));
+    assert!(!s.contains(&key));
+}
+
+#[test]
+fn the_admin_api_lists_sessions_and_kicks_with_its_token_only() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let node = Node::start(&format!("[admin]\ntoken = \"{token}\"\n"));
+    let (id, key) = node.create_channel("moderated");
+    let mut p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish");
+    p.send(9, 0, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
+    wait_listed(&node, &id, Duration::from_secs(5));
+    let port = node.http_port;
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    for headers in [
+        "",
+        "Authorization: Bearer wrong-token-wrong-token-wrong\r\n",
+    ] {
+        let (status, head, _) = node.http_request(port, "GET", "/admin/v1/sessions", headers);
+        assert_eq!(status, 401, "{head}");
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"));
+        let (status, _, _) = node.http_request(
+            port,
+            "POST",
+            &format!("/admin/v1/channels/{id}/kick"),
+            headers,
+        );
+        assert_eq!(status, 401);
+    }
+    let (status, _, body) = node.http_request(port, "GET", "/admin/v1/sessions", &bearer);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let session = &v["sessions"][0];
+    assert_eq!(session["channel_id"], id.as_str());
+    assert!(
+        session["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{session}"
+    );
+    assert!(session["media_bytes"].as_u64().unwrap() >= 10, "{session}");
+    // Kick, keeping the key out for 3 s.
+    let (status, _, body) = node.http_request(
+        port,
+        "POST",
+        &format!("/admin/v1/channels/{id}/kick?refuse_for=3s"),
+        &bearer,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(p.wait_closed(Duration::from_secs(5)).is_some(), "kicked");
+    let refused = RawPublisher::publish(node.rtmp_port, "live", &key)
+        .err()
+        .expect("refused while suspended");
+    assert!(
+        refused.contains("NetStream.Publish.Unauthorized"),
+        "{refused}"
+    );
+    assert!(refused.contains("suspended"), "{refused}");
+    // Once the time is up, the same key goes live again.
+    let back = wait_for(Duration::from_secs(10), || {
+        RawPublisher::publish(node.rtmp_port, "live", &key).ok()
+    });
+    assert!(back.is_some(), "the key works again after refuse_for");
+    assert!(node.transcript.contains("publish ended by the operator"));
+    node.assert_never_printed(&key);
+    node.assert_never_printed(token);
+}
+
+#[test]
+fn without_a_token_there_is_no_admin_api() {
+    let node = Node::start("");
+    let (status, _, _) = node.http_request(
+        node.http_port,
+        "GET",
+        "/admin/v1/sessions",
+        "Authorization: Bearer anything-anything-anything\r\n",
+    );
+    assert_eq!(status, 404);
+}
