@@ -13,6 +13,7 @@ pub mod auth;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;

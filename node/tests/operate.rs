@@ -192,3 +192,48 @@ fn without_a_token_there_is_no_admin_api() {
     );
     assert_eq!(status, 404);
 }
+
+/// A website without Supabase Realtime follows the channels through server-sent events:
+/// live, thumbnail updated, offline, by public id only.
+#[test]
+fn the_events_stream_sees_live_thumbnail_and_offline() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let node = Node::start("[thumbnails]\ndir = \"thumbs\"\ninterval = \"2s\"\nwidth = 160\n");
+    let (id, key) = node.create_channel("followed");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    write!(
+        s,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let seen = seen.clone();
+        let s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(s).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    let has = |needle: &str| seen.lock().unwrap().contains(needle);
+    wait_for(Duration::from_secs(5), || {
+        has("text/event-stream").then_some(())
+    })
+    .expect("an event stream");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 5);
+    let event = |name: &str| {
+        let needle = format!("event: {name}\ndata: {{\"type\":\"{name}\",\"channel_id\":\"{id}\"");
+        wait_for(Duration::from_secs(20), || has(&needle).then_some(()))
+            .unwrap_or_else(|| panic!("no {name} event:\n{}", seen.lock().unwrap()));
+    };
+    event("live");
+    event("thumbnail");
+    assert!(ff.wait(Duration::from_secs(20)).expect("done").success());
+    event("offline");
+    let text = seen.lock().unwrap().clone();
+    assert!(text.contains("\"name\":\"followed\""), "{text}");
+    assert!(!text.contains(&key));
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}

@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn check_config_output_hides_passwords_and_relay_keys() {
         let c = load(
-            "[database]\nurl = \"postgres://u:hunter2@db/x\"\n[relay]\ntargets = [\"rtmp://cdn/live2/3rd-party-key\", \"rtmp://o/live/{channel_id}\"]\n",
+            "[database]\nurl = \"postgres://u:hunter2@db/x\"\n[relay]\ntargets = [\"rtmp://cdn/live2/3rd-party-key\", \"rtmp://o/live/{channel_id}\"]\n[admin]\ntoken = \"admin-secret-admin-secret\"\n",
             &[],
         )
         .unwrap();

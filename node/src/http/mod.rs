@@ -58,6 +58,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/streams", get(streams))
+        .route("/api/v1/events", get(events))
         .route("/thumbs/{name}", get(thumbnail))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -110,6 +111,31 @@ async fn streams(State(state): State<HttpState>) -> Response {
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     Json(serde_json::json!({ "streams": list })).into_response()
+}
+
+/// Server-sent events: `live`, `offline` and `thumbnail`, each with a JSON body naming
+/// the channel by its public id. A listener that falls behind gets a `lagged` event
+/// with how many it missed. A comment every 15 s keeps proxies from closing it.
+async fn events(State(state): State<HttpState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let receiver = state.hub.events().subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(e) => Event::default()
+                .event(e.name())
+                .json_data(&e)
+                .unwrap_or_else(|_| Event::default().event("error")),
+            Err(RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(format!("{{\"missed\":{n}}}")),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
 }
 
 async fn thumbnail(

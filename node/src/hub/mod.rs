@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::channel::Channel;
+use crate::events::{EventBus, PublicEvent};
 use crate::outbox::StatusOutbox;
 use crate::store::StatusUpdate;
 
@@ -74,6 +75,8 @@ pub struct Hub {
     outbox: Arc<StatusOutbox>,
     /// Told of each accepted publish (they attach subscribers).
     observers: Vec<Arc<dyn PublishObserver>>,
+    /// Public live/offline events (and thumbnails, from their scheduler).
+    events: EventBus,
     /// Test hook: runs inside `finish` once a session is known to be over, before its
     /// status is queued.
     #[cfg(test)]
@@ -89,6 +92,7 @@ impl Hub {
             }),
             outbox,
             observers,
+            events: EventBus::default(),
             #[cfg(test)]
             offline_probe: Mutex::new(None),
         })
@@ -100,6 +104,17 @@ impl Hub {
     fn queue_status(&self, sessions: &mut Sessions, stream: &LiveStream, live: bool) {
         let seq = sessions.next_seq;
         sessions.next_seq += 1;
+        self.events.publish(if live {
+            PublicEvent::Live {
+                channel_id: stream.channel_id,
+                name: stream.name.clone(),
+                started_at: stream.started_at,
+            }
+        } else {
+            PublicEvent::Offline {
+                channel_id: stream.channel_id,
+            }
+        });
         self.outbox.push(StatusUpdate {
             channel_id: stream.channel_id,
             live,
@@ -140,6 +155,11 @@ impl Hub {
             hub: self.clone(),
             stream,
         }
+    }
+
+    /// The public events of this node.
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// Live streams, in no particular order.

@@ -246,6 +246,11 @@ impl ThumbnailScheduler {
             .schedule
             .lock()
             .finish(channel_id, stream.session_id, outcome);
+        if let Outcome::Written(at) = outcome {
+            self.hub
+                .events()
+                .publish(crate::events::PublicEvent::thumbnail(channel_id, at));
+        }
         match (change, result) {
             (Change::Recovered, _) => info!(%channel_id, "thumbnails work again"),
             (Change::StartedFailing, Err(e)) => warn!(%channel_id, error = %e, "thumbnail failed"),
