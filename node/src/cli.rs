@@ -36,6 +36,10 @@ pub enum Command {
     Channel(ChannelCommand),
     /// Validate the configuration and print it with every default filled in.
     CheckConfig,
+    /// Check everything the node needs (database and table, ffmpeg, thumbnail folder,
+    /// RTMPS certificate, relay targets, open-files limit, kernel settings) and say
+    /// what to fix; exits non-zero when something would stop streams.
+    Check,
     /// Create the default channels table (Postgres) or database file (SQLite).
     Migrate,
     /// Internal: the thumbnail decoder subprocess (started by `serve`).
@@ -107,6 +111,21 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => {
             init_logging(&config);
             app::serve(config).await
+        }
+        Command::Check => {
+            let findings = crate::check::run(&config).await;
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings
+                .iter()
+                .filter(|f| f.verdict == crate::check::Verdict::Fail)
+                .count();
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} problem(s) would stop streams (the FAIL lines above)"
+            );
+            Ok(())
         }
         Command::CheckConfig => {
             print!("{}", config.redacted_toml());

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod auth;
 pub mod channel;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod events;

@@ -237,3 +237,89 @@ fn the_events_stream_sees_live_thumbnail_and_offline() {
     assert!(!text.contains(&key));
     let _ = s.shutdown(std::net::Shutdown::Both);
 }
+
+/// `streamgate check` with `config_text`: (exit success, stdout).
+fn check(dir: &std::path::Path, config_text: &str) -> (bool, String) {
+    let cfg = write_file(dir, "check.toml", config_text);
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn check_passes_a_good_setup_and_says_what_to_fix_in_a_broken_one() {
+    let nginx = Nginx::start(&["live"], None);
+    let dir = TempDir::new("check");
+    let db = format!("[database]\nurl = \"sqlite:{}/sg.db\"\n", dir.0.display());
+    let good = format!(
+        "{db}[thumbnails]\ndir = \"{}/thumbs\"\n[relay]\ntargets = [\"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n",
+        dir.0.display(),
+        nginx.port
+    );
+    let (ok, out) = check(&dir.0, &good);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok    database sqlite:"), "{out}");
+    assert!(out.contains("ok    thumbnail folder"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    relay target rtmp://127.0.0.1:{}/live/{{channel_id}}: connected",
+            nginx.port
+        )),
+        "{out}"
+    );
+    assert!(out.contains("net.core.somaxconn"), "{out}");
+    assert!(out.contains("open files"), "{out}");
+
+    // A thumbnail folder that cannot exist: its parent is a file.
+    write_file(&dir.0, "a-file", "x");
+    let (ok, out) = check(
+        &dir.0,
+        &format!(
+            "{db}[thumbnails]\ndir = \"{}/a-file/thumbs\"\n",
+            dir.0.display()
+        ),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  thumbnail folder") && out.contains("thumbnails.dir"),
+        "{out}"
+    );
+
+    // A relay target nobody listens on.
+    let closed = free_port();
+    let (ok, out) = check(
+        &dir.0,
+        &format!("{db}[relay]\ntargets = [\"rtmp://127.0.0.1:{closed}/live/{{channel_id}}\"]\n"),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  relay target rtmp://127.0.0.1:{closed}/live/{{channel_id}}"
+        )) && out.contains("refused"),
+        "{out}"
+    );
+
+    // A database that cannot be reached.
+    let (ok, out) = check(
+        &dir.0,
+        &format!("[database]\nurl = \"postgres://postgres:hunter2@127.0.0.1:{closed}/db?sslmode=disable\"\nconnect_timeout = \"2s\"\n"),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  database") && out.contains("cannot reach Postgres"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Connection refused"),
+        "the cause, not a bare error: {out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}

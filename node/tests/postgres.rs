@@ -681,3 +681,55 @@ fn a_duplicate_name_is_recognised_by_its_unique_index() {
     let dup = main.block_on(store.create_channel("x")).unwrap_err();
     assert_eq!(dup.kind(), StoreErrorKind::DuplicateName, "{dup}");
 }
+
+/// `streamgate check` against Postgres says what the server said, and what is missing.
+#[test]
+fn check_reports_what_postgres_said_and_what_the_table_lacks() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_check");
+    pg.psql(
+        &db,
+        "CREATE TABLE channels (id uuid PRIMARY KEY, name text, stream_key_hash text, is_live boolean NOT NULL DEFAULT false)",
+    );
+    let dir = TempDir::new("pgcheck");
+    let run = |text: &str| {
+        let cfg = write_file(&dir.0, "c.toml", text);
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check")
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let thumbs = format!("[thumbnails]\ndir = \"{}/t\"\n", dir.0.display());
+    // A database that does not exist: the server's own words.
+    let (ok, out) = run(&format!(
+        "[database]\nurl = \"{}\"\n{thumbs}",
+        pg.url("no_such_db")
+    ));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("database \"no_such_db\" does not exist"),
+        "what the server said: {out}"
+    );
+    // The default columns the table lacks are named, with the key to fix.
+    let (ok, out) = run(&format!("[database]\nurl = \"{}\"\n{thumbs}", pg.url(&db)));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("column live_since (database.live_since_column) does not exist"),
+        "{out}"
+    );
+    // Told which columns there are not, it passes.
+    let (ok, out) = run(&format!(
+        "[database]\nurl = \"{}\"\nlive_since_column = \"\"\nlast_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\nrelay_targets_column = \"\"\n{thumbs}",
+        pg.url(&db)
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("ok    database postgres://"), "{out}");
+}

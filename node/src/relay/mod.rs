@@ -147,6 +147,29 @@ impl RelayManager {
     }
 }
 
+impl RelayManager {
+    /// Tries each configured target (rendered for a sample channel): connect and RTMP
+    /// handshake, no publish. For `streamgate check`.
+    pub async fn probe_targets(&self) -> Vec<(String, Result<std::time::Duration, String>)> {
+        let sample = TemplateValues {
+            channel_id: "00000000-0000-0000-0000-000000000000",
+            thumb_id: "00000000000000000000000000000000",
+            name: "check",
+        };
+        let mut out = Vec::new();
+        for t in &self.config.targets {
+            let result = match t.render(&sample) {
+                Ok(url) => session::probe(&url, &self.config, &self.tls)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((t.redacted(), result));
+        }
+        out
+    }
+}
+
 impl PublishObserver for RelayManager {
     fn published(&self, stream: &Arc<LiveStream>, channel: &Channel) {
         self.attach(stream, channel);

@@ -162,8 +162,9 @@ impl PgStore {
                 if e.is_closed() || lease.client().is_closed() {
                     lease.discard(false);
                     return Err(StoreError::unavailable(format!(
-                        "lost the Postgres connection to {}: {e}",
-                        self.endpoint
+                        "lost the Postgres connection to {}: {}",
+                        self.endpoint,
+                        pg_error_text(&e)
                     ))
                     .with_source(e));
                 }
@@ -379,12 +380,33 @@ fn effective_tls_mode(asked: TlsMode, local: bool, ca_configured: bool) -> TlsMo
     }
 }
 
+/// What Postgres (or the way to it) said: the server's own message and SQLSTATE when
+/// it answered ("password authentication failed for user ...", "database ... does not
+/// exist"), otherwise the error with its causes ("error connecting to server:
+/// Connection refused").
+pub(crate) fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// Classifies a statement's failure by SQLSTATE: what retrying can fix (connection
 /// trouble, serialization failures, deadlocks, lock and statement timeouts, a server
 /// shutting down or out of connections) and what it cannot.
 fn classify(e: tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        return StoreError::unavailable(format!("Postgres: {e}")).with_source(e);
+        return StoreError::unavailable(format!("Postgres: {}", pg_error_text(&e))).with_source(e);
     };
     let code = db.code();
     let kind = if code.code().starts_with("08")

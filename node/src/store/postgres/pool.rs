@@ -108,11 +108,19 @@ impl Pool {
             .await;
         match made {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(StoreError::unavailable(format!(
-                "cannot reach Postgres at {} ({e}): check database.url",
-                self.endpoint
-            ))
-            .with_source(e)),
+            Ok(Err(e)) => {
+                // A server that answered said why; say that, and what to check.
+                let text = super::pg_error_text(&e);
+                let what = if e.as_db_error().is_some() {
+                    format!(
+                        "Postgres at {} refused the connection: {text}",
+                        self.endpoint
+                    )
+                } else {
+                    format!("cannot reach Postgres at {} ({text})", self.endpoint)
+                };
+                Err(StoreError::unavailable(format!("{what}: check database.url")).with_source(e))
+            }
             Err(e) => Err(StoreError::unavailable(format!(
                 "connecting to Postgres at {} was interrupted (the node is stopping)",
                 self.endpoint
