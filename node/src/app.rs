@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -90,6 +89,47 @@ async fn metrics_upkeep(
     }
 }
 
+/// Takes the instance lock (an exclusive lock on `path`): `true` when no other
+/// instance holds it. When one does (a restart in progress), the lock is taken over in
+/// the background once it goes. The file must stay open while the node runs.
+fn instance_lock(path: &std::path::Path) -> anyhow::Result<(std::fs::File, bool)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create {} ({e}): check status.lock_file",
+                dir.display()
+            )
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open {} ({e}): check status.lock_file",
+                path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok((file, true)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let waiter = file.try_clone()?;
+            std::thread::spawn(move || {
+                let _ = waiter.lock();
+                // Held from now on: the next instance knows this one runs.
+                std::mem::forget(waiter);
+            });
+            Ok((file, false))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!(
+            "cannot lock {} ({e}): check status.lock_file",
+            path.display()
+        )),
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     raise_nofile_limit();
     let prometheus = install_metrics()?;
@@ -97,16 +137,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     process.describe();
     // The store is opened here, on the main runtime: its connections live on it.
     let store = store::open(&config).await?;
-    match store.mark_all_offline().await {
-        Ok(0) => {}
-        Ok(n) => info!(
-            channels = n,
-            "marked offline the channels left live by a previous run"
-        ),
-        Err(e) => warn!(error = %e, "cannot mark stale live channels offline"),
+    // Crash recovery is for the instance that runs alone: during a restart the old
+    // instance still streams, and writes its own offlines when it goes.
+    let (_instance_lock, alone) = instance_lock(&config.status.lock_file)?;
+    if alone {
+        match store.mark_all_offline().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                channels = n,
+                "marked offline the channels left live by a previous run"
+            ),
+            Err(e) => warn!(error = %e, "cannot mark stale live channels offline"),
+        }
+    } else {
+        info!("another instance is running (a restart): its channels are left to it");
     }
 
     let cancel = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
     tokio::spawn(metrics_upkeep(prometheus.clone(), cancel.clone()));
     let tracker = TaskTracker::new();
     let outbox = StatusOutbox::new();
@@ -174,7 +222,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let http_addr = config.http.listen;
-    let http_listener = TcpListener::bind(http_addr).await.map_err(|e| {
+    let http_listener = crate::listen::bind(http_addr).map_err(|e| {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
     })?;
     info!(addr = %http_listener.local_addr()?, "HTTP listening");
@@ -201,7 +249,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // /metrics and the admin API: on their own private address, or beside the rest.
     let (router, admin_task) = match config.admin.listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
+            let listener = crate::listen::bind(addr).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot listen for admin/metrics on {addr} ({e}): check admin.listen"
                 )
@@ -211,6 +259,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 listener,
                 admin_router,
                 limits,
+                stop_accepting.clone(),
                 cancel.clone(),
                 grace,
             ));
@@ -222,20 +271,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         http_listener,
         router,
         limits,
+        stop_accepting.clone(),
         cancel.clone(),
         grace,
     ));
-    let ingest_task = tokio::spawn(listener.run(cancel.clone(), tracker.clone()));
-    let rtmps_task = rtmps.map(|l| tokio::spawn(l.run(cancel.clone(), tracker.clone())));
+    let ingest_task =
+        tokio::spawn(listener.run(stop_accepting.clone(), cancel.clone(), tracker.clone()));
+    let rtmps_task =
+        rtmps.map(|l| tokio::spawn(l.run(stop_accepting.clone(), cancel.clone(), tracker.clone())));
 
     shutdown_signal().await;
-    info!("shutting down");
-    cancel.cancel();
-    hub.end_all(EndReason::Shutdown);
+    // First stop accepting: a second instance on the same ports takes every new
+    // connection from now on. Live publishes may go on for the drain time.
+    stop_accepting.cancel();
     let _ = ingest_task.await;
     if let Some(t) = rtmps_task {
         let _ = t.await;
     }
+    let drain = config.rtmp.drain_timeout;
+    if !drain.is_zero() && !hub.list().is_empty() {
+        info!(drain = %humantime::format_duration(drain), live = hub.list().len(), "no longer accepting; live publishes may go on for rtmp.drain_timeout");
+        let _ = tokio::time::timeout(drain, async {
+            while !hub.list().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+    // Then end what is left: publishers reconnect (OBS does), to the other instance.
+    info!("shutting down");
+    cancel.cancel();
+    hub.end_all(EndReason::Shutdown);
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!("connections still open after the grace period");

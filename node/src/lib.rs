@@ -20,6 +20,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod key;
+pub mod listen;
 pub mod metric;
 pub mod outbox;
 pub mod peer;

@@ -100,6 +100,9 @@ pub struct StatusConfig {
     pub retry_max_backoff: Duration,
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
+    /// Held locked while the node runs: an instance that finds it locked is a restart's
+    /// new instance and leaves crash recovery to the old one.
+    pub lock_file: std::path::PathBuf,
 }
 
 impl Default for StatusConfig {
@@ -109,12 +112,20 @@ impl Default for StatusConfig {
             heartbeat_interval: Duration::from_secs(30),
             retry_max_backoff: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            lock_file: std::path::PathBuf::from("./data/streamgate.lock"),
         }
     }
 }
 
 impl StatusConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.lock_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "status.lock_file",
+                "\"\"",
+                "must name a file, e.g. \"./data/streamgate.lock\"",
+            ));
+        }
         positive("status.heartbeat_interval", self.heartbeat_interval)?;
         positive("status.retry_max_backoff", self.retry_max_backoff)
     }

@@ -30,6 +30,10 @@ pub struct RtmpConfig {
     /// From accept to an accepted publish; traffic does not extend it.
     #[serde(with = "duration_str")]
     pub auth_deadline: Duration,
+    /// On SIGTERM: how long live publishes may go on after the node stopped accepting
+    /// (0: they are ended at once and reconnect, to the new instance in a restart).
+    #[serde(with = "duration_str")]
+    pub drain_timeout: Duration,
     #[serde(with = "duration_str")]
     pub handshake_timeout: Duration,
     #[serde(with = "duration_str")]
@@ -61,6 +65,7 @@ impl Default for RtmpConfig {
             max_pending: 1000,
             max_pending_per_address: 20,
             auth_deadline: Duration::from_secs(10),
+            drain_timeout: Duration::ZERO,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),

@@ -28,13 +28,15 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `cancel`; then lets requests in flight finish
-/// for up to `grace`.
+/// Serves `router` on `listener` until `stop_accepting` (then the socket closes: a
+/// second instance on the same port takes the new connections); connections end with
+/// `shutdown`, requests in flight get up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
-    cancel: CancellationToken,
+    stop_accepting: CancellationToken,
+    shutdown: CancellationToken,
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -42,11 +44,11 @@ pub async fn serve(
     loop {
         // Take the permit before accepting, so the cap is real.
         let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = stop_accepting.cancelled() => break,
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = stop_accepting.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -57,7 +59,7 @@ pub async fn serve(
             },
         };
         let service = TowerToHyperService::new(router.clone());
-        let cancel = cancel.clone();
+        let cancel = shutdown.clone();
         connections.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -81,6 +83,9 @@ pub async fn serve(
             drop(permit);
         });
     }
+    drop(listener);
+    // Connections go on until the node shuts down.
+    shutdown.cancelled().await;
     connections.close();
     let _ = tokio::time::timeout(grace, connections.wait()).await;
 }

@@ -143,7 +143,7 @@ impl Listener {
             Some(_) => ("RTMPS", "rtmps.listen"),
             None => ("RTMP", "rtmp.listen"),
         };
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
+        let listener = crate::listen::bind(addr).map_err(|e| {
             anyhow::anyhow!("cannot listen for {what} on {addr} ({e}): check {key}")
         })?;
         Ok(Listener {
@@ -158,7 +158,15 @@ impl Listener {
         self.listener.local_addr()
     }
 
-    pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
+    /// Accepts until `stop_accepting`; then takes what the kernel queued already and
+    /// closes the socket (a second instance on the same port takes the new ones).
+    /// Connections end with `shutdown`.
+    pub async fn run(
+        self,
+        stop_accepting: CancellationToken,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         if self.tls.is_some() {
             info!(%addr, app = %self.ctx.config.app, "RTMPS listening");
@@ -168,11 +176,11 @@ impl Listener {
         loop {
             // Take the permit before accepting, so the cap is real.
             let permit = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = stop_accepting.cancelled() => break,
                 p = self.ctx.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
             let (socket, peer) = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = stop_accepting.cancelled() => break,
                 r = self.listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
@@ -183,32 +191,52 @@ impl Listener {
                     }
                 },
             };
-            if let Err(e) = socket.set_nodelay(true) {
-                debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-            }
-            // Hand the socket to a worker thread: it is registered with that thread's
-            // reactor, and the connection (and its relays) run there.
-            let socket = match socket.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    debug!(%peer, error = %e, "cannot hand the connection to a worker");
-                    continue;
-                }
-            };
-            let listener = if self.tls.is_some() { "rtmps" } else { "rtmp" };
-            metrics::counter!(metric::CONNECTIONS_ACCEPTED, "listener" => listener).increment(1);
-            let ctx = self.ctx.clone();
-            let cancel = cancel.clone();
-            let tls = self.tls.clone();
-            let task = tracker.track_future(async move {
-                match tokio::net::TcpStream::from_std(socket) {
-                    Ok(socket) => admit(socket, peer, tls, ctx, cancel).await,
-                    Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
-                }
-                drop(permit);
-            });
-            self.workers.pick().spawn(task);
+            self.hand_off(socket, peer, permit, &shutdown, &tracker);
         }
+        // Closing: serve what already waits in the queue rather than reset it.
+        for (socket, peer) in crate::listen::queued(&self.listener) {
+            match self.ctx.connections.clone().try_acquire_owned() {
+                Ok(permit) => self.hand_off(socket, peer, permit, &shutdown, &tracker),
+                Err(_) => break,
+            }
+        }
+        info!(%addr, "stopped accepting");
+    }
+
+    /// Gives an accepted connection to an ingest thread.
+    fn hand_off(
+        &self,
+        socket: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        // Hand the socket to a worker thread: it is registered with that thread's
+        // reactor, and the connection (and its relays) run there.
+        let socket = match socket.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "cannot hand the connection to a worker");
+                return;
+            }
+        };
+        let listener = if self.tls.is_some() { "rtmps" } else { "rtmp" };
+        metrics::counter!(metric::CONNECTIONS_ACCEPTED, "listener" => listener).increment(1);
+        let ctx = self.ctx.clone();
+        let cancel = shutdown.clone();
+        let tls = self.tls.clone();
+        let task = tracker.track_future(async move {
+            match tokio::net::TcpStream::from_std(socket) {
+                Ok(socket) => admit(socket, peer, tls, ctx, cancel).await,
+                Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
+            }
+            drop(permit);
+        });
+        self.workers.pick().spawn(task);
     }
 }
 

@@ -43,20 +43,27 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A temporary directory removed on drop (unless it is another's, see `shared`).
+pub struct TempDir(pub PathBuf, bool);
 
 impl TempDir {
+    /// The same directory, not removed when this handle drops.
+    pub fn shared(&self) -> TempDir {
+        TempDir(self.0.clone(), false)
+    }
+
     pub fn new(tag: &str) -> Self {
         let p = std::env::temp_dir().join(format!("streamgate-{tag}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        TempDir(p, true)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 

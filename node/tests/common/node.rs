@@ -99,6 +99,23 @@ impl Node {
         node
     }
 
+    /// A second instance on the same config, folder and ports (a restart's new
+    /// process); the folder stays the first one's.
+    pub fn another_instance(&self) -> Node {
+        let mut node = Node {
+            child: None,
+            dir: self.dir.shared(),
+            config: self.config.clone(),
+            rtmp_port: 0,
+            rtmps_port: None,
+            admin_port: None,
+            http_port: 0,
+            transcript: Transcript::default(),
+        };
+        node.spawn();
+        node
+    }
+
     /// Starts (or restarts) the process on the same config and database.
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(bin());

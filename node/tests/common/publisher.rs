@@ -68,6 +68,23 @@ impl RawPublisher {
             .expect("send");
     }
 
+    /// Sends one media message; `false` when the connection is gone.
+    pub fn try_send(&mut self, type_id: u8, timestamp: u32, body: &[u8]) -> bool {
+        self.publisher
+            .send_media(type_id, timestamp, Bytes::copy_from_slice(body));
+        let publisher = &mut self.publisher;
+        self.runtime.block_on(async {
+            matches!(
+                tokio::time::timeout(STEP_TIMEOUT, async {
+                    publisher.flush().await?;
+                    publisher.poll_incoming().await
+                })
+                .await,
+                Ok(Ok(()))
+            )
+        })
+    }
+
     /// Blocks until the server ends the connection; returns how long that took.
     pub fn wait_closed(&mut self, timeout: Duration) -> Option<Duration> {
         let start = Instant::now();
