@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, from Debian's packages:
 # ffmpeg/ffprobe (publisher, checks), GStreamer (a second RTMP client), nginx with the
-# RTMP module (relay upstream) and PostgreSQL (channel store). Installs only what is
-# missing; fails loudly when it cannot install.
+# RTMP module (relay upstream), PostgreSQL (channel store) and systemd's verifier (the
+# unit in deploy/). Installs only what is missing; fails loudly when it cannot install.
 set -euo pipefail
 
 packages=(
@@ -11,6 +11,7 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   nginx libnginx-mod-rtmp libnginx-mod-stream
   postgresql
+  systemd
 )
 
 missing=()

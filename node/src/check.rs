@@ -289,3 +289,39 @@ fn kernel() -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `check` recommends is what deploy/sysctl.conf sets.
+    #[test]
+    fn deploy_sysctl_conf_meets_every_recommendation() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/sysctl.conf"
+        ))
+        .unwrap();
+        let setting = |name: &str| {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    (k.trim() == name).then(|| v.trim().to_string())
+                })
+        };
+        for (name, _, minimum, _) in KERNEL {
+            let value: u64 = setting(name)
+                .unwrap_or_else(|| panic!("{name} missing from sysctl.conf"))
+                .parse()
+                .unwrap();
+            assert!(value >= minimum, "{name} = {value} < {minimum}");
+        }
+        let range = setting("net.ipv4.ip_local_port_range").unwrap();
+        let bounds: Vec<u64> = range
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert!(bounds[1] - bounds[0] >= 40_000, "{range}");
+    }
+}

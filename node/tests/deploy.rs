@@ -1,0 +1,272 @@
+//! The deployment files, checked with the real tools this machine has: systemd's own
+//! verifier on the unit, nginx on the thumbnail site (and serving a thumbnail), a YAML
+//! parse of the compose file held against what the README says, the node itself on
+//! the environment the compose file gives it, and the kernel on sysctl.conf.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn deploy(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file)
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(deploy(file)).unwrap()
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    require("systemd-analyze", "systemd");
+    let unit = read("streamgate@.service");
+    for line in [
+        "LimitNOFILE=1048576",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/streamgate",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+    // Verified as an instance, with ExecStart pointing at this build.
+    let dir = TempDir::new("unit");
+    let path = dir.0.join("streamgate@blue.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/streamgate", bin())).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains(&path.display().to_string()),
+        "systemd has remarks about the unit: {stderr}"
+    );
+}
+
+#[test]
+fn nginx_serves_the_thumbnail_folder_as_the_snippet_says() {
+    require("nginx", "nginx");
+    let dir = TempDir::new("nginx-site");
+    let thumbs = dir.0.join("thumbs");
+    std::fs::create_dir_all(&thumbs).unwrap();
+    let name = "0123456789abcdef0123456789abcdef.jpg";
+    std::fs::write(thumbs.join(name), [0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
+    std::fs::write(thumbs.join("secret.txt"), "no").unwrap();
+    let snippet = read("nginx-thumbs.conf")
+        .replace("/var/lib/streamgate/thumbs", &thumbs.display().to_string());
+    let snippet_path = dir.0.join("streamgate-thumbs.conf");
+    std::fs::write(&snippet_path, snippet).unwrap();
+    let port = free_port();
+    let site = read("nginx-thumbs-site.conf")
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+        .replace(
+            "/etc/nginx/snippets/streamgate-thumbs.conf",
+            &snippet_path.display().to_string(),
+        );
+    let d = dir.0.display();
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{}}\nhttp {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; \
+             fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{site}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let test = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let nginx = Proc::spawn(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf),
+    );
+    let get = |path: &str| {
+        wait_for(Duration::from_secs(10), || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).ok()?;
+            Some(String::from_utf8_lossy(&answer).into_owned())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "nginx does not answer {path}: {} {}",
+                std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default(),
+                nginx.stderr.lock().unwrap()
+            )
+        })
+    };
+    let ok = get(&format!("/thumbs/{name}"));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let head = ok.to_ascii_lowercase();
+    assert!(
+        head.contains("cache-control: no-store, no-cache, must-revalidate, max-age=0"),
+        "{ok}"
+    );
+    assert!(head.contains("access-control-allow-origin: *"), "{ok}");
+    assert!(head.contains("content-type: image/jpeg"), "{ok}");
+    for bad in [
+        "/thumbs/secret.txt",
+        "/thumbs/../nginx.conf",
+        "/",
+        "/thumbs/",
+    ] {
+        let answer = get(bad);
+        assert!(
+            answer.starts_with("HTTP/1.1 404") || answer.starts_with("HTTP/1.1 400"),
+            "{bad}: {answer}"
+        );
+    }
+}
+
+#[test]
+fn the_compose_file_is_what_the_readme_says_and_the_node_runs_on_its_environment() {
+    let compose = yaml_rust2::YamlLoader::load_from_str(&read("docker-compose.yml"))
+        .unwrap()
+        .remove(0);
+    let services = &compose["services"];
+    let sg = &services["streamgate"];
+    assert_eq!(
+        sg["build"]["dockerfile"].as_str(),
+        Some("deploy/Dockerfile")
+    );
+    assert_eq!(sg["ulimits"]["nofile"]["hard"].as_i64(), Some(1048576));
+    // Only namespaced network sysctls can be set in a container.
+    let sysctls = sg["sysctls"].as_hash().unwrap();
+    assert!(!sysctls.is_empty());
+    for (k, _) in sysctls {
+        let k = k.as_str().unwrap();
+        assert!(k.starts_with("net."), "{k} cannot be set per container");
+        assert!(
+            Path::new("/proc/sys").join(k.replace('.', "/")).exists(),
+            "{k} is not a kernel setting"
+        );
+    }
+    assert!(sg["stop_grace_period"].as_str().is_some());
+    let volumes: Vec<&str> = sg["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        volumes.iter().any(|v| v.starts_with("thumbs:")),
+        "{volumes:?}"
+    );
+    // The optional Postgres is a profile; nginx serves the thumbnails from files that exist.
+    assert_eq!(
+        services["postgres"]["profiles"][0].as_str(),
+        Some("postgres")
+    );
+    for v in services["thumbs"]["volumes"].as_vec().unwrap() {
+        let host = v.as_str().unwrap().split(':').next().unwrap();
+        if host.starts_with("./") {
+            assert!(deploy(host.trim_start_matches("./")).is_file(), "{host}");
+        }
+    }
+    // The environment it gives the node is valid configuration.
+    // The image's config file is the example one (see the Dockerfile).
+    let dir = TempDir::new("compose-env");
+    let mut cmd = Command::new(bin());
+    cmd.arg("check-config").current_dir(&dir.0).env(
+        "STREAMGATE_CONFIG",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../streamgate.example.toml"),
+    );
+    for (k, v) in sg["environment"].as_hash().unwrap() {
+        let value = v.as_str().unwrap();
+        // ${VAR:-default}: the default.
+        let value = value
+            .strip_prefix("${")
+            .and_then(|r| r.split_once(":-"))
+            .map_or(value, |(_, d)| d.trim_end_matches('}'));
+        cmd.env(k.as_str().unwrap(), value);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("/var/lib/streamgate/thumbs"),
+        "the thumbnails volume is where the node writes: {printed}"
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    assert!(readme.contains("docker compose -f deploy/docker-compose.yml up -d"));
+    assert!(readme.contains("--profile postgres"));
+}
+
+#[test]
+fn the_dockerfile_builds_in_one_stage_and_runs_in_another() {
+    let text = read("Dockerfile");
+    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages[0].contains("rust") && stages[0].contains(" AS build"));
+    assert!(
+        !stages[1].contains("rust"),
+        "no compiler in the final image"
+    );
+    assert!(text.contains("COPY --from=build /src/target/release/streamgate"));
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("USER ") && !l.contains("root")));
+    assert!(text.contains("HEALTHCHECK") && text.contains("/healthz"));
+    assert!(text.contains("ffmpeg"));
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../streamgate.example.toml")
+        .is_file());
+}
+
+#[test]
+fn every_sysctl_line_says_why_and_names_a_real_setting() {
+    let text = read("sysctl.conf");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut settings = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        settings += 1;
+        let key = line.split('=').next().unwrap().trim();
+        assert!(
+            i > 0 && lines[i - 1].starts_with("# "),
+            "{key} has no comment above it"
+        );
+        assert!(
+            Path::new("/proc/sys").join(key.replace('.', "/")).exists(),
+            "{key} is not a setting of this kernel"
+        );
+    }
+    assert!(settings >= 6);
+}
