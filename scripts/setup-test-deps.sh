@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, from Debian's packages:
 # ffmpeg/ffprobe (publisher, checks), GStreamer (a second RTMP client), nginx with the
-# RTMP module (relay upstream), PostgreSQL (channel store) and systemd's verifier (the
-# unit in deploy/). Installs only what is missing; fails loudly when it cannot install.
+# RTMP module (relay upstream), PostgreSQL (channel store), systemd's verifier (the
+# unit in deploy/) and Chromium with its WebDriver (the dashboard test). Installs only
+# what is missing; fails loudly when it cannot install.
 set -euo pipefail
 
 packages=(
@@ -12,6 +13,7 @@ packages=(
   nginx libnginx-mod-rtmp libnginx-mod-stream
   postgresql
   systemd
+  chromium chromium-driver
 )
 
 missing=()

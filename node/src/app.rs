@@ -255,9 +255,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 )
             })?;
             info!(addr = %listener.local_addr()?, "admin listening");
+            // The dashboard there reads the public API from its own origin.
             let task = tokio::spawn(http::server::serve(
                 listener,
-                admin_router,
+                admin_router.merge(router.clone()),
                 limits,
                 stop_accepting.clone(),
                 cancel.clone(),

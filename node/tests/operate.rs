@@ -31,8 +31,25 @@ fn metrics_move_with_a_publish_and_never_carry_a_key() {
          [admin]\nlisten = \"127.0.0.1:0\"\nper_channel_metrics = false\n",
     );
     let admin = node.admin_port.expect("admin listening");
-    // Only on the private address.
+    // Only on the private address, with the dashboard, which reads the public API
+    // from its own origin there.
     assert_eq!(node.http_get("/metrics").0, 404);
+    assert_eq!(node.http_get("/dashboard").0, 404);
+    let (status, head, page) = node.http_request(admin, "GET", "/dashboard", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&page).contains("/dashboard/app.js"));
+    for asset in [
+        "/dashboard/app.js",
+        "/dashboard/style.css",
+        "/api/v1/streams",
+    ] {
+        assert_eq!(node.http_request(admin, "GET", asset, "").0, 200, "{asset}");
+    }
     let before = scrape(&node, admin);
     assert_eq!(value(&before, "streamgate_live_streams"), 0.0, "{before}");
     assert!(before.contains("process_resident_memory_bytes"), "{before}");

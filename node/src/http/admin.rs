@@ -8,8 +8,9 @@
 //!   publish, and optionally refuses its key for that long so the encoder cannot come
 //!   straight back.
 //!
-//! Served on `admin.listen` when set (a private address), otherwise beside the public
-//! routes.
+//! With them, the operator dashboard ([`super::dashboard`]). Served on `admin.listen`
+//! when set (a private address, which then serves the public read-only routes the
+//! dashboard reads too), otherwise beside the public routes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +47,9 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    let mut r = Router::new().route("/metrics", get(scrape));
+    let mut r = Router::new()
+        .route("/metrics", get(scrape))
+        .merge(super::dashboard::router());
     if !state.token.is_empty() {
         r = r
             .route("/admin/v1/sessions", get(sessions))

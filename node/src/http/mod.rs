@@ -4,6 +4,7 @@
 //! [`server`].
 
 pub mod admin;
+pub mod dashboard;
 pub mod server;
 
 use std::path::PathBuf;

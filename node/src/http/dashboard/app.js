@@ -1,0 +1,167 @@
+// streamgate dashboard: the live channels as cards, kept current by the node's event
+// stream (/api/v1/events) and a poll of /api/v1/streams. Everything shown comes from
+// the public API and is set as text, never as markup.
+"use strict";
+
+const POLL_MS = 5000;
+const grid = document.getElementById("grid");
+const template = document.getElementById("card");
+const cards = new Map(); // channel_id -> { el, stream, thumbKey }
+let clockSkewMs = 0; // node clock minus browser clock, from the Date header
+let refreshTimer = null;
+
+function setStatus(state, text) {
+  const el = document.getElementById("status");
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (n) => String(n).padStart(2, "0");
+  return (h > 0 ? h + ":" + pad(m) : String(m)) + ":" + pad(s % 60);
+}
+
+function bitrate(kbps) {
+  return kbps >= 1000 ? (kbps / 1000).toFixed(2) + " Mbit/s" : kbps + " kbit/s";
+}
+
+function field(card, cls, text) {
+  const el = card.querySelector("." + cls);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function makeCard(stream) {
+  const el = template.content.firstElementChild.cloneNode(true);
+  el.dataset.channelId = stream.channel_id;
+  const img = el.querySelector("img");
+  img.addEventListener("load", () => {
+    img.hidden = false;
+    el.querySelector(".placeholder").hidden = true;
+  });
+  img.addEventListener("error", () => {
+    img.hidden = true;
+    el.querySelector(".placeholder").hidden = false;
+  });
+  return { el, stream, thumbKey: null };
+}
+
+function updateCard(entry, stream) {
+  const el = entry.el;
+  entry.stream = stream;
+  field(el, "name", stream.name);
+  el.querySelector(".name").title = stream.name;
+  field(el, "resolution", stream.width && stream.height ? stream.width + "×" + stream.height : "–");
+  field(el, "fps", stream.fps ? stream.fps.toFixed(stream.fps % 1 ? 2 : 0) : "–");
+  field(el, "bitrate", bitrate(stream.bitrate_kbps));
+  field(el, "codecs", [stream.video_codec, stream.audio_codec].filter(Boolean).join(" + ") || "–");
+  // A new picture only when the node wrote one (the URL changes with it).
+  if (stream.thumbnail_updated_at && stream.thumbnail_updated_at !== entry.thumbKey) {
+    entry.thumbKey = stream.thumbnail_updated_at;
+    el.querySelector("img").src =
+      stream.thumbnail_url + "?t=" + encodeURIComponent(stream.thumbnail_updated_at);
+  }
+  const list = el.querySelector(".relays");
+  const items = [];
+  for (const r of stream.relays) {
+    const li = document.createElement("li");
+    li.dataset.state = r.connected ? "connected" : "disconnected";
+    // The state first: a long URL is cut at the end of the line.
+    let state = r.connected ? "relaying" : "reconnecting";
+    if (r.reconnects > 0) state += " (" + r.reconnects + " reconnects)";
+    li.textContent = state + " → " + r.url;
+    li.title = r.url + (!r.connected && r.last_error ? ": " + r.last_error : "");
+    items.push(li);
+  }
+  if (items.length === 0) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "no relay";
+    items.push(li);
+  }
+  list.replaceChildren(...items);
+  tickCard(entry);
+}
+
+function tickCard(entry) {
+  const started = Date.parse(entry.stream.started_at);
+  field(entry.el, "uptime", duration(Date.now() + clockSkewMs - started));
+}
+
+function render(streams) {
+  const seen = new Set();
+  let previous = null;
+  for (const stream of streams) {
+    seen.add(stream.channel_id);
+    let entry = cards.get(stream.channel_id);
+    if (!entry) {
+      entry = makeCard(stream);
+      cards.set(stream.channel_id, entry);
+    }
+    updateCard(entry, stream);
+    // Keep the API's order (by name) without moving cards that are already in place.
+    const want = previous ? previous.nextSibling : grid.firstChild;
+    if (want !== entry.el) grid.insertBefore(entry.el, want);
+    previous = entry.el;
+  }
+  for (const [id, entry] of cards) {
+    if (!seen.has(id)) removeCard(id, entry);
+  }
+  document.getElementById("empty").hidden = cards.size > 0;
+  document.getElementById("count").textContent =
+    cards.size + (cards.size === 1 ? " channel live" : " channels live");
+}
+
+function removeCard(id, entry) {
+  entry.el.remove();
+  cards.delete(id);
+}
+
+async function refresh() {
+  try {
+    const answer = await fetch("/api/v1/streams", { cache: "no-store" });
+    if (!answer.ok) throw new Error("HTTP " + answer.status);
+    const date = Date.parse(answer.headers.get("date") || "");
+    if (!Number.isNaN(date)) clockSkewMs = date - Date.now();
+    const body = await answer.json();
+    render(body.streams);
+    setStatus("ok", "updated " + new Date().toLocaleTimeString());
+  } catch (e) {
+    setStatus("error", "cannot reach the node (" + e.message + "), retrying");
+  }
+}
+
+// Events arrive in bursts (a reconnect storm): one refresh for a burst.
+function refreshSoon() {
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    refresh();
+  }, 200);
+}
+
+function follow() {
+  const events = new EventSource("/api/v1/events");
+  events.addEventListener("live", refreshSoon);
+  events.addEventListener("thumbnail", refreshSoon);
+  events.addEventListener("lagged", refreshSoon);
+  events.addEventListener("offline", (e) => {
+    try {
+      const id = JSON.parse(e.data).channel_id;
+      const entry = cards.get(id);
+      if (entry) removeCard(id, entry);
+    } catch (_) {
+      // A body we do not understand: the refresh below sets things right.
+    }
+    refreshSoon();
+  });
+  // EventSource reconnects by itself; the poll covers the gap.
+  events.addEventListener("open", refreshSoon);
+}
+
+refresh();
+follow();
+setInterval(refresh, POLL_MS);
+setInterval(() => cards.forEach(tickCard), 1000);
