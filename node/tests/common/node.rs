@@ -85,6 +85,11 @@ impl Node {
             text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&config, text).unwrap();
+        Node::spawned(dir, config)
+    }
+
+    /// A node on `config` in `dir`, started.
+    fn spawned(dir: TempDir, config: PathBuf) -> Node {
         let mut node = Node {
             child: None,
             dir,
@@ -102,18 +107,7 @@ impl Node {
     /// A second instance on the same config, folder and ports (a restart's new
     /// process); the folder stays the first one's.
     pub fn another_instance(&self) -> Node {
-        let mut node = Node {
-            child: None,
-            dir: self.dir.shared(),
-            config: self.config.clone(),
-            rtmp_port: 0,
-            rtmps_port: None,
-            admin_port: None,
-            http_port: 0,
-            transcript: Transcript::default(),
-        };
-        node.spawn();
-        node
+        Node::spawned(self.dir.shared(), self.config.clone())
     }
 
     /// Starts (or restarts) the process on the same config and database.
