@@ -2,8 +2,9 @@
 # Installs the real components the test suite runs against, from Debian's packages:
 # ffmpeg/ffprobe (publisher, checks), GStreamer (a second RTMP client), nginx with the
 # RTMP module (relay upstream), PostgreSQL (channel store), systemd's verifier (the
-# unit in deploy/) and Chromium with its WebDriver (the dashboard test). Installs only
-# what is missing; fails loudly when it cannot install.
+# unit in deploy/), Chromium with its WebDriver (the dashboard test) and OBS Studio on a
+# virtual display (an RTMPS publish). Installs only what is missing; fails loudly when
+# it cannot install.
 set -euo pipefail
 
 packages=(
@@ -14,6 +15,7 @@ packages=(
   postgresql
   systemd
   chromium chromium-driver
+  obs-studio xvfb xauth
 )
 
 missing=()

@@ -220,6 +220,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             last_read = tokio::time::Instant::now();
                             self.ctx.ingest_bytes.increment(n as u64);
                         }
+                        // RTMPS: encoders close without a TLS close_notify (OBS always
+                        // does). RTMP frames its own messages, so nothing is truncated
+                        // unseen: an ordinary close.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            return Ok(End::ClientClosed)
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
