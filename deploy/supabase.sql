@@ -12,6 +12,10 @@
 -- public.public_channels
 --                   the view a website reads with the anon key:
 --                   id, name, is_live, live_since, thumbnail (md5 of the id, ".jpg").
+-- public.streamgate_nodes
+--                   the fleet's registry: each node's id, address, version, start and
+--                   last heartbeat. A node not heard from is declared dead by the others,
+--                   which mark its channels offline. Not readable by the client roles.
 
 create table if not exists public.channels (
     id              uuid primary key default gen_random_uuid(),
@@ -22,12 +26,25 @@ create table if not exists public.channels (
     last_seen       timestamptz,
     live_session    uuid,
     live_node       text,
+    live_peer       text,
     relay_targets   jsonb,
     created_at      timestamptz not null default now()
 );
+-- Added by a later version (a table made by an earlier script gets it here).
+alter table public.channels add column if not exists live_peer text;
 
 alter table public.channels enable row level security;
 revoke all on public.channels from anon, authenticated;
+
+create table if not exists public.streamgate_nodes (
+    id             text primary key,
+    address        text not null,
+    version        text not null,
+    started_at     timestamptz not null,
+    last_heartbeat timestamptz not null default now()
+);
+alter table public.streamgate_nodes enable row level security;
+revoke all on public.streamgate_nodes from anon, authenticated;
 
 create table if not exists public.channel_status (
     id         uuid primary key references public.channels (id) on delete cascade,

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::auth::Authorizer;
 use crate::config::Config;
+use crate::heartbeat::Heartbeat;
 use crate::http::{self, HttpState};
 use crate::hub::{EndReason, Hub, PublishObserver};
 use crate::ingest::tls::TlsIdentity;
@@ -17,7 +18,8 @@ use crate::ingest::{IngestContext, IngestWorkers, Listener};
 use crate::outbox::StatusOutbox;
 use crate::relay::RelayManager;
 use crate::revocation::KeyWatch;
-use crate::{heartbeat, store, thumbs};
+use crate::store::NodeAnnouncement;
+use crate::{store, thumbs};
 
 /// Raises the soft open-files limit to the hard limit: each publisher is a socket.
 fn raise_nofile_limit() {
@@ -176,6 +178,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let hub = Hub::new(
         outbox.clone(),
         vec![relay.clone() as Arc<dyn PublishObserver>],
+        config.rtmp.takeover_silence,
     );
     let thumbnails = thumbs::start(&config.thumbnails, hub.clone(), cancel.clone()).await?;
     let authorizer = Arc::new(Authorizer::new(store.clone(), config.auth.clone()));
@@ -191,17 +194,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .then(|| config.thumbnails.dir.clone()),
     };
     tokio::spawn(key_watch.run(cancel.clone()));
-    tokio::spawn(heartbeat::run(
-        hub.clone(),
-        store.clone(),
-        config.status.heartbeat_interval,
-        cancel.clone(),
-    ));
+    let heartbeat = Heartbeat {
+        hub: hub.clone(),
+        store: store.clone(),
+        every: config.status.heartbeat_interval,
+        dead_after: config.status.dead_after(),
+        announcement: NodeAnnouncement {
+            address: advertised_address(&config),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: chrono::Utc::now(),
+        },
+    };
+    // Registered before the first publish is accepted.
+    heartbeat.beat().await;
+    tokio::spawn(heartbeat.run(cancel.clone()));
 
     let ctx = Arc::new(IngestContext::new(
         config.rtmp.clone(),
         hub.clone(),
         authorizer,
+        &config.status,
     ));
     let workers = IngestWorkers::start(config.rtmp.workers)?;
     let listener = Listener::bind(ctx.clone(), workers.clone(), config.rtmp.listen, None).await?;
@@ -230,6 +242,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         hub: hub.clone(),
         thumbnails_dir: config.thumbnails.dir.clone(),
         thumbnails,
+        node: config.http.show_node.then(|| config.status.node_id()),
     });
     let admin_router = http::admin::router(http::admin::AdminState {
         hub: hub.clone(),
@@ -240,6 +253,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         process,
         per_channel_metrics: config.admin.per_channel_metrics,
         token: config.admin.token.clone(),
+        store: store.clone(),
+        node_id: config.status.node_id(),
+        dead_after: config.status.dead_after(),
     });
     let limits = http::server::HttpLimits {
         max_connections: config.http.max_connections,
@@ -326,9 +342,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "could not write every status update before exit"
         );
     }
+    // Gone from the fleet's registry (an instance of a restart that still runs
+    // registers the node again at its next beat).
+    match tokio::time::timeout(grace, store.retire_node()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot remove this node from the nodes table; the others will declare it dead")
+        }
+        Err(_) => warn!(
+            "cannot remove this node from the nodes table in time; the others will declare it dead"
+        ),
+    }
     let _ = tokio::time::timeout(grace, http_task).await;
     if let Some(t) = admin_task {
         let _ = tokio::time::timeout(grace, t).await;
     }
     Ok(())
+}
+
+/// How the fleet view shows this node: `status.advertise`, or the host name and the
+/// RTMP port.
+fn advertised_address(config: &Config) -> String {
+    if !config.status.advertise.is_empty() {
+        return config.status.advertise.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", config.rtmp.listen.port())
 }

@@ -13,7 +13,7 @@ use crate::channel::Channel;
 use crate::config::AuthConfig;
 use crate::key::StreamKey;
 use crate::peer::AddressKey;
-use crate::store::ChannelStore;
+use crate::store::{ChannelStore, RemotePublish};
 
 /// The answer to a publish request.
 #[derive(Debug)]
@@ -36,6 +36,35 @@ impl AuthDecision {
             AuthDecision::Unavailable(_) => "unavailable",
             AuthDecision::Suspended(_) => "suspended",
         }
+    }
+}
+
+/// How a publish elsewhere in the fleet is judged (see `hub::takeover_allowed`).
+#[derive(Debug, Clone, Copy)]
+pub struct FleetTakeover {
+    /// `rtmp.takeover_silence`.
+    pub silence: Duration,
+    /// `status.heartbeat_interval`: how stale another node's `last_seen` of a stream
+    /// that is sending may be.
+    pub heartbeat_interval: Duration,
+    /// `status.dead_after`: a node not heard from for this long carries nothing.
+    pub dead_after: Duration,
+}
+
+impl FleetTakeover {
+    /// Whether a newcomer with `peer_tag` may take `remote` over.
+    pub fn allows(&self, remote: &RemotePublish, peer_tag: &str) -> bool {
+        let same_address = remote.peer_tag.as_deref() == Some(peer_tag);
+        // The other node refreshes last_seen only while media arrives, every
+        // heartbeat: what it says is up to one interval old.
+        let quiet = if remote.node_alive {
+            remote
+                .quiet_for
+                .map(|q| q.saturating_sub(self.heartbeat_interval))
+        } else {
+            Some(Duration::MAX)
+        };
+        crate::hub::takeover_allowed(same_address, quiet, self.silence)
     }
 }
 
@@ -101,6 +130,35 @@ impl Authorizer {
             limiter: FailureLimiter::new(&config),
             suspended: Mutex::new(HashMap::new()),
             config,
+        }
+    }
+
+    /// The node that holds `channel` live for another encoder, still sending and
+    /// from another address (the newcomer is then refused); `None` when the channel
+    /// is free, may be taken over, or the database cannot say in time (a publish is
+    /// never refused because the database is slow).
+    pub async fn held_elsewhere(
+        &self,
+        channel: uuid::Uuid,
+        peer_tag: &str,
+        rule: &FleetTakeover,
+    ) -> Option<String> {
+        let asked = tokio::time::timeout(
+            self.config.timeout,
+            self.store.live_elsewhere(channel, rule.dead_after),
+        )
+        .await;
+        match asked {
+            Ok(Ok(Some(remote))) if !rule.allows(&remote, peer_tag) => Some(remote.node),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                warn!(channel_id = %channel, error = %e, "cannot tell whether another node carries this channel; accepting the publish");
+                None
+            }
+            Err(_) => {
+                warn!(channel_id = %channel, "the database did not say in time whether another node carries this channel; accepting the publish");
+                None
+            }
         }
     }
 

@@ -1,34 +1,68 @@
-//! The heartbeat: every `status.heartbeat_interval`, `last_seen` of the channels live
-//! on this node is refreshed, so that a reader of the table can tell a live channel
-//! from one a dead node left behind. A failure is logged and retried at the next beat;
+//! The heartbeat, every `status.heartbeat_interval`: this node says it is alive in the
+//! nodes table, refreshes `last_seen` of its live channels that received media since
+//! the last beat (so `last_seen` tells a reader, and another node judging a takeover,
+//! when media was last seen), and sweeps the nodes not heard from for
+//! `status.dead_after_beats` beats: their live channels are marked offline, each by
+//! exactly one sweeping node. A failure is logged and tried again at the next beat;
 //! the video never waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::hub::Hub;
-use crate::store::ChannelStore;
+use crate::store::{ChannelStore, NodeAnnouncement};
 
-/// Beats every `every` until `cancel`.
-pub async fn run(
-    hub: Arc<Hub>,
-    store: Arc<dyn ChannelStore>,
-    every: Duration,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+/// What the heartbeat needs.
+pub struct Heartbeat {
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn ChannelStore>,
+    pub every: Duration,
+    /// A node silent this long is dead.
+    pub dead_after: Duration,
+    pub announcement: NodeAnnouncement,
+}
+
+impl Heartbeat {
+    /// Beats every interval until `cancel` (the first beat is the caller's, at start).
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.beat().await;
         }
-        if let Err(e) = store.heartbeat(&hub.live_channels()).await {
-            warn!(error = %e, "heartbeat not written");
+    }
+
+    /// One beat.
+    pub async fn beat(&self) {
+        if let Err(e) = self.store.announce_node(&self.announcement).await {
+            warn!(error = %e, "heartbeat: cannot say this node is alive in the nodes table");
+        }
+        let sending: Vec<_> = self
+            .hub
+            .list()
+            .iter()
+            .filter(|s| s.quiet_for() <= self.every)
+            .map(|s| s.channel_id)
+            .collect();
+        if let Err(e) = self.store.heartbeat(&sending).await {
+            warn!(error = %e, "heartbeat: last_seen not written");
+        }
+        match self.store.sweep_dead_nodes(self.dead_after).await {
+            Ok(swept) => {
+                for node in swept {
+                    info!(node = %node.node, channels = node.channels.len(), dead_after = ?self.dead_after, "a node of the fleet stopped its heartbeat: declared dead, its live channels marked offline");
+                    metrics::counter!(crate::metric::NODES_SWEPT).increment(1);
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat: cannot sweep dead nodes"),
         }
     }
 }

@@ -36,6 +36,11 @@ pub const THUMBNAIL_SECONDS: &str = "streamgate_thumbnail_seconds";
 pub const OUTBOX_PENDING: &str = "streamgate_status_outbox_pending";
 pub const STATUS_WRITE_SECONDS: &str = "streamgate_status_write_seconds";
 pub const STATUS_WRITE_FAILURES: &str = "streamgate_status_write_failures_total";
+/// Fleet: publishes ended because another node took the channel, publishes refused
+/// because another encoder holds it, dead nodes this node swept.
+pub const TAKEOVERS: &str = "streamgate_takeovers_total";
+pub const ALREADY_LIVE: &str = "streamgate_publishes_refused_already_live_total";
+pub const NODES_SWEPT: &str = "streamgate_dead_nodes_swept_total";
 /// Per channel (opt-in): bitrate, frames per second, media bytes since the start.
 pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
 pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
@@ -62,6 +67,18 @@ pub fn describe() {
         "connections without an accepted publish"
     );
     describe_gauge!(LIVE_STREAMS, "live publishes on this node");
+    describe_counter!(
+        TAKEOVERS,
+        "publishes taken over by a newer publish of their channel, by where (node, fleet)"
+    );
+    describe_counter!(
+        ALREADY_LIVE,
+        "publishes refused because another encoder, still sending from another address, holds the channel, by where (node, fleet)"
+    );
+    describe_counter!(
+        NODES_SWEPT,
+        "nodes of the fleet this node declared dead (their channels marked offline)"
+    );
     describe_counter!(INGEST_BYTES, Unit::Bytes, "bytes read from RTMP clients");
     describe_counter!(AUTH_DECISIONS, "publish requests, by outcome");
     describe_histogram!(

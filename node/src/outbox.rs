@@ -32,6 +32,10 @@ pub struct StatusOutbox {
     wake: Notify,
     /// Updates the database refused for good (not retried).
     refused: AtomicU64,
+    /// The session whose "live" was last written, per channel live on this node:
+    /// once the table has our live, a different session there is a newer publish
+    /// (another node took over); before, it is only our write still on its way.
+    written_live: Mutex<HashMap<Uuid, Uuid>>,
 }
 
 impl StatusOutbox {
@@ -68,6 +72,24 @@ impl StatusOutbox {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// The session whose "live" of this channel the table has accepted (or found
+    /// superseded), if that channel is still live on this node.
+    pub fn written_live(&self, channel_id: &Uuid) -> Option<Uuid> {
+        self.written_live.lock().get(channel_id).copied()
+    }
+
+    fn record_written(&self, update: &StatusUpdate) {
+        let mut written = self.written_live.lock();
+        if update.live {
+            written.insert(update.channel_id, update.session_id);
+        } else if written
+            .get(&update.channel_id)
+            .is_some_and(|s| update.ending_sessions().contains(s))
+        {
+            written.remove(&update.channel_id);
+        }
+    }
+
     /// Everything pending, oldest first, leaving the outbox empty (what the writer
     /// writes; tests look at it too).
     pub fn take_all(&self) -> Vec<StatusUpdate> {
@@ -87,6 +109,7 @@ impl StatusOutbox {
             metrics::histogram!(crate::metric::STATUS_WRITE_SECONDS).record(started.elapsed());
             match written {
                 Ok(()) => {
+                    self.record_written(&update);
                     debug!(channel_id = %update.channel_id, live = update.live, session = %update.session_id, superseded = update.supersedes.len(), "status written")
                 }
                 Err(e) if e.is_retryable() => {
@@ -97,6 +120,9 @@ impl StatusOutbox {
                     self.push(update);
                 }
                 Err(e) => {
+                    if !update.live {
+                        self.record_written(&update);
+                    }
                     self.refused.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(crate::metric::STATUS_WRITE_FAILURES, "kind" => "refused")
                         .increment(1);
@@ -179,8 +205,11 @@ mod tests {
         async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError> {
             self.inner.find_by_key(key).await
         }
-        async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
-            self.inner.key_hashes(ids).await
+        async fn recheck(
+            &self,
+            ids: &[Uuid],
+        ) -> Result<HashMap<Uuid, crate::store::ChannelState>, StoreError> {
+            self.inner.recheck(ids).await
         }
         async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
             self.attempts.lock().push((u.channel_id, u.live, u.seq));
@@ -221,6 +250,7 @@ mod tests {
             seq,
             at: Utc::now(),
             supersedes: Vec::new(),
+            peer_tag: None,
         }
     }
 

@@ -1,7 +1,11 @@
-//! Revocation: a key rotated or a channel deleted in the channels table ends the live
-//! publish that used it, within `auth.recheck_interval`. Every interval the key of each
-//! live publish is compared (in constant time) with its channel's current key; while
-//! the database cannot answer nothing is ended. A deleted channel's thumbnail goes too.
+//! The re-check of live publishes against the channels table, every
+//! `auth.recheck_interval`: a key rotated or a channel deleted ends the publish that
+//! used it (the key is compared in constant time; a deleted channel's thumbnail goes
+//! too), and so does a newer publish of the channel recorded by another node of the
+//! fleet (cross-node takeover: once the table has accepted this node's "live", a
+//! different session there is a newer publish). A channel found offline while it
+//! streams here (swept while this node was cut off from the database) is marked live
+//! again. While the database cannot answer nothing is ended.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,7 +50,7 @@ impl KeyWatch {
             return;
         }
         let ids: Vec<_> = live.iter().map(|s| s.channel_id).collect();
-        let current = match self.store.key_hashes(&ids).await {
+        let current = match self.store.recheck(&ids).await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot re-check stream keys; live publishes continue");
@@ -56,10 +60,27 @@ impl KeyWatch {
         for stream in live {
             let reason = match current.get(&stream.channel_id) {
                 None => EndReason::ChannelDeleted,
-                Some(h) if !constant_time_eq(h.as_bytes(), stream.key_hash.as_bytes()) => {
+                Some(state)
+                    if !constant_time_eq(state.key_hash.as_bytes(), stream.key_hash.as_bytes()) =>
+                {
                     EndReason::KeyRevoked
                 }
-                Some(_) => continue,
+                // Until the table has our live, what it says is older than us.
+                Some(_) if !self.hub.live_written(&stream) => continue,
+                Some(state) => match state.session {
+                    Some(s) if state.live && s != stream.session_id => {
+                        info!(channel_id = %stream.channel_id, session = %stream.session_id, newer_session = %s, node = state.node.as_deref().unwrap_or("?"), "a newer publish of this channel went live on another node");
+                        metrics::counter!(crate::metric::TAKEOVERS, "where" => "fleet")
+                            .increment(1);
+                        EndReason::TakenOver
+                    }
+                    None if !state.live => {
+                        warn!(channel_id = %stream.channel_id, session = %stream.session_id, "the channel was marked offline while it streams here (declared dead while cut off from the database?): marking it live again");
+                        self.hub.reassert_live(&stream);
+                        continue;
+                    }
+                    _ => continue,
+                },
             };
             info!(channel_id = %stream.channel_id, session = %stream.session_id, reason = reason.as_str(), "ending publish");
             self.auth.cache.invalidate(&stream.key_hash);

@@ -51,9 +51,14 @@ impl Harness {
     ) -> Harness {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         let outbox = StatusOutbox::new();
-        let hub = Hub::new(outbox.clone(), observers);
+        let hub = Hub::new(outbox.clone(), observers, rtmp.takeover_silence);
         let auth = Arc::new(Authorizer::new(store.clone(), auth));
-        let ctx = Arc::new(IngestContext::new(rtmp, hub.clone(), auth.clone()));
+        let ctx = Arc::new(IngestContext::new(
+            rtmp,
+            hub.clone(),
+            auth.clone(),
+            &streamgate::config::StatusConfig::default(),
+        ));
         Harness {
             ctx,
             hub,
@@ -77,8 +82,12 @@ impl Harness {
 
     /// A client connection: the node serves the other end of the pipe.
     fn connect(&self) -> (DuplexStream, JoinHandle<()>) {
+        self.connect_from("192.0.2.10:50000".parse().unwrap())
+    }
+
+    /// A client connection from `peer`.
+    fn connect_from(&self, peer: SocketAddr) -> (DuplexStream, JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(256 * 1024);
-        let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
         let ticket = self.ctx.admission.admit(peer.ip()).expect("admitted");
         let task = tokio::spawn(connection::serve(
             server,
@@ -99,7 +108,20 @@ impl Harness {
         Result<Publisher<DuplexStream>, PublishError>,
         JoinHandle<()>,
     ) {
-        let (io, task) = self.connect();
+        self.publish_from("192.0.2.10:50000".parse().unwrap(), app, key)
+            .await
+    }
+
+    async fn publish_from(
+        &self,
+        peer: SocketAddr,
+        app: &str,
+        key: &str,
+    ) -> (
+        Result<Publisher<DuplexStream>, PublishError>,
+        JoinHandle<()>,
+    ) {
+        let (io, task) = self.connect_from(peer);
         let config = ClientConfig::new(app, "rtmp://node/live", key);
         (
             Publisher::publish(io, config, PublisherOptions::default()).await,
@@ -193,6 +215,44 @@ async fn the_same_key_on_a_new_connection_takes_over_and_the_channel_stays_live(
     assert_ne!(stream.session_id, first_session);
     second.send_media(9, 0, video());
     second.flush().await.unwrap();
+    assert_eq!(h.final_status(&ch), Some((true, stream.session_id)));
+}
+
+/// Two encoders on one key (OBS and ffmpeg, say, from two places): the second is told
+/// why it cannot go live while the first keeps sending, instead of the two taking the
+/// channel from each other forever; once the first has gone silent for
+/// `rtmp.takeover_silence` (a half-dead connection), the next attempt takes over.
+#[tokio::test(start_paused = true)]
+async fn a_second_encoder_is_refused_with_a_clear_status_until_the_first_goes_silent() {
+    let h = Harness::new(RtmpConfig::default());
+    let silence = RtmpConfig::default().takeover_silence;
+    let (ch, key) = h.channel("two encoders").await;
+    let (first, _first_task) = h.publish("live", key.expose()).await;
+    let mut first = first.unwrap();
+    let first_session = h.hub.get(&ch.id).unwrap().session_id;
+    let elsewhere: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    for i in 0..5u32 {
+        first.send_media(9, i * 1000, video());
+        first.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (second, task) = h.publish_from(elsewhere, "live", key.expose()).await;
+        let (code, description) = refusal(second);
+        assert_eq!(code, "NetStream.Publish.BadName");
+        assert!(
+            description.contains("already live from another encoder"),
+            "{description}"
+        );
+        task.await.unwrap();
+        assert_eq!(h.hub.get(&ch.id).unwrap().session_id, first_session);
+    }
+    // The first stops sending (its connection went half-dead).
+    tokio::time::sleep(silence).await;
+    let (second, _second_task) = h.publish_from(elsewhere, "live", key.expose()).await;
+    let _second = second.expect("a silent publisher is taken over");
+    assert!(matches!(first.closed().await, PublishError::Closed));
+    let stream = h.hub.get(&ch.id).unwrap();
+    assert_ne!(stream.session_id, first_session);
+    assert_eq!(stream.peer, elsewhere);
     assert_eq!(h.final_status(&ch), Some((true, stream.session_id)));
 }
 

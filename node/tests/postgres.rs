@@ -224,7 +224,7 @@ fn an_existing_supabase_table_with_plain_keys() {
         ),
     );
     let mapping = "table = \"profiles\"\nname_column = \"username\"\nkey_column = \"stream_id\"\nkey_storage = \"plain\"\n\
-                   live_since_column = \"\"\nlast_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\nrelay_targets_column = \"\"\n";
+                   live_since_column = \"\"\nlast_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\npeer_column = \"\"\nnodes_table = \"\"\nrelay_targets_column = \"\"\n";
     let node = Node::start(&format!("[database]\nurl = \"{}\"\n{mapping}", pg.url(&db)));
     let mut ff = ffmpeg_publish(&node.publish_url(key), "320x240", 6);
     let s = wait_listed(&node, &id, Duration::from_secs(10));
@@ -266,7 +266,7 @@ fn an_existing_table_with_sha256_keys_and_a_clear_startup_check() {
     );
     let mapping = "table = \"public.streams\"\nid_column = \"uid\"\nname_column = \"title\"\nkey_column = \"key_sha256\"\n\
                    live_column = \"online\"\nlive_since_column = \"went_live\"\nlast_seen_column = \"seen\"\n\
-                   session_column = \"\"\nnode_column = \"\"\nrelay_targets_column = \"\"\n";
+                   session_column = \"\"\nnode_column = \"\"\npeer_column = \"\"\nnodes_table = \"\"\nrelay_targets_column = \"\"\n";
     let node = Node::start(&format!("[database]\nurl = \"{}\"\n{mapping}", pg.url(&db)));
     let _ff = ffmpeg_publish(&node.publish_url(key), "320x240", 10);
     wait_listed(&node, &id, Duration::from_secs(10));
@@ -312,7 +312,10 @@ fn an_existing_table_with_sha256_keys_and_a_clear_startup_check() {
 fn streamgate_schema() -> &'static str {
     "CREATE TABLE channels (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL UNIQUE, \
      stream_key_hash text NOT NULL UNIQUE, is_live boolean NOT NULL DEFAULT false, live_since timestamptz, \
-     last_seen timestamptz, live_session uuid, live_node text, relay_targets jsonb, created_at timestamptz NOT NULL DEFAULT now())"
+     last_seen timestamptz, live_session uuid, live_node text, live_peer text, relay_targets jsonb, \
+     created_at timestamptz NOT NULL DEFAULT now()); \
+     CREATE TABLE streamgate_nodes (id text PRIMARY KEY, address text NOT NULL, version text NOT NULL, \
+     started_at timestamptz NOT NULL, last_heartbeat timestamptz NOT NULL DEFAULT now())"
 }
 
 #[test]
@@ -603,6 +606,7 @@ fn a_blocked_statement_does_not_hold_up_other_callers() {
                     seq: 1,
                     at: chrono::Utc::now(),
                     supersedes: Vec::new(),
+                    peer_tag: None,
                 })
                 .await
         })
@@ -658,6 +662,8 @@ fn a_duplicate_name_is_recognised_by_its_unique_index() {
         &mut config.database.last_seen_column,
         &mut config.database.session_column,
         &mut config.database.node_column,
+        &mut config.database.peer_column,
+        &mut config.database.nodes_table,
         &mut config.database.relay_targets_column,
     ] {
         c.clear();
@@ -727,7 +733,7 @@ fn check_reports_what_postgres_said_and_what_the_table_lacks() {
     );
     // Told which columns there are not, it passes.
     let (ok, out) = run(&format!(
-        "[database]\nurl = \"{}\"\nlive_since_column = \"\"\nlast_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\nrelay_targets_column = \"\"\n{thumbs}",
+        "[database]\nurl = \"{}\"\nlive_since_column = \"\"\nlast_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\npeer_column = \"\"\nnodes_table = \"\"\nrelay_targets_column = \"\"\n{thumbs}",
         pg.url(&db)
     ));
     assert!(ok, "{out}");

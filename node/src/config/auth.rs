@@ -93,9 +93,16 @@ pub struct StatusConfig {
     /// Identifies this node in the table (crash recovery marks offline only its own
     /// channels). Empty: the host name.
     pub node_id: String,
-    /// How often `last_seen` of live channels is refreshed.
+    /// How often this node says it is alive (nodes table) and `last_seen` of its
+    /// live channels that received media is refreshed.
     #[serde(with = "duration_str")]
     pub heartbeat_interval: Duration,
+    /// A node not heard from for this many heartbeat intervals is dead: any live node
+    /// marks its channels offline.
+    pub dead_after_beats: u32,
+    /// How other nodes and operators reach this node (the nodes table's address);
+    /// empty: the host name and the RTMP port.
+    pub advertise: String,
     #[serde(with = "duration_str")]
     pub retry_max_backoff: Duration,
     #[serde(with = "duration_str")]
@@ -109,7 +116,9 @@ impl Default for StatusConfig {
     fn default() -> Self {
         Self {
             node_id: String::new(),
-            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            dead_after_beats: 3,
+            advertise: String::new(),
             retry_max_backoff: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             lock_file: std::path::PathBuf::from("./data/streamgate.lock"),
@@ -127,7 +136,19 @@ impl StatusConfig {
             ));
         }
         positive("status.heartbeat_interval", self.heartbeat_interval)?;
+        if self.dead_after_beats < 2 {
+            return Err(invalid(
+                "status.dead_after_beats",
+                self.dead_after_beats,
+                "must be at least 2 (one late heartbeat must not declare a node dead); 3 is a good value",
+            ));
+        }
         positive("status.retry_max_backoff", self.retry_max_backoff)
+    }
+
+    /// How long a node may stay silent before the others declare it dead.
+    pub fn dead_after(&self) -> Duration {
+        self.heartbeat_interval * self.dead_after_beats
     }
 
     /// `node_id`, or the host name when empty.

@@ -139,7 +139,14 @@ pub struct DatabaseConfig {
     pub last_seen_column: String,
     pub session_column: String,
     pub node_column: String,
+    /// An opaque tag of the publisher's address (salted with its stream key, so a
+    /// reader of the table learns nothing from it): how another node tells a
+    /// reconnecting encoder from a second one.
+    pub peer_column: String,
     pub relay_targets_column: String,
+    /// The registry of the nodes sharing this database (heartbeats; a dead node's
+    /// channels are marked offline by the others). `""`: no registry (one node).
+    pub nodes_table: String,
     /// CA certificates (PEM) for `sslmode=verify-ca|verify-full`.
     pub ca_file: String,
     #[serde(with = "duration_str")]
@@ -163,7 +170,9 @@ impl Default for DatabaseConfig {
             last_seen_column: "last_seen".into(),
             session_column: "live_session".into(),
             node_column: "live_node".into(),
+            peer_column: "live_peer".into(),
             relay_targets_column: "relay_targets".into(),
+            nodes_table: "streamgate_nodes".into(),
             ca_file: String::new(),
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
@@ -193,7 +202,7 @@ impl DatabaseConfig {
     }
 
     /// Table and column names, in a fixed order.
-    fn mapping(&self) -> [&str; 10] {
+    fn mapping(&self) -> [&str; 12] {
         [
             &self.table,
             &self.id_column,
@@ -204,7 +213,9 @@ impl DatabaseConfig {
             &self.last_seen_column,
             &self.session_column,
             &self.node_column,
+            &self.peer_column,
             &self.relay_targets_column,
+            &self.nodes_table,
         ]
     }
 
@@ -241,6 +252,7 @@ impl DatabaseConfig {
             ("database.last_seen_column", &self.last_seen_column, false),
             ("database.session_column", &self.session_column, false),
             ("database.node_column", &self.node_column, false),
+            ("database.peer_column", &self.peer_column, false),
             (
                 "database.relay_targets_column",
                 &self.relay_targets_column,
@@ -255,6 +267,13 @@ impl DatabaseConfig {
                 };
                 return Err(invalid(key, format!("{value:?}"), fix));
             }
+        }
+        if !self.nodes_table.is_empty() && !valid_identifier(&self.nodes_table, true) {
+            return Err(invalid(
+                "database.nodes_table",
+                format!("{:?}", self.nodes_table),
+                "must be a table name like \"streamgate_nodes\", or \"\" for no registry",
+            ));
         }
         pem_file("database.ca_file", &self.ca_file)
     }

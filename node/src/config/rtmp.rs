@@ -38,6 +38,11 @@ pub struct RtmpConfig {
     pub handshake_timeout: Duration,
     #[serde(with = "duration_str")]
     pub idle_timeout: Duration,
+    /// A publish of a channel that is already live takes it over when the current
+    /// publisher has sent no media for this long, or comes from the same address;
+    /// otherwise the newcomer is refused ("already live from another encoder").
+    #[serde(with = "duration_str")]
+    pub takeover_silence: Duration,
     #[serde(with = "duration_str")]
     pub write_timeout: Duration,
     /// Chunk size we send with.
@@ -66,6 +71,7 @@ impl Default for RtmpConfig {
             max_pending_per_address: 20,
             auth_deadline: Duration::from_secs(10),
             drain_timeout: Duration::ZERO,
+            takeover_silence: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -204,6 +210,8 @@ pub struct HttpConfig {
     /// connection is closed after it.
     #[serde(with = "duration_str")]
     pub header_timeout: Duration,
+    /// Whether `/api/v1/streams` says which node carries each stream (its node id).
+    pub show_node: bool,
 }
 
 impl Default for HttpConfig {
@@ -212,6 +220,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
+            show_node: false,
         }
     }
 }

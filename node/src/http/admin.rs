@@ -4,6 +4,9 @@
 //!
 //! - `GET /admin/v1/sessions`: every live publish with its peer address, channel,
 //!   start, media bytes and relay state;
+//! - `GET /admin/v1/fleet`: every node sharing the database (address, version,
+//!   start, last heartbeat, alive) and every live channel with the node carrying it
+//!   (without a nodes registry: this node and its channels);
 //! - `POST /admin/v1/channels/{id}/kick[?refuse_for=60s]`: ends the channel's live
 //!   publish, and optionally refuses its key for that long so the encoder cannot come
 //!   straight back.
@@ -31,6 +34,7 @@ use crate::ingest::admission::Admission;
 use crate::key::constant_time_eq;
 use crate::metric;
 use crate::outbox::StatusOutbox;
+use crate::store::{ChannelStore, FleetChannel};
 
 /// What the operator routes read.
 #[derive(Clone)]
@@ -44,6 +48,12 @@ pub struct AdminState {
     pub per_channel_metrics: bool,
     /// Empty: the admin API is off (`/metrics` stays).
     pub token: Secret,
+    /// The fleet view reads the nodes table and the channels table.
+    pub store: Arc<dyn ChannelStore>,
+    /// This node's id (`status.node_id`).
+    pub node_id: String,
+    /// `status.dead_after`.
+    pub dead_after: Duration,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -53,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
     if !state.token.is_empty() {
         r = r
             .route("/admin/v1/sessions", get(sessions))
+            .route("/admin/v1/fleet", get(fleet))
             .route("/admin/v1/channels/{id}/kick", post(kick));
     }
     r.with_state(state)
@@ -127,6 +138,8 @@ struct Session {
     /// The publisher's address (the real client behind a trusted proxy).
     peer: String,
     started_at: chrono::DateTime<chrono::Utc>,
+    /// This node.
+    node: String,
     media_bytes: u64,
     bitrate_kbps: u64,
     relays: Vec<SubscriberStatus>,
@@ -148,6 +161,7 @@ async fn sessions(State(s): State<AdminState>, headers: HeaderMap) -> Response {
                 session_id: info.session_id,
                 peer: stream.peer.to_string(),
                 started_at: info.started_at,
+                node: s.node_id.clone(),
                 media_bytes: info.stats.bytes_total,
                 bitrate_kbps: info.stats.bitrate_bps / 1000,
                 relays: info.subscribers,
@@ -156,6 +170,49 @@ async fn sessions(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     Json(serde_json::json!({ "sessions": list })).into_response()
+}
+
+/// The whole fleet as the database knows it: nodes, and which node carries each
+/// live channel.
+async fn fleet(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &s.token) {
+        return unauthorized();
+    }
+    match s.store.fleet(s.dead_after).await {
+        Ok(Some(view)) => Json(serde_json::json!({
+            "this_node": s.node_id,
+            "nodes": view.nodes,
+            "channels": view.channels,
+        }))
+        .into_response(),
+        Ok(None) => {
+            // No registry (one node): what this node carries.
+            let mut channels: Vec<FleetChannel> = s
+                .hub
+                .list()
+                .iter()
+                .map(|st| FleetChannel {
+                    channel_id: st.channel_id,
+                    name: st.name.clone(),
+                    node: Some(s.node_id.clone()),
+                    live_since: Some(st.started_at),
+                })
+                .collect();
+            channels.sort_by(|a, b| a.name.cmp(&b.name));
+            Json(serde_json::json!({
+                "this_node": s.node_id,
+                "nodes": [],
+                "channels": channels,
+                "note": "no nodes registry (database.nodes_table, Postgres): this node only",
+            }))
+            .into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": format!("cannot read the fleet from the database: {e}") })),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,8 @@ pub struct HttpState {
     pub thumbnails_dir: PathBuf,
     /// When thumbnails are made: when each was last written.
     pub thumbnails: Option<Arc<ThumbnailScheduler>>,
+    /// This node's id, when the streams list is to show it (`http.show_node`).
+    pub node: Option<String>,
 }
 
 /// One live stream in `/api/v1/streams`.
@@ -53,6 +55,9 @@ pub struct StreamInfo {
     pub thumbnail_updated_at: Option<DateTime<Utc>>,
     /// State of each relay target: scheme, host, port, app and public name only.
     pub relays: Vec<SubscriberStatus>,
+    /// The node carrying it (only with `http.show_node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -107,6 +112,7 @@ async fn streams(State(state): State<HttpState>) -> Response {
                     .as_ref()
                     .and_then(|t| t.written_at(s.channel_id, s.session_id)),
                 relays: s.subscribers,
+                node: state.node.clone(),
             }
         })
         .collect();

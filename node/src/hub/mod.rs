@@ -1,7 +1,9 @@
 //! The hub: one live publish per channel, and the fan-out of its messages. A publish
-//! of a channel that is already live takes over: the old session is ended at once
-//! (this ends the "stream busy" loop when OBS reconnects over a half-dead TCP
-//! connection).
+//! of a channel that is already live takes over when the current publisher has gone
+//! silent or comes from the same address: the old session is ended at once (this ends
+//! the "stream busy" loop when OBS reconnects over a half-dead TCP connection). A
+//! second encoder still sending from another address is refused instead, so two
+//! encoders on one key do not take the channel from each other forever.
 //!
 //! Live/offline transitions go to the [`StatusOutbox`] in the same critical section
 //! that changes the set of live sessions, so the order of the status updates is the
@@ -18,6 +20,7 @@ mod subscriber;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -26,6 +29,7 @@ use uuid::Uuid;
 use crate::channel::Channel;
 use crate::events::{EventBus, PublicEvent};
 use crate::outbox::StatusOutbox;
+use crate::peer::AddressKey;
 use crate::store::StatusUpdate;
 
 pub use stream::{LiveStream, StreamInfo};
@@ -58,6 +62,34 @@ impl EndReason {
     }
 }
 
+/// Who asks to publish.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// SHA-256 of the key it publishes with.
+    pub key_hash: String,
+    pub peer: SocketAddr,
+    /// See [`crate::store::peer_tag`].
+    pub peer_tag: Option<String>,
+}
+
+/// The channel is live from another encoder that is still sending, from another
+/// address: the newcomer is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this channel is already live from another encoder")]
+pub struct AlreadyLive;
+
+/// Whether a new publish may take a live channel from its current publisher: when
+/// that one comes from the same address (the same encoder, reconnecting) or has sent
+/// no media for `silence` (a half-dead connection). `quiet_for` is `None` when
+/// nobody can tell.
+pub fn takeover_allowed(
+    same_address: bool,
+    quiet_for: Option<Duration>,
+    silence: Duration,
+) -> bool {
+    same_address || quiet_for.is_some_and(|q| q >= silence)
+}
+
 /// The live sessions and the numbering of their status updates, changed together.
 #[derive(Default)]
 struct Sessions {
@@ -77,6 +109,8 @@ pub struct Hub {
     observers: Vec<Arc<dyn PublishObserver>>,
     /// Public live/offline events (and thumbnails, from their scheduler).
     events: EventBus,
+    /// See [`takeover_allowed`].
+    takeover_silence: Duration,
     /// Test hook: runs inside `finish` once a session is known to be over, before its
     /// status is queued.
     #[cfg(test)]
@@ -84,7 +118,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(outbox: Arc<StatusOutbox>, observers: Vec<Arc<dyn PublishObserver>>) -> Arc<Hub> {
+    pub fn new(
+        outbox: Arc<StatusOutbox>,
+        observers: Vec<Arc<dyn PublishObserver>>,
+        takeover_silence: Duration,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             sessions: Mutex::new(Sessions {
                 streams: HashMap::new(),
@@ -93,6 +131,7 @@ impl Hub {
             outbox,
             observers,
             events: EventBus::default(),
+            takeover_silence,
             #[cfg(test)]
             offline_probe: Mutex::new(None),
         })
@@ -120,40 +159,76 @@ impl Hub {
             live,
             session_id: stream.session_id,
             seq,
-            at: Utc::now(),
+            // A live is dated by its publish, so that a late write of an older publish
+            // never replaces a newer one (another node's) in the table.
+            at: if live { stream.started_at } else { Utc::now() },
             supersedes: Vec::new(),
+            peer_tag: if live { stream.peer_tag.clone() } else { None },
         });
     }
 
-    /// Starts a publish of `channel`, taking over any current one; the observers attach
-    /// their subscribers before this returns.
+    /// Starts a publish of `channel`, taking over the current one if it may (see
+    /// [`takeover_allowed`]); the observers attach their subscribers before this
+    /// returns.
     pub fn start_publish(
         self: &Arc<Self>,
         channel: &Channel,
-        key_hash: String,
-        peer: SocketAddr,
-    ) -> PublishHandle {
+        request: PublishRequest,
+    ) -> Result<PublishHandle, AlreadyLive> {
         let stream = Arc::new(LiveStream::new(
             channel.id,
             channel.name.clone(),
-            key_hash,
-            peer,
+            request.key_hash,
+            request.peer,
+            request.peer_tag,
         ));
         let previous = {
             let mut sessions = self.sessions.lock();
+            if let Some(current) = sessions.streams.get(&channel.id) {
+                let same_address =
+                    AddressKey::of(current.peer.ip()) == AddressKey::of(request.peer.ip());
+                if !takeover_allowed(
+                    same_address,
+                    Some(current.quiet_for()),
+                    self.takeover_silence,
+                ) {
+                    return Err(AlreadyLive);
+                }
+            }
             let previous = sessions.streams.insert(channel.id, stream.clone());
             self.queue_status(&mut sessions, &stream, true);
             previous
         };
         if let Some(old) = previous {
+            metrics::counter!(crate::metric::TAKEOVERS, "where" => "node").increment(1);
             old.end(EndReason::TakenOver);
         }
         for observer in &self.observers {
             observer.published(&stream, channel);
         }
-        PublishHandle {
+        Ok(PublishHandle {
             hub: self.clone(),
             stream,
+        })
+    }
+
+    /// Whether the table has accepted this publish's "live" (after which a different
+    /// session there is a newer publish elsewhere, not our write on its way).
+    pub fn live_written(&self, stream: &LiveStream) -> bool {
+        self.outbox.written_live(&stream.channel_id) == Some(stream.session_id)
+    }
+
+    /// Queues this publish's "live" again (someone marked the channel offline while
+    /// it streams here, e.g. a dead-node sweep while this node was cut off from the
+    /// database). Nothing happens if the publish is no longer current.
+    pub fn reassert_live(&self, stream: &Arc<LiveStream>) {
+        let mut sessions = self.sessions.lock();
+        let current = sessions
+            .streams
+            .get(&stream.channel_id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream));
+        if current {
+            self.queue_status(&mut sessions, stream, true);
         }
     }
 
@@ -225,21 +300,31 @@ mod tests {
     use super::*;
     use std::sync::Weak;
 
+    const SILENCE: Duration = Duration::from_secs(3);
+
     fn hub() -> (Arc<Hub>, Arc<StatusOutbox>) {
         let outbox = StatusOutbox::new();
-        (Hub::new(outbox.clone(), Vec::new()), outbox)
+        (Hub::new(outbox.clone(), Vec::new(), SILENCE), outbox)
     }
 
     fn peer() -> SocketAddr {
         "127.0.0.1:1".parse().unwrap()
     }
 
+    fn request(peer: SocketAddr) -> PublishRequest {
+        PublishRequest {
+            key_hash: "h".into(),
+            peer,
+            peer_tag: None,
+        }
+    }
+
     #[test]
     fn takeover_ends_the_old_session_and_keeps_the_channel_live() {
         let (hub, outbox) = hub();
         let ch = Channel::new(Uuid::new_v4(), "c");
-        let first = hub.start_publish(&ch, "h".into(), peer());
-        let second = hub.start_publish(&ch, "h".into(), peer());
+        let first = hub.start_publish(&ch, request(peer())).unwrap();
+        let second = hub.start_publish(&ch, request(peer())).unwrap();
         assert!(first.stream.is_ended());
         assert_eq!(first.stream.end_reason(), Some(EndReason::TakenOver));
         assert!(!second.stream.is_ended());
@@ -255,6 +340,41 @@ mod tests {
         assert!(!pending[0].live);
     }
 
+    /// Two encoders on one key: the second, from another address, is refused while
+    /// the first keeps sending; once the first has been silent for the takeover
+    /// time (a half-dead connection), the next attempt takes over.
+    #[tokio::test(start_paused = true)]
+    async fn a_second_encoder_is_refused_while_the_first_sends_and_takes_over_when_it_is_silent() {
+        let (hub, _outbox) = hub();
+        let ch = Channel::new(Uuid::new_v4(), "two encoders");
+        let first = hub.start_publish(&ch, request(peer())).unwrap();
+        let elsewhere: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        let media = bytes::Bytes::from_static(&[0xaf, 1, 0]);
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            first.stream.on_audio(0, &media);
+            assert_eq!(
+                hub.start_publish(&ch, request(elsewhere)).err(),
+                Some(AlreadyLive)
+            );
+            assert!(!first.stream.is_ended());
+        }
+        // The first goes silent: not yet long enough...
+        tokio::time::advance(SILENCE - Duration::from_millis(1)).await;
+        assert!(hub.start_publish(&ch, request(elsewhere)).is_err());
+        // ...now it is.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let second = hub.start_publish(&ch, request(elsewhere)).unwrap();
+        assert_eq!(first.stream.end_reason(), Some(EndReason::TakenOver));
+        // The same address takes over at once, sending or not.
+        second.stream.on_audio(0, &media);
+        let third = hub
+            .start_publish(&ch, request("127.0.0.2:2".parse().unwrap()))
+            .unwrap();
+        assert_eq!(second.stream.end_reason(), Some(EndReason::TakenOver));
+        assert!(!third.stream.is_ended());
+    }
+
     /// The race of a publish ending on one ingest thread while the same channel's next
     /// publish is accepted on another, forced at the worst moment: the old session is
     /// known to be over and its "offline" is not queued yet. The new session must stay
@@ -265,7 +385,7 @@ mod tests {
     fn an_old_sessions_offline_never_outranks_the_next_sessions_live() {
         let (hub, outbox) = hub();
         let ch = Channel::new(Uuid::new_v4(), "race");
-        let old = hub.start_publish(&ch, "h".into(), peer());
+        let old = hub.start_publish(&ch, request(peer())).unwrap();
         // The old publisher goes away first (e.g. a dead TCP connection dropped),
         // leaving the channel to the next publish.
         let new_publish: Arc<Mutex<Option<PublishHandle>>> = Arc::new(Mutex::new(None));
@@ -280,11 +400,11 @@ mod tests {
                 // waits for this offline to be queued.
                 let (slot, channel) = (slot.clone(), channel.clone());
                 *thread_slot.lock() = Some(std::thread::spawn(move || {
-                    *slot.lock() = Some(hub.start_publish(&channel, "h".into(), peer()));
+                    *slot.lock() = Some(hub.start_publish(&channel, request(peer())).unwrap());
                 }));
             } else {
                 // Nothing orders them: the new publish completes right here.
-                *slot.lock() = Some(hub.start_publish(&channel, "h".into(), peer()));
+                *slot.lock() = Some(hub.start_publish(&channel, request(peer())).unwrap());
             }
         }));
         outbox.take_all();
@@ -313,8 +433,12 @@ mod tests {
     #[test]
     fn a_panic_under_one_streams_lock_does_not_take_down_the_readers() {
         let (hub, _outbox) = hub();
-        let broken = hub.start_publish(&Channel::new(Uuid::new_v4(), "broken"), "h".into(), peer());
-        let fine = hub.start_publish(&Channel::new(Uuid::new_v4(), "fine"), "h".into(), peer());
+        let broken = hub
+            .start_publish(&Channel::new(Uuid::new_v4(), "broken"), request(peer()))
+            .unwrap();
+        let fine = hub
+            .start_publish(&Channel::new(Uuid::new_v4(), "fine"), request(peer()))
+            .unwrap();
         let stream = broken.stream.clone();
         let outcome = std::thread::spawn(move || {
             stream.with_media_locked(|| panic!("parser bug (expected by this test)"))

@@ -5,8 +5,9 @@
 //! in a parser can end one connection, never leave a lock that others need.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -43,9 +44,15 @@ pub struct LiveStream {
     /// SHA-256 of the key it published with, to notice rotation.
     pub key_hash: String,
     pub peer: SocketAddr,
+    /// Opaque tag of the publisher's address, salted with its key (the table keeps
+    /// it, so that another node can tell a reconnect from a second encoder).
+    pub peer_tag: Option<String>,
     pub started_at: DateTime<Utc>,
-    /// Monotonic start, the zero of the statistics clock.
-    started: Instant,
+    /// Monotonic start, the zero of the statistics and takeover clocks (tokio's
+    /// clock, which tests can pause).
+    started: tokio::time::Instant,
+    /// Milliseconds since `started` when the last media message arrived.
+    last_media_ms: AtomicU64,
     /// Cancelled when the node ends this publish.
     cancel: CancellationToken,
     /// Set before `cancel` fires.
@@ -81,6 +88,7 @@ impl LiveStream {
         name: String,
         key_hash: String,
         peer: SocketAddr,
+        peer_tag: Option<String>,
     ) -> LiveStream {
         LiveStream {
             channel_id,
@@ -88,8 +96,10 @@ impl LiveStream {
             session_id: Uuid::new_v4(),
             key_hash,
             peer,
+            peer_tag,
             started_at: Utc::now(),
-            started: Instant::now(),
+            started: tokio::time::Instant::now(),
+            last_media_ms: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             end_reason: OnceLock::new(),
             media: Mutex::new(MediaState::default()),
@@ -98,6 +108,12 @@ impl LiveStream {
 
     fn ms_since_start(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// How long since the publisher last sent media (since the start, before any).
+    pub fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_media_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 
     /// Ends this publish from the node's side; the first reason given is kept.
@@ -143,6 +159,7 @@ impl LiveStream {
     /// classified are relayed unchanged but not interpreted.
     pub fn on_video(&self, timestamp: u32, payload: &Bytes) {
         let ms = self.ms_since_start();
+        self.last_media_ms.store(ms, Ordering::Relaxed);
         let now = Instant::now();
         let tag = VideoTag::parse(payload).ok();
         let size = tag.and_then(|t| media::sequence_header_size(payload, &t));
@@ -162,6 +179,7 @@ impl LiveStream {
     /// Records an audio message and hands it to the subscribers.
     pub fn on_audio(&self, timestamp: u32, payload: &Bytes) {
         let ms = self.ms_since_start();
+        self.last_media_ms.store(ms, Ordering::Relaxed);
         let now = Instant::now();
         let tag = AudioTag::parse(payload).ok();
         let message = media_message(MSG_AUDIO, timestamp, payload);

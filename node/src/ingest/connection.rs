@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::admission::Ticket;
 use super::IngestContext;
 use crate::auth::AuthDecision;
-use crate::hub::{EndReason, PublishHandle};
+use crate::hub::{EndReason, PublishHandle, PublishRequest};
 use crate::key::StreamKey;
 use rtmp_io::{write_queued, WriteError};
 
@@ -328,11 +328,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match decision {
                     AuthDecision::Accepted(channel) => {
                         self.ticket.leave_pending();
+                        let tag = crate::store::peer_tag(&key, self.peer.ip());
+                        // Live on another node of the fleet: the same rule as here,
+                        // from what the database knows.
+                        if self.ctx.hub.get(&channel.id).is_none() {
+                            if let Some(node) = self
+                                .ctx
+                                .auth
+                                .held_elsewhere(channel.id, &tag, &self.ctx.fleet)
+                                .await
+                            {
+                                info!(peer = %self.peer, channel_id = %channel.id, %node, "publish refused: the channel is live on another node from another encoder, still sending");
+                                metrics::counter!(crate::metric::ALREADY_LIVE, "where" => "fleet")
+                                    .increment(1);
+                                return self.refuse_already_live(session, stream_id).await;
+                            }
+                        }
+                        let request = PublishRequest {
+                            key_hash: key.sha256_hex(),
+                            peer: self.peer,
+                            peer_tag: Some(tag),
+                        };
+                        let Ok(handle) = self.ctx.hub.start_publish(&channel, request) else {
+                            info!(peer = %self.peer, channel_id = %channel.id, "publish refused: the channel is live from another encoder, still sending");
+                            metrics::counter!(crate::metric::ALREADY_LIVE, "where" => "node")
+                                .increment(1);
+                            return self.refuse_already_live(session, stream_id).await;
+                        };
                         session.accept_publish(stream_id);
-                        let handle =
-                            self.ctx
-                                .hub
-                                .start_publish(&channel, key.sha256_hex(), self.peer);
                         info!(peer = %self.peer, channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
                         self.publish = Some(handle);
                     }
@@ -424,6 +447,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         session.reject_publish(stream_id, code, description);
         self.flush(session.output()).await?;
         Ok(Some(End::Rejected(why)))
+    }
+
+    /// Refuses a second encoder on a live channel, saying what to do.
+    async fn refuse_already_live(
+        &mut self,
+        session: &mut ServerSession,
+        stream_id: u32,
+    ) -> Result<Option<End>, ConnectionError> {
+        let description = format!(
+            "this channel is already live from another encoder: stop that one first (a new publish takes over only from the same address, or after {:?} without media)",
+            self.ctx.fleet.silence
+        );
+        self.refuse_publish(
+            session,
+            stream_id,
+            "NetStream.Publish.BadName",
+            &description,
+            "already live from another encoder",
+        )
+        .await
     }
 
     /// Writes everything queued under the write deadline.

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::Authorizer;
-use crate::config::RtmpConfig;
+use crate::auth::{Authorizer, FleetTakeover};
+use crate::config::{RtmpConfig, StatusConfig};
 use crate::hub::Hub;
 use crate::metric;
 use admission::{Admission, AdmissionLimits};
@@ -35,10 +35,17 @@ pub struct IngestContext {
     connections: Arc<Semaphore>,
     /// Bytes read from clients (a handle, so a read costs one atomic add).
     pub(crate) ingest_bytes: metrics::Counter,
+    /// How a publish of the same channel on another node is judged.
+    pub fleet: FleetTakeover,
 }
 
 impl IngestContext {
-    pub fn new(config: RtmpConfig, hub: Arc<Hub>, auth: Arc<Authorizer>) -> IngestContext {
+    pub fn new(
+        config: RtmpConfig,
+        hub: Arc<Hub>,
+        auth: Arc<Authorizer>,
+        status: &StatusConfig,
+    ) -> IngestContext {
         let admission = Admission::new(AdmissionLimits {
             per_address: config.max_connections_per_address,
             pending_per_address: config.max_pending_per_address,
@@ -47,6 +54,11 @@ impl IngestContext {
         IngestContext {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             ingest_bytes: metrics::counter!(metric::INGEST_BYTES),
+            fleet: FleetTakeover {
+                silence: config.takeover_silence,
+                heartbeat_interval: status.heartbeat_interval,
+                dead_after: status.dead_after(),
+            },
             config,
             hub,
             auth,

@@ -32,6 +32,93 @@ pub struct StatusUpdate {
     /// Earlier sessions of this node whose updates this one replaced unwritten
     /// (coalescing): an offline may clear them too, and nothing else.
     pub supersedes: Vec<Uuid>,
+    /// A live update's opaque tag of the publisher's address (see [`peer_tag`]).
+    pub peer_tag: Option<String>,
+}
+
+/// An opaque tag of a publisher's address (IPv6: its /64), salted with the stream
+/// key: two nodes that saw the same key compare tags to tell "the same encoder,
+/// reconnecting" from "a second encoder", while a reader of the table learns neither
+/// the address nor the key.
+pub fn peer_tag(key: &StreamKey, peer: std::net::IpAddr) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"streamgate peer tag\0");
+    h.update(key.expose().as_bytes());
+    h.update(b"\0");
+    h.update(format!("{:?}", crate::peer::AddressKey::of(peer)).as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+/// What the channels table says of a channel this node streams (the periodic
+/// re-check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelState {
+    /// The current key's SHA-256 hex.
+    pub key_hash: String,
+    pub live: bool,
+    /// The publish session the table records (`None` without a session column, or
+    /// offline).
+    pub session: Option<Uuid>,
+    /// The node the table records.
+    pub node: Option<String>,
+}
+
+/// A live publish of a channel on another node, as the database knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePublish {
+    pub node: String,
+    pub session: Option<Uuid>,
+    /// Its publisher's [`peer_tag`].
+    pub peer_tag: Option<String>,
+    /// Since that node last saw media of it (by the database's clock); `None` when
+    /// the table has no `last_seen`.
+    pub quiet_for: Option<std::time::Duration>,
+    /// Whether that node is registered and heard from within the dead-node time.
+    pub node_alive: bool,
+}
+
+/// This node, as it announces itself in the nodes table.
+#[derive(Debug, Clone)]
+pub struct NodeAnnouncement {
+    pub address: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A node of the fleet, from the nodes table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
+    /// Heard from within the dead-node time.
+    pub alive: bool,
+}
+
+/// A live channel and the node that carries it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetChannel {
+    pub channel_id: Uuid,
+    pub name: String,
+    pub node: Option<String>,
+    pub live_since: Option<DateTime<Utc>>,
+}
+
+/// Every node and every live channel of the database.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetView {
+    pub nodes: Vec<NodeRecord>,
+    pub channels: Vec<FleetChannel>,
+}
+
+/// A node declared dead by this node's sweep, and the channels it marked offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptNode {
+    pub node: String,
+    pub channels: Vec<Uuid>,
 }
 
 /// Most superseded sessions one update carries.
@@ -139,8 +226,42 @@ impl std::error::Error for StoreError {
 pub trait ChannelStore: Send + Sync + 'static {
     /// The channel whose key this is, if any.
     async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError>;
-    /// Current key hashes of the given channels (missing: deleted).
-    async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError>;
+    /// Key hash and live session of the given channels (missing: deleted).
+    async fn recheck(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ChannelState>, StoreError>;
+    /// The channel's live publish on another node, if the table records one. A store
+    /// that serves one node (SQLite) has none.
+    async fn live_elsewhere(
+        &self,
+        _id: Uuid,
+        _dead_after: std::time::Duration,
+    ) -> Result<Option<RemotePublish>, StoreError> {
+        Ok(None)
+    }
+    /// Says this node is alive (inserts or refreshes its row in the nodes table).
+    async fn announce_node(&self, _node: &NodeAnnouncement) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Removes this node's row (clean shutdown).
+    async fn retire_node(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Declares dead the nodes not heard from for `dead_after` and marks their live
+    /// channels offline, in one statement: each dead node is swept by exactly one
+    /// caller, however many sweep at once.
+    async fn sweep_dead_nodes(
+        &self,
+        _dead_after: std::time::Duration,
+    ) -> Result<Vec<SweptNode>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The nodes and live channels of the whole database; `None` without a nodes
+    /// registry.
+    async fn fleet(
+        &self,
+        _dead_after: std::time::Duration,
+    ) -> Result<Option<FleetView>, StoreError> {
+        Ok(None)
+    }
     /// Writes one status transition.
     async fn apply_status(&self, update: &StatusUpdate) -> Result<(), StoreError>;
     /// Marks offline the channels this node left live (recovery after a crash).

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{ChannelStore, StatusUpdate, StoreError, StoreErrorKind};
+use super::{ChannelState, ChannelStore, StatusUpdate, StoreError, StoreErrorKind};
 use crate::channel::Channel;
 use crate::key::StreamKey;
 
@@ -169,18 +169,28 @@ impl ChannelStore for SqliteStore {
         .await
     }
 
-    async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+    async fn recheck(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ChannelState>, StoreError> {
         let ids = ids.to_vec();
         self.with(move |c| {
-            let mut stmt =
-                c.prepare_cached("SELECT stream_key_hash FROM channels WHERE id = ?1")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT stream_key_hash, is_live, live_session FROM channels WHERE id = ?1",
+            )?;
             let mut out = HashMap::new();
             for id in ids {
-                if let Some(h) = stmt
-                    .query_row(params![id.to_string()], |r| r.get::<_, String>(0))
+                if let Some(state) = stmt
+                    .query_row(params![id.to_string()], |r| {
+                        Ok(ChannelState {
+                            key_hash: r.get(0)?,
+                            live: r.get::<_, i64>(1)? != 0,
+                            session: r
+                                .get::<_, Option<String>>(2)?
+                                .and_then(|s| Uuid::parse_str(&s).ok()),
+                            node: None,
+                        })
+                    })
                     .optional()?
                 {
-                    out.insert(id, h);
+                    out.insert(id, state);
                 }
             }
             Ok(out)
@@ -363,7 +373,7 @@ mod tests {
         assert!(s.find_by_key(&key).await.unwrap().is_none());
         assert_eq!(s.find_by_key(&new_key).await.unwrap().unwrap().id, ch.id);
         assert_eq!(
-            s.key_hashes(&[ch.id]).await.unwrap()[&ch.id],
+            s.recheck(&[ch.id]).await.unwrap()[&ch.id].key_hash,
             new_key.sha256_hex()
         );
         let targets = vec!["rtmp://a.example/live2/third-party-key".to_string()];
@@ -386,7 +396,7 @@ mod tests {
             .is_empty());
         assert!(s.delete_channel(ch.id).await.unwrap());
         assert!(!s.delete_channel(ch.id).await.unwrap());
-        assert!(s.key_hashes(&[ch.id]).await.unwrap().is_empty());
+        assert!(s.recheck(&[ch.id]).await.unwrap().is_empty());
         assert!(s.rotate_key(ch.id).await.unwrap().is_none());
     }
 
@@ -402,6 +412,7 @@ mod tests {
             seq,
             at: Utc::now(),
             supersedes: Vec::new(),
+            peer_tag: None,
         };
         s.apply_status(&upd(true, old, 1)).await.unwrap();
         s.apply_status(&upd(true, new, 2)).await.unwrap();

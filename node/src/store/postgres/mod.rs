@@ -23,7 +23,10 @@ use tokio_postgres::Row;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::{ChannelStore, StatusUpdate, StoreError, StoreErrorKind};
+use super::{
+    ChannelState, ChannelStore, FleetChannel, FleetView, NodeAnnouncement, NodeRecord,
+    RemotePublish, StatusUpdate, StoreError, StoreErrorKind, SweptNode,
+};
 use crate::channel::Channel;
 use crate::config::{DatabaseConfig, KeyStorage};
 use crate::key::StreamKey;
@@ -50,7 +53,10 @@ struct Mapping {
     last_seen: Option<Col>,
     session: Option<Col>,
     node: Option<Col>,
+    peer: Option<Col>,
     relay_targets: Option<Col>,
+    /// The nodes registry (quoted), when configured.
+    nodes: Option<String>,
     plain_keys: bool,
     /// Unique indexes on the name column alone: a violation of one of them is a
     /// duplicate name.
@@ -252,17 +258,29 @@ impl PgStore {
         let last_seen = col("last_seen_column", &s.last_seen_column, TIME);
         let session = col("session_column", &s.session_column, IDS);
         let node = col("node_column", &s.node_column, TEXT);
+        let peer = col("peer_column", &s.peer_column, TEXT);
         let relay_targets = col(
             "relay_targets_column",
             &s.relay_targets_column,
             &["jsonb", "json", "text"],
         );
         if !problems.is_empty() {
+            let hint = if s.is_default_schema() {
+                " (a table made by an older `streamgate migrate`: run `streamgate migrate` again, it adds what is missing)"
+            } else {
+                ""
+            };
             anyhow::bail!(
-                "the channels table does not match the configuration: {}",
+                "the channels table does not match the configuration: {}{hint}",
                 problems.join("; ")
             );
         }
+        let nodes = if s.nodes_table.is_empty() {
+            None
+        } else {
+            self.check_nodes_table(&s.nodes_table).await?;
+            Some(quote(&s.nodes_table))
+        };
         let name_unique_indexes = self
             .query(
                 "SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
@@ -286,9 +304,14 @@ impl PgStore {
             last_seen,
             session,
             node,
+            peer,
             relay_targets,
+            nodes,
             plain_keys: s.key_storage == KeyStorage::Plain,
         };
+        if mapping.nodes.is_some() && mapping.node.is_none() {
+            anyhow::bail!("database.nodes_table is set but database.node_column is empty: a fleet needs to know which node carries each channel (set node_column, or nodes_table = \"\" for a single node)");
+        }
         if mapping.node.is_none() {
             warn!("database.node_column is empty: crash recovery marks offline every live channel of the table (run one node per table)");
         }
@@ -297,15 +320,60 @@ impl PgStore {
         Ok(())
     }
 
-    /// Creates the default table (`streamgate migrate`).
+    /// Checks that the nodes registry exists with the columns the node writes.
+    async fn check_nodes_table(&self, table: &str) -> anyhow::Result<()> {
+        let rows = self
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[(&table, Type::TEXT)],
+            )
+            .await?;
+        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let missing: Vec<&str> = NODE_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !have.iter().any(|h| h == c))
+            .collect();
+        if have.is_empty() {
+            anyhow::bail!(
+                "the nodes table {table} (database.nodes_table) does not exist in the database at {}: run `streamgate migrate` (it creates it) or apply deploy/supabase.sql; for a single node without a registry set database.nodes_table = \"\"",
+                self.endpoint
+            );
+        }
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the nodes table {table} (database.nodes_table) lacks the columns {}: run `streamgate migrate` or apply deploy/supabase.sql",
+                missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates what is missing of the default schema (`streamgate migrate`): the
+    /// channels table (only for the default mapping; an existing table is the
+    /// operator's) with any column a newer version added, and the nodes registry.
     pub async fn migrate(&self) -> anyhow::Result<String> {
+        let mut done = Vec::new();
+        if self.settings.is_default_schema() {
+            for statement in DEFAULT_SCHEMA {
+                self.query(statement, &[]).await?;
+            }
+            done.push("table channels".to_string());
+        }
+        if !self.settings.nodes_table.is_empty() {
+            self.query(&nodes_schema(&quote(&self.settings.nodes_table)), &[])
+                .await?;
+            done.push(format!("nodes table {}", self.settings.nodes_table));
+        }
         anyhow::ensure!(
-            self.settings.is_default_schema(),
-            "database.table/columns are customised (an existing schema): migrate creates only the default table"
+            !done.is_empty(),
+            "database.table/columns are customised (an existing schema) and database.nodes_table is empty: there is nothing for migrate to create"
         );
-        self.query(DEFAULT_SCHEMA, &[]).await?;
+        let done: Vec<String> = done.iter().map(|d| format!("{d} ready")).collect();
         Ok(format!(
-            "table channels ready in the database at {}",
+            "{} in the database at {}",
+            done.join("; "),
             self.endpoint
         ))
     }
@@ -339,8 +407,10 @@ impl PgStore {
     }
 }
 
-/// The table `migrate` creates (same columns as deploy/supabase.sql).
-pub const DEFAULT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS channels (
+/// The table `migrate` creates (same columns as deploy/supabase.sql), then the
+/// columns later versions added, for a table an older version created.
+pub const DEFAULT_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS channels (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     name            text NOT NULL UNIQUE,
     stream_key_hash text NOT NULL UNIQUE,
@@ -349,9 +419,33 @@ pub const DEFAULT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS channels (
     last_seen       timestamptz,
     live_session    uuid,
     live_node       text,
+    live_peer       text,
     relay_targets   jsonb,
     created_at      timestamptz NOT NULL DEFAULT now()
-)";
+)",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS live_peer text",
+];
+
+/// Columns of the nodes registry.
+const NODE_COLUMNS: &[&str] = &["id", "address", "version", "started_at", "last_heartbeat"];
+
+/// The nodes registry `migrate` creates (same as deploy/supabase.sql).
+fn nodes_schema(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+    id             text PRIMARY KEY,
+    address        text NOT NULL,
+    version        text NOT NULL,
+    started_at     timestamptz NOT NULL,
+    last_heartbeat timestamptz NOT NULL DEFAULT now()
+)"
+    )
+}
+
+/// Seconds, as Postgres interval arithmetic takes them (`$n * interval '1 second'`).
+fn seconds(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
 
 /// Whether a Postgres host is this machine (a Unix socket, `localhost` or a loopback
 /// address): only there may a connection fall back to plaintext.
@@ -477,12 +571,23 @@ impl ChannelStore for PgStore {
         rows.first().map(row_to_channel).transpose()
     }
 
-    async fn key_hashes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+    async fn recheck(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ChannelState>, StoreError> {
         let m = self.map();
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let opt_text = |c: &Option<Col>| {
+            c.as_ref()
+                .map_or("NULL::text".to_string(), |c| format!("{}::text", c.quoted))
+        };
         let sql = format!(
-            "SELECT {}::text, {}::text FROM {} WHERE {} = ANY($1::{}[])",
-            m.id.quoted, m.key.quoted, m.table, m.id.quoted, m.id.cast
+            "SELECT {}::text, {}::text, {}, {}, {} FROM {} WHERE {} = ANY($1::{}[])",
+            m.id.quoted,
+            m.key.quoted,
+            m.live.quoted,
+            opt_text(&m.session),
+            opt_text(&m.node),
+            m.table,
+            m.id.quoted,
+            m.id.cast
         );
         let rows = self.query(&sql, &[(&ids, Type::TEXT_ARRAY)]).await?;
         let mut out = HashMap::new();
@@ -492,16 +597,244 @@ impl ChannelStore for PgStore {
                 continue;
             };
             // Plain keys are hashed here, so callers compare digests in constant time.
+            let key_hash = if m.plain_keys {
+                StreamKey::new(key).sha256_hex()
+            } else {
+                key
+            };
             out.insert(
                 id,
-                if m.plain_keys {
-                    StreamKey::new(key).sha256_hex()
-                } else {
-                    key
+                ChannelState {
+                    key_hash,
+                    live: r.get::<_, Option<bool>>(2).unwrap_or(false),
+                    session: r
+                        .get::<_, Option<String>>(3)
+                        .and_then(|s| Uuid::parse_str(&s).ok()),
+                    node: r.get(4),
                 },
             );
         }
         Ok(out)
+    }
+
+    async fn live_elsewhere(
+        &self,
+        id: Uuid,
+        dead_after: std::time::Duration,
+    ) -> Result<Option<RemotePublish>, StoreError> {
+        let m = self.map();
+        let Some(node) = &m.node else {
+            return Ok(None);
+        };
+        let text = |c: &Option<Col>| {
+            c.as_ref().map_or("NULL::text".to_string(), |c| {
+                format!("c.{}::text", c.quoted)
+            })
+        };
+        let quiet = m
+            .last_seen
+            .as_ref()
+            .map_or("NULL::float8".to_string(), |c| {
+                format!(
+                    "EXTRACT(EPOCH FROM (now() - c.{}::timestamptz))::float8",
+                    c.quoted
+                )
+            });
+        let alive = m.nodes.as_ref().map_or("true".to_string(), |t| {
+            format!(
+                "EXISTS (SELECT 1 FROM {t} n WHERE n.id = c.{}::text \
+                 AND n.last_heartbeat > now() - $3 * interval '1 second')",
+                node.quoted
+            )
+        });
+        let sql = format!(
+            "SELECT c.{n}::text, {}, {}, {quiet}, {alive} FROM {} c \
+             WHERE c.{} = $1::{} AND c.{} AND c.{n} IS NOT NULL AND c.{n}::text <> $2",
+            text(&m.session),
+            text(&m.peer),
+            m.table,
+            m.id.quoted,
+            m.id.cast,
+            m.live.quoted,
+            n = node.quoted,
+        );
+        let (ids, me, dead) = (id.to_string(), self.node_id.clone(), seconds(dead_after));
+        let rows = self
+            .query(
+                &sql,
+                &[(&ids, Type::TEXT), (&me, Type::TEXT), (&dead, Type::FLOAT8)],
+            )
+            .await?;
+        Ok(rows.first().map(|r| RemotePublish {
+            node: r.get(0),
+            session: r
+                .get::<_, Option<String>>(1)
+                .and_then(|s| Uuid::parse_str(&s).ok()),
+            peer_tag: r.get(2),
+            quiet_for: r
+                .get::<_, Option<f64>>(3)
+                .map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+            node_alive: r.get(4),
+        }))
+    }
+
+    async fn announce_node(&self, node: &NodeAnnouncement) -> Result<(), StoreError> {
+        let Some(table) = &self.map().nodes else {
+            return Ok(());
+        };
+        let sql = format!(
+            "INSERT INTO {table} (id, address, version, started_at, last_heartbeat) \
+             VALUES ($1, $2, $3, $4, now()) ON CONFLICT (id) DO UPDATE SET \
+             address = EXCLUDED.address, version = EXCLUDED.version, \
+             started_at = EXCLUDED.started_at, last_heartbeat = now()"
+        );
+        self.query(
+            &sql,
+            &[
+                (&self.node_id, Type::TEXT),
+                (&node.address, Type::TEXT),
+                (&node.version, Type::TEXT),
+                (&node.started_at, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn retire_node(&self) -> Result<(), StoreError> {
+        let Some(table) = &self.map().nodes else {
+            return Ok(());
+        };
+        self.query(
+            &format!("DELETE FROM {table} WHERE id = $1"),
+            &[(&self.node_id, Type::TEXT)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn sweep_dead_nodes(
+        &self,
+        dead_after: std::time::Duration,
+    ) -> Result<Vec<SweptNode>, StoreError> {
+        let m = self.map();
+        let (Some(table), Some(node)) = (&m.nodes, &m.node) else {
+            return Ok(Vec::new());
+        };
+        let mut sets = vec![format!("{} = false", m.live.quoted)];
+        if let Some(c) = &m.session {
+            sets.push(format!("{} = NULL", c.quoted));
+        }
+        // Channels left live by a node that is not registered at all (it was swept
+        // while cut off from the database and never came back, or it ran a version
+        // without the registry) go too, once their last_seen is as old.
+        let orphans = m.last_seen.as_ref().map_or(String::new(), |seen| {
+            format!(
+                " OR (c.{n} IS NOT NULL AND c.{n}::text <> $2 \
+                 AND c.{}::timestamptz < now() - $1 * interval '1 second' \
+                 AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.id = c.{n}::text))",
+                seen.quoted,
+                n = node.quoted
+            )
+        });
+        // One statement: the DELETE decides which sweeper owns a dead node (a
+        // concurrent one waits on the row lock, then finds it gone), and the UPDATE
+        // re-checks `live` on rows another sweeper changed meanwhile.
+        let sql = format!(
+            "WITH dead AS ( \
+                 DELETE FROM {table} WHERE last_heartbeat < now() - $1 * interval '1 second' \
+                 AND id <> $2 RETURNING id \
+             ), ended AS ( \
+                 UPDATE {t} c SET {sets} WHERE c.{live} AND (c.{n}::text IN (SELECT id FROM dead){orphans}) \
+                 RETURNING c.{n}::text AS node, c.{id}::text AS channel \
+             ) \
+             SELECT id, NULL::text FROM dead UNION ALL SELECT node, channel FROM ended",
+            t = m.table,
+            sets = sets.join(", "),
+            live = m.live.quoted,
+            n = node.quoted,
+            id = m.id.quoted,
+        );
+        let (dead, me) = (seconds(dead_after), self.node_id.clone());
+        let rows = self
+            .query(&sql, &[(&dead, Type::FLOAT8), (&me, Type::TEXT)])
+            .await?;
+        let mut swept: Vec<SweptNode> = Vec::new();
+        for r in rows {
+            let (node, channel): (String, Option<String>) = (r.get(0), r.get(1));
+            let entry = match swept.iter_mut().position(|s| s.node == node) {
+                Some(i) => &mut swept[i],
+                None => {
+                    swept.push(SweptNode {
+                        node,
+                        channels: Vec::new(),
+                    });
+                    swept.last_mut().expect("just pushed")
+                }
+            };
+            if let Some(id) = channel.and_then(|c| Uuid::parse_str(&c).ok()) {
+                entry.channels.push(id);
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn fleet(
+        &self,
+        dead_after: std::time::Duration,
+    ) -> Result<Option<FleetView>, StoreError> {
+        let m = self.map();
+        let Some(table) = &m.nodes else {
+            return Ok(None);
+        };
+        let dead = seconds(dead_after);
+        let nodes = self
+            .query(
+                &format!(
+                    "SELECT id, address, version, started_at, last_heartbeat, \
+                     last_heartbeat > now() - $1 * interval '1 second' FROM {table} ORDER BY id"
+                ),
+                &[(&dead, Type::FLOAT8)],
+            )
+            .await?
+            .iter()
+            .map(|r| NodeRecord {
+                id: r.get(0),
+                address: r.get(1),
+                version: r.get(2),
+                started_at: r.get(3),
+                last_heartbeat: r.get(4),
+                alive: r.get(5),
+            })
+            .collect();
+        let node = m
+            .node
+            .as_ref()
+            .map_or("NULL::text".to_string(), |c| format!("{}::text", c.quoted));
+        let since = m
+            .live_since
+            .as_ref()
+            .map_or("NULL::timestamptz".to_string(), |c| {
+                format!("{}::timestamptz", c.quoted)
+            });
+        let sql = format!(
+            "SELECT {}::text, {}::text, {node}, {since} FROM {} WHERE {} ORDER BY {}",
+            m.id.quoted, m.name.quoted, m.table, m.live.quoted, m.name.quoted
+        );
+        let channels = self
+            .query(&sql, &[])
+            .await?
+            .iter()
+            .filter_map(|r| {
+                Some(FleetChannel {
+                    channel_id: Uuid::parse_str(&r.get::<_, String>(0)).ok()?,
+                    name: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                    node: r.get(2),
+                    live_since: r.get(3),
+                })
+            })
+            .collect();
+        Ok(Some(FleetView { nodes, channels }))
     }
 
     async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
@@ -523,6 +856,9 @@ impl ChannelStore for PgStore {
             if let Some(c) = &m.node {
                 sets.push(format!("{} = $4", c.quoted));
             }
+            if let Some(c) = &m.peer {
+                sets.push(format!("{} = $6", c.quoted));
+            }
         } else if let Some(c) = &m.session {
             sets.push(format!("{} = NULL", c.quoted));
         }
@@ -541,6 +877,14 @@ impl ChannelStore for PgStore {
                 c.quoted, c.cast
             ));
         }
+        if let (true, Some(c)) = (u.live, &m.live_since) {
+            // A live that reaches the table late (its node's outbox waited out an
+            // outage) never replaces a newer publish another node recorded meanwhile.
+            sql.push_str(&format!(
+                " AND (NOT {0} OR {1} IS NULL OR {1}::timestamptz <= $2)",
+                m.live.quoted, c.quoted
+            ));
+        }
         sql.push_str(" RETURNING 1");
         let node = self.node_id.clone();
         let ending: Vec<String> = u.ending_sessions().iter().map(|s| s.to_string()).collect();
@@ -553,6 +897,7 @@ impl ChannelStore for PgStore {
                     (&session, Type::TEXT),
                     (&node, Type::TEXT),
                     (&ending, Type::TEXT_ARRAY),
+                    (&u.peer_tag, Type::TEXT),
                 ],
             )
             .await?;
@@ -600,11 +945,19 @@ impl ChannelStore for PgStore {
             return Ok(());
         }
         let ids: Vec<String> = live.iter().map(|i| i.to_string()).collect();
-        let sql = format!(
+        let mut sql = format!(
             "UPDATE {} SET {} = now() WHERE {} = ANY($1::{}[]) AND {}",
             m.table, seen.quoted, m.id.quoted, m.id.cast, m.live.quoted
         );
-        self.query(&sql, &[(&ids, Type::TEXT_ARRAY)]).await?;
+        if let Some(n) = &m.node {
+            // A channel another node took over is that node's to refresh.
+            sql.push_str(&format!(" AND {}::text = $2", n.quoted));
+        }
+        self.query(
+            &sql,
+            &[(&ids, Type::TEXT_ARRAY), (&self.node_id, Type::TEXT)],
+        )
+        .await?;
         Ok(())
     }
 
