@@ -209,10 +209,59 @@ pub struct StreamProxy {
     pub port: u16,
 }
 
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// The address [`StreamProxy::balance`] connects to the nodes from (what they trust as
+/// their balancer): distinct from the clients' 127.0.0.1 and 127.0.0.2.
+pub const BALANCER_SOURCE: &str = "127.0.0.3";
+
 impl StreamProxy {
     pub fn start(upstream_port: u16, proxy_protocol: bool) -> StreamProxy {
+        let pp = if proxy_protocol {
+            "proxy_protocol on;"
+        } else {
+            ""
+        };
+        StreamProxy::run(|port| {
+            format!(
+                "stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{upstream_port}; {pp} }} }}\n"
+            )
+        })
+    }
+
+    /// The balancer of `deploy/nginx-stream.conf` (the file operators deploy) in front
+    /// of two nodes, with its host names and ports replaced by the nodes' loopback
+    /// ports; it connects to them from [`BALANCER_SOURCE`].
+    pub fn balance(node_a: u16, node_b: u16) -> StreamProxy {
+        let deployed = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/nginx-stream.conf"
+        ))
+        .unwrap();
+        StreamProxy::run(|port| {
+            let mut conf = deployed.clone();
+            for (from, to) in [
+                ("server node-a:1935", format!("server 127.0.0.1:{node_a}")),
+                ("server node-b:1935", format!("server 127.0.0.1:{node_b}")),
+                (
+                    "listen 1935;",
+                    format!("listen 127.0.0.1:{port}; proxy_bind {BALANCER_SOURCE};"),
+                ),
+            ] {
+                assert!(
+                    conf.contains(from),
+                    "deploy/nginx-stream.conf lost {from:?}"
+                );
+                conf = conf.replace(from, &to);
+            }
+            conf
+        })
+    }
+
+    /// nginx with the stream module and the `stream { }` block `conf(port)` writes.
+    fn run(conf: impl FnOnce(u16) -> String) -> StreamProxy {
         require("nginx", "nginx libnginx-mod-stream");
-        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+        let module = STREAM_MODULE;
         assert!(
             Path::new(module).exists(),
             "{module} is missing: install it with `apt-get install -y libnginx-mod-stream`"
@@ -220,15 +269,10 @@ impl StreamProxy {
         let dir = TempDir::new("nginx-stream");
         let port = free_port();
         let d = dir.0.display();
-        let pp = if proxy_protocol {
-            "proxy_protocol on;"
-        } else {
-            ""
-        };
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             load_module {module};\nevents {{ worker_connections 256; }}\n\
-             stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{upstream_port}; {pp} }} }}\n"
+             load_module {module};\nevents {{ worker_connections 256; }}\n{}",
+            conf(port)
         );
         std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
