@@ -7,10 +7,12 @@
 //! - `sgbench storm`: many publishers connecting within a second.
 //! - `sgbench auth`: publish-to-onStatus latency, cold and warm cache, SQLite or Postgres.
 //! - `sgbench thumbs`: how many channels one thumbnail worker keeps fresh.
+//! - `sgbench fleet-load`: the Postgres load of N nodes x M channels, simulated.
 //!
 //! Everything runs on 127.0.0.1. See BENCHMARKS.md for the figures and commands.
 
 pub mod chunk_cost;
+pub mod fleet;
 pub mod flv_source;
 pub mod publisher;
 pub mod servers;

@@ -118,6 +118,26 @@ enum Command {
         #[arg(long)]
         postgres: bool,
     },
+    /// The Postgres load of a fleet, simulated: N nodes x M live channels running the
+    /// node's store code at its intervals against a private PostgreSQL.
+    FleetLoad {
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Live channels per node.
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        #[arg(long, default_value = "10s")]
+        heartbeat: humantime::Duration,
+        #[arg(long, default_value = "5s")]
+        recheck: humantime::Duration,
+        #[arg(long, default_value_t = 3)]
+        dead_after_beats: u32,
+        /// Mean length of a publish session (sets how often channels end and start).
+        #[arg(long, default_value = "60m")]
+        session: humantime::Duration,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -343,6 +363,27 @@ async fn main() -> anyhow::Result<()> {
                     rss
                 );
             }
+        }
+        Command::FleetLoad {
+            nodes,
+            channels,
+            heartbeat,
+            recheck,
+            dead_after_beats,
+            session,
+            seconds,
+        } => {
+            streamgate_bench::fleet::run(streamgate_bench::fleet::FleetLoad {
+                nodes,
+                channels_per_node: channels,
+                heartbeat: heartbeat.into(),
+                recheck: recheck.into(),
+                dead_after_beats,
+                session: session.into(),
+                warmup: std::cmp::max(Duration::from(heartbeat), Duration::from(recheck)),
+                window: Duration::from_secs(seconds),
+            })
+            .await?;
         }
         Command::Auth { streams, postgres } => {
             let source = Arc::new(FlvSource::load(&media_path(Profile::P360)?)?);

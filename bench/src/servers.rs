@@ -309,7 +309,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     anyhow::bail!("cannot find the {name} binary next to {}; build it (cargo build --release) or set SG_STREAMGATE_BIN", me.display())
 }
 
-/// A private PostgreSQL server (Debian's binaries) for the auth benchmark.
+/// A private PostgreSQL server (Debian's binaries) for the auth and fleet benchmarks.
 pub struct PrivatePostgres {
     dir: PathBuf,
     port: u16,
@@ -387,6 +387,37 @@ impl PrivatePostgres {
             "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
             self.port
         )
+    }
+
+    /// Runs SQL with psql; returns its unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = self
+            .cmd("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// The server's main process (its backends are its children).
+    pub fn postmaster_pid(&self) -> anyhow::Result<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))?;
+        Ok(text.lines().next().unwrap_or_default().trim().parse()?)
     }
 }
 

@@ -193,14 +193,29 @@ fn the_compose_file_is_what_the_readme_says_and_the_node_runs_on_its_environment
         }
     }
     // The environment it gives the node is valid configuration.
-    // The image's config file is the example one (see the Dockerfile).
+    let printed = check_config_with(&sg["environment"]);
+    assert!(
+        printed.contains("/var/lib/streamgate/thumbs"),
+        "the thumbnails volume is where the node writes: {printed}"
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    assert!(readme.contains("docker compose -f deploy/docker-compose.yml up -d"));
+    assert!(readme.contains("--profile postgres"));
+}
+
+/// Runs `streamgate check-config` on the image's config file (the example one, see
+/// the Dockerfile) with the environment a compose service gives the node; returns
+/// what it printed (the effective configuration).
+fn check_config_with(environment: &yaml_rust2::Yaml) -> String {
     let dir = TempDir::new("compose-env");
     let mut cmd = Command::new(bin());
     cmd.arg("check-config").current_dir(&dir.0).env(
         "STREAMGATE_CONFIG",
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../streamgate.example.toml"),
     );
-    for (k, v) in sg["environment"].as_hash().unwrap() {
+    for (k, v) in environment.as_hash().expect("an environment map") {
         let value = v.as_str().unwrap();
         // ${VAR:-default}: the default.
         let value = value
@@ -215,16 +230,117 @@ fn the_compose_file_is_what_the_readme_says_and_the_node_runs_on_its_environment
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A service's key, looked up through a YAML merge key (`<<: *node`) when the service
+/// does not set it itself.
+fn merged<'a>(service: &'a yaml_rust2::Yaml, key: &str) -> &'a yaml_rust2::Yaml {
+    let own = &service[key];
+    if own.is_badvalue() {
+        &service["<<"][key]
+    } else {
+        own
+    }
+}
+
+#[test]
+fn the_fleet_compose_file_runs_two_nodes_behind_the_balancer_they_trust() {
+    let compose = yaml_rust2::YamlLoader::load_from_str(&read("docker-compose.fleet.yml"))
+        .unwrap()
+        .remove(0);
+    let services = &compose["services"];
+    let balancer = &services["balancer"];
+    let balancer_ip = balancer["networks"]["fleet"]["ipv4_address"]
+        .as_str()
+        .expect("the balancer has a fixed address");
+    // It runs the balancer of deploy/nginx-stream.conf (the one the fleet test runs).
+    let mounts: Vec<&str> = balancer["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(mounts.contains(&"./nginx-stream.conf:/etc/nginx/streamgate-stream.conf:ro"));
+    assert!(mounts.contains(&"./nginx-balancer.conf:/etc/nginx/nginx.conf:ro"));
+    assert!(read("nginx-balancer.conf").contains("include /etc/nginx/streamgate-stream.conf;"));
+    let mut ids = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let node = &services[name];
+        assert_eq!(
+            merged(node, "build")["dockerfile"].as_str(),
+            Some("deploy/Dockerfile")
+        );
+        assert_eq!(
+            merged(node, "ulimits")["nofile"]["hard"].as_i64(),
+            Some(1048576)
+        );
+        assert!(read("nginx-stream.conf").contains(&format!("server {name}:1935")));
+        let printed = check_config_with(&node["environment"]);
+        // Postgres, its own node id, and PROXY headers from the balancer only.
+        assert!(
+            printed.contains("postgres://postgres:***@postgres:5432"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("node_id = \"{name}\"")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("trusted_proxies = [\"{balancer_ip}/32\"]")),
+            "{printed}"
+        );
+        ids.push(name);
+    }
+    // The tables exist before the nodes start.
+    assert_eq!(services["migrate"]["command"][0].as_str(), Some("migrate"));
+    assert_eq!(
+        merged(&services["node-a"], "depends_on")["migrate"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    // nginx accepts the balancer's configuration (the nodes' names replaced by
+    // addresses this machine resolves).
+    require("nginx", "nginx libnginx-mod-stream");
+    let dir = TempDir::new("nginx-balancer");
+    let d = dir.0.display();
+    let stream = write_file(
+        &dir.0,
+        "streamgate-stream.conf",
+        &read("nginx-stream.conf")
+            .replace("node-a:1935", "127.0.0.1:1")
+            .replace("node-b:1935", "127.0.0.1:2")
+            .replace(
+                "listen 1935;",
+                &format!("listen 127.0.0.1:{};", free_port()),
+            ),
+    );
+    let conf = write_file(
+        &dir.0,
+        "nginx.conf",
+        &format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n{}",
+            read("nginx-balancer.conf")
+                .replace("/etc/nginx/streamgate-stream.conf", &stream.display().to_string())
+        ),
+    );
+    let out = Command::new("nginx")
+        .args(["-t", "-p"])
+        .arg(&dir.0)
+        .arg("-e")
+        .arg(dir.0.join("error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert!(
-        printed.contains("/var/lib/streamgate/thumbs"),
-        "the thumbnails volume is where the node writes: {printed}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
-    assert!(readme.contains("docker compose -f deploy/docker-compose.yml up -d"));
-    assert!(readme.contains("--profile postgres"));
+    assert!(readme.contains("docker compose -f deploy/docker-compose.fleet.yml up -d"));
 }
 
 #[test]
