@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of BENCHMARKS.md, in one go (about 15 minutes on a 2-core machine).
+# Every figure of BENCHMARKS.md, in one go (about 20 minutes on a 2-core machine).
 # Output: the tables, as Markdown, on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +14,5 @@ done
 $B storm --streams 1000 --within-ms 1000
 $B auth --streams 300
 $B auth --streams 300 --postgres
+$B fleet-load --nodes 10 --channels 100 --seconds 60
+$B fleet-load --nodes 10 --channels 1000 --seconds 60

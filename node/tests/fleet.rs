@@ -65,6 +65,7 @@ impl Fleet {
                 "[database]\nurl = \"{url}\"\n\n\
                  [rtmp]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"{BALANCER_SOURCE}\"]\n{rtmp_extra}\n\n\
                  [status]\nnode_id = \"{name}\"\nheartbeat_interval = \"{hb}s\"\ndead_after_beats = {DEAD_AFTER_BEATS}\n\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\nshow_node = true\n\n\
                  [relay]\ntargets = [\"rtmp://127.0.0.1:{up}/live/{{channel_id}}\"]\n\n\
                  [admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
                 url = pg.url(&db),
@@ -347,8 +348,9 @@ fn a_killed_nodes_channels_are_marked_offline_by_the_others() {
     let carried = &fleet["channels"].as_array().unwrap()[0];
     assert_eq!(carried["channel_id"], id.as_str());
     assert_eq!(carried["node"], "node-a");
-    // Each node's public API still lists its own streams.
-    assert!(f.a.stream(&id).is_some());
+    // Each node's public API still lists its own streams, saying which node it is
+    // (http.show_node).
+    assert_eq!(f.a.stream(&id).unwrap()["node"], "node-a");
     assert!(f.b.stream(&id).is_none());
 
     // Swept while it lives (as if cut off from the database for dead_after): it
