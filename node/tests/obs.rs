@@ -1,9 +1,14 @@
-//! OBS Studio itself publishes to the node over RTMPS: Debian's `obs-studio` under
+//! OBS Studio itself publishes to the node: Debian's `obs-studio` (29) under
 //! `xvfb-run` with software GL, a profile written to `$HOME/.config/obs-studio`, and
-//! `obs --startstreaming`. OBS verifies the server's certificate against
-//! `/etc/ssl/certs` and nothing else, so the test shows it a CA it makes, together with
-//! a host name for 127.0.0.1, in a private mount namespace: the machine's own trust
-//! store and `/etc/hosts` are never touched.
+//! `obs --startstreaming`.
+//!
+//! Over RTMPS: OBS verifies the server's certificate against `/etc/ssl/certs` and
+//! nothing else, so the test shows it a CA it makes, together with a host name for
+//! 127.0.0.1, in a private mount namespace: the machine's own trust store and
+//! `/etc/hosts` are never touched.
+//!
+//! With ffmpeg on the same key from another address: the two do not take the channel
+//! from each other, OBS's automatic reconnection (every 2 s) included.
 
 mod common;
 
@@ -56,7 +61,7 @@ fn write_obs_profile(home: &Path, server: &str, key: &str) {
         c.join("basic/profiles/sg/basic.ini"),
         "[General]\nName=sg\n\
          [Video]\nBaseCX=640\nBaseCY=360\nOutputCX=640\nOutputCY=360\nFPSType=0\nFPSCommon=30\n\
-         [Output]\nMode=Simple\n\
+         [Output]\nMode=Simple\nReconnect=true\nRetryDelay=2\nMaxRetries=25\n\
          [SimpleOutput]\nVBitrate=800\nABitrate=128\nStreamEncoder=x264\nPreset=ultrafast\n",
     )
     .unwrap();
@@ -94,6 +99,24 @@ fn write_obs_profile(home: &Path, server: &str, key: &str) {
 
 /// OBS and everything it started (xvfb-run, Xvfb) are one process group.
 struct Obs(Proc);
+
+impl Obs {
+    /// OBS on a virtual display, streaming with the profile under `home` at once.
+    fn start(home: &Path) -> Obs {
+        let script = format!(
+            "exec 1>&2 && exec env HOME={home} LIBGL_ALWAYS_SOFTWARE=1 xvfb-run -a -s '-screen 0 1280x800x24' \
+             obs --startstreaming --multi --disable-missing-files-check --profile sg --collection sg",
+            home = home.display(),
+        );
+        Obs(Proc::spawn(
+            Command::new("sh").args(["-c", &script]).process_group(0),
+        ))
+    }
+
+    fn said(&self) -> String {
+        self.0.stderr.lock().unwrap().clone()
+    }
+}
 
 impl Drop for Obs {
     fn drop(&mut self) {
@@ -189,4 +212,136 @@ fn obs_studio_publishes_over_rtmps_and_verifies_the_certificate() {
     })
     .expect("offline after OBS stopped");
     node.assert_never_printed(&key);
+}
+
+const ADMIN_TOKEN: &str = "obs-ffmpeg-admin-token-0123";
+
+/// (session id, peer) of the channel's live publish, from the admin API.
+fn holder(node: &Node, id: &str) -> Option<(String, String)> {
+    let (status, _, body) = node.http_request(
+        node.http_port,
+        "GET",
+        "/admin/v1/sessions",
+        &format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"),
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["sessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["channel_id"] == id)
+        .map(|s| {
+            (
+                s["session_id"].as_str().unwrap().to_string(),
+                s["peer"].as_str().unwrap().to_string(),
+            )
+        })
+}
+
+/// The flapping the issue reports, OBS 29 (auto-reconnect on, 2 s) and ffmpeg on one
+/// key from two places: each used to take the channel from the other every couple of
+/// seconds, forever, neither told why. Now the one that is sending keeps it, and the
+/// other is refused with a status that says why.
+#[test]
+fn obs_and_ffmpeg_on_one_key_do_not_take_the_channel_from_each_other() {
+    require("obs", "obs-studio");
+    require("xvfb-run", "xvfb");
+    require("xauth", "xauth");
+    let dir = TempDir::new("obs-ffmpeg");
+    let node = Node::start(&format!("[admin]\ntoken = \"{ADMIN_TOKEN}\"\n"));
+    let (id, key) = node.create_channel("obs-and-ffmpeg");
+    let home = dir.0.join("home");
+    write_obs_profile(
+        &home,
+        &format!("rtmp://127.0.0.1:{}/live", node.rtmp_port),
+        &key,
+    );
+    let obs = Obs::start(&home);
+    let (obs_session, obs_peer) = wait_for(Duration::from_secs(60), || {
+        node.stream(&id)
+            .filter(|s| s["video_codec"].is_string())
+            .and_then(|_| holder(&node, &id))
+    })
+    .unwrap_or_else(|| panic!("OBS did not go live within 60 s:\n{}", obs.said()));
+    assert!(obs_peer.starts_with("127.0.0.1:"), "{obs_peer}");
+
+    // ffmpeg on the same key from another address, retried as a script would: refused
+    // each time with the reason, and OBS keeps the channel.
+    let elsewhere = SourceForwarder::start([127, 0, 0, 2].into(), node.rtmp_port);
+    let ffmpeg_url = format!("rtmp://127.0.0.1:{}/live/{key}", elsewhere.port);
+    for _ in 0..3 {
+        let mut ffmpeg = ffmpeg_publish(&ffmpeg_url, "320x240", 30);
+        ffmpeg
+            .wait(Duration::from_secs(20))
+            .expect("ffmpeg gives up when refused");
+        assert!(
+            ffmpeg
+                .stderr()
+                .contains("already live from another encoder"),
+            "ffmpeg said: {}",
+            ffmpeg.stderr()
+        );
+        assert_eq!(
+            holder(&node, &id).map(|h| h.0),
+            Some(obs_session.clone()),
+            "OBS lost the channel"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // OBS loses its connection (the operator ends it) and reconnects by itself two
+    // seconds later; ffmpeg, started at once, is live by then...
+    let (status, _, body) = node.http_request(
+        node.http_port,
+        "POST",
+        &format!("/admin/v1/channels/{id}/kick"),
+        &format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let mut ffmpeg = ffmpeg_publish(&ffmpeg_url, "320x240", 40);
+    let (ffmpeg_session, ffmpeg_peer) = wait_for(Duration::from_secs(10), || {
+        holder(&node, &id).filter(|h| h.0 != obs_session)
+    })
+    .expect("someone took the channel after the kick");
+    assert!(
+        ffmpeg_peer.starts_with("127.0.0.2:"),
+        "OBS reconnected before ffmpeg went live ({ffmpeg_peer}): ffmpeg said {}",
+        ffmpeg.stderr()
+    );
+    // ...and OBS's reconnections are refused while ffmpeg sends: the channel stays
+    // ffmpeg's, no back and forth.
+    let refused_before = refusals_of_obs(&node);
+    let watch = std::time::Instant::now();
+    while watch.elapsed() < Duration::from_secs(12) {
+        assert_eq!(
+            holder(&node, &id).map(|h| h.0),
+            Some(ffmpeg_session.clone()),
+            "the channel changed hands:\n{}",
+            node.transcript.text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let refused = refusals_of_obs(&node) - refused_before;
+    assert!(
+        refused >= 2,
+        "OBS retried {refused} times in 12 s; OBS said:\n{}",
+        obs.said()
+    );
+    assert!(
+        ffmpeg.wait(Duration::from_millis(10)).is_none(),
+        "ffmpeg still streams"
+    );
+    node.assert_never_printed(&key);
+}
+
+/// How many publishes from 127.0.0.1 (OBS) the node refused as "already live".
+fn refusals_of_obs(node: &Node) -> usize {
+    node.transcript
+        .text()
+        .lines()
+        .filter(|l| {
+            l.contains("publish refused: the channel is live from another encoder")
+                && l.contains("peer=127.0.0.1:")
+        })
+        .count()
 }

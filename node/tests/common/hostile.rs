@@ -128,3 +128,48 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Forwards every connection it accepts (on 127.0.0.1:`port`) to 127.0.0.1:`to` from
+/// the source address `source`: a client that cannot choose its source address, like
+/// ffmpeg or OBS, appears to the node to come from `source`.
+pub struct SourceForwarder {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl SourceForwarder {
+    pub fn start(source: IpAddr, to: u16) -> SourceForwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (Ok(client), Ok(upstream)) = (client, connect_from(source, to)) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        SourceForwarder { port, stop }
+    }
+}
+
+impl Drop for SourceForwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
