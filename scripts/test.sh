@@ -10,4 +10,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # then the load smoke test on its own, so that its 20 publishers never share the
 # machine with the end-to-end tests.
 cargo test --workspace --exclude streamgate-bench
-cargo test -p streamgate-bench
+# One at a time: the relay smoke measures, the fleet simulation loads a database.
+cargo test -p streamgate-bench -- --test-threads=1

@@ -55,6 +55,17 @@ struct Counters {
 }
 
 impl Counters {
+    /// Runs one statement and records it under `kind`.
+    async fn timed<T, E>(
+        &self,
+        kind: usize,
+        statement: impl std::future::Future<Output = Result<T, E>>,
+    ) {
+        let t = Instant::now();
+        let ok = statement.await.is_ok();
+        self.record(kind, t, ok);
+    }
+
     fn record(&self, kind: usize, started: Instant, ok: bool) {
         let d = started.elapsed();
         for k in [kind, KINDS.len() - 1] {
@@ -82,8 +93,8 @@ struct SimNode {
     channels: Vec<(Uuid, StreamKey, Mutex<Uuid>)>,
 }
 
-/// Runs the simulation and prints what it measured.
-pub async fn run(load: FleetLoad) -> anyhow::Result<()> {
+/// Runs the simulation; returns what it measured.
+pub async fn run(load: FleetLoad) -> anyhow::Result<FleetReport> {
     let pg = PrivatePostgres::start()?;
     let mut config = Config::default();
     config.database.url = streamgate::config::DatabaseUrl::Postgres(pg.url());
@@ -145,15 +156,9 @@ pub async fn run(load: FleetLoad) -> anyhow::Result<()> {
                 let ids: Vec<Uuid> = node.channels.iter().map(|c| c.0).collect();
                 while !stop.is_cancelled() {
                     tick.tick().await;
-                    let t = Instant::now();
-                    let ok = node.store.announce_node(&a).await.is_ok();
-                    c.record(0, t, ok);
-                    let t = Instant::now();
-                    let ok = node.store.heartbeat(&ids).await.is_ok();
-                    c.record(1, t, ok);
-                    let t = Instant::now();
-                    let ok = node.store.sweep_dead_nodes(dead_after).await.is_ok();
-                    c.record(2, t, ok);
+                    c.timed(0, node.store.announce_node(&a)).await;
+                    c.timed(1, node.store.heartbeat(&ids)).await;
+                    c.timed(2, node.store.sweep_dead_nodes(dead_after)).await;
                 }
             }));
         }
@@ -166,9 +171,7 @@ pub async fn run(load: FleetLoad) -> anyhow::Result<()> {
                 let ids: Vec<Uuid> = node.channels.iter().map(|c| c.0).collect();
                 while !stop.is_cancelled() {
                     tick.tick().await;
-                    let t = Instant::now();
-                    let ok = node.store.recheck(&ids).await.is_ok();
-                    c.record(3, t, ok);
+                    c.timed(3, node.store.recheck(&ids)).await;
                 }
             }));
         }
@@ -250,26 +253,84 @@ pub async fn run(load: FleetLoad) -> anyhow::Result<()> {
     for t in tasks {
         t.abort();
     }
-    println!(
-        "\n### Postgres load: {} nodes x {} live channels ({} channels), heartbeat {:?}, re-check {:?}, sessions of {:?} on average\n",
-        load.nodes, load.channels_per_node, total, load.heartbeat, load.recheck, load.session
-    );
-    println!("| statement | per second | p50 ms | p99 ms |");
-    println!("| --- | ---: | ---: | ---: |");
-    for (k, name) in KINDS.iter().enumerate() {
-        let n = counters.count[k].load(Ordering::Relaxed) as f64 / secs;
-        let (_, p50, p99, _) = counters.latency[k].summary();
-        println!("| {name} | {n:.1} | {p50:.2} | {p99:.2} |");
+    let statements = KINDS
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let (_, p50, p99, _) = counters.latency[k].summary();
+            StatementLoad {
+                kind: name,
+                per_second: counters.count[k].load(Ordering::Relaxed) as f64 / secs,
+                p50_ms: p50,
+                p99_ms: p99,
+            }
+        })
+        .collect();
+    Ok(FleetReport {
+        load,
+        statements,
+        seconds: secs,
+        transactions_per_second: (s1.0 - s0.0) / secs,
+        rows_written_per_second: (s1.1 - s0.1) / secs,
+        rows_read_per_second: (s1.2 - s0.2) / secs,
+        postgres_cpu_percent: (cpu1 - cpu0) / secs * 100.0,
+        failed: counters.errors.load(Ordering::Relaxed),
+    })
+}
+
+/// One kind of statement, as measured.
+#[derive(Debug, Clone)]
+pub struct StatementLoad {
+    pub kind: &'static str,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// What `run` measured.
+#[derive(Debug, Clone)]
+pub struct FleetReport {
+    pub load: FleetLoad,
+    /// By kind, in [`KINDS`] order, the last being all of them.
+    pub statements: Vec<StatementLoad>,
+    pub seconds: f64,
+    pub transactions_per_second: f64,
+    pub rows_written_per_second: f64,
+    pub rows_read_per_second: f64,
+    pub postgres_cpu_percent: f64,
+    pub failed: u64,
+}
+
+impl FleetReport {
+    /// The Markdown tables of BENCHMARKS.md.
+    pub fn print(&self) {
+        let l = &self.load;
+        println!(
+            "\n### Postgres load: {} nodes x {} live channels ({} channels), heartbeat {:?}, re-check {:?}, sessions of {:?} on average\n",
+            l.nodes,
+            l.channels_per_node,
+            l.nodes * l.channels_per_node,
+            l.heartbeat,
+            l.recheck,
+            l.session
+        );
+        println!("| statement | per second | p50 ms | p99 ms |");
+        println!("| --- | ---: | ---: | ---: |");
+        for s in &self.statements {
+            println!(
+                "| {} | {:.1} | {:.2} | {:.2} |",
+                s.kind, s.per_second, s.p50_ms, s.p99_ms
+            );
+        }
+        println!(
+            "\nserver side over {:.0} s: {:.1} transactions/s, {:.0} rows written/s, {:.0} rows read/s; \
+             Postgres CPU {:.1} % of one core; {} failed statements",
+            self.seconds,
+            self.transactions_per_second,
+            self.rows_written_per_second,
+            self.rows_read_per_second,
+            self.postgres_cpu_percent,
+            self.failed
+        );
     }
-    println!(
-        "\nserver side over {:.0} s: {:.1} transactions/s, {:.0} rows written/s, {:.0} rows read/s; \
-         Postgres CPU {:.1} % of one core; {} failed statements",
-        secs,
-        (s1.0 - s0.0) / secs,
-        (s1.1 - s0.1) / secs,
-        (s1.2 - s0.2) / secs,
-        (cpu1 - cpu0) / secs * 100.0,
-        counters.errors.load(Ordering::Relaxed)
-    );
-    Ok(())
 }

@@ -383,7 +383,8 @@ async fn main() -> anyhow::Result<()> {
                 warmup: std::cmp::max(Duration::from(heartbeat), Duration::from(recheck)),
                 window: Duration::from_secs(seconds),
             })
-            .await?;
+            .await?
+            .print();
         }
         Command::Auth { streams, postgres } => {
             let source = Arc::new(FlvSource::load(&media_path(Profile::P360)?)?);

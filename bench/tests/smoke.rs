@@ -1,7 +1,9 @@
 //! Smoke version of the benchmark, run by the test suite on its own (scripts/test.sh
 //! runs it after the node's tests, never beside them): 20 generated publishers for 5 s
 //! through streamgate (and nginx-rtmp) to the sink; every stream must arrive, no
-//! connection may fail, and relay delays must have been measured.
+//! connection may fail, and relay delays must have been measured. And a short fleet
+//! load simulation against a private PostgreSQL: every kind of statement ran, none
+//! failed, and the server counted the rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,4 +56,27 @@ async fn twenty_publishers_reach_the_sink_through_each_server() {
             kind.name()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_load_simulation_runs_every_statement_kind() {
+    let report = streamgate_bench::fleet::run(streamgate_bench::fleet::FleetLoad {
+        nodes: 2,
+        channels_per_node: 10,
+        heartbeat: Duration::from_millis(500),
+        recheck: Duration::from_millis(500),
+        dead_after_beats: 3,
+        session: Duration::from_secs(5),
+        warmup: Duration::from_millis(500),
+        window: Duration::from_secs(3),
+    })
+    .await
+    .expect("a private PostgreSQL (scripts/setup-test-deps.sh installs it)");
+    report.print();
+    assert_eq!(report.failed, 0);
+    for s in &report.statements {
+        assert!(s.per_second > 0.0, "{} never ran: {report:?}", s.kind);
+    }
+    // 2 nodes x 10 channels' last_seen every 0.5 s, plus the status writes.
+    assert!(report.rows_written_per_second >= 20.0, "{report:?}");
 }

@@ -99,6 +99,15 @@ struct Sessions {
     next_seq: u64,
 }
 
+impl Sessions {
+    /// Whether `stream` is its channel's live publish (not ended, not taken over).
+    fn is_current(&self, stream: &Arc<LiveStream>) -> bool {
+        self.streams
+            .get(&stream.channel_id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+    }
+}
+
 /// All live streams of this node.
 pub struct Hub {
     /// Taken for every change of the live set and the status update it causes.
@@ -223,11 +232,7 @@ impl Hub {
     /// database). Nothing happens if the publish is no longer current.
     pub fn reassert_live(&self, stream: &Arc<LiveStream>) {
         let mut sessions = self.sessions.lock();
-        let current = sessions
-            .streams
-            .get(&stream.channel_id)
-            .is_some_and(|s| Arc::ptr_eq(s, stream));
-        if current {
+        if sessions.is_current(stream) {
             self.queue_status(&mut sessions, stream, true);
         }
     }
@@ -259,11 +264,7 @@ impl Hub {
     /// Ends the publish; marks the channel offline unless another session took over.
     fn finish(&self, stream: &Arc<LiveStream>) {
         let mut sessions = self.sessions.lock();
-        let current = sessions
-            .streams
-            .get(&stream.channel_id)
-            .is_some_and(|s| Arc::ptr_eq(s, stream));
-        if current {
+        if sessions.is_current(stream) {
             sessions.streams.remove(&stream.channel_id);
             #[cfg(test)]
             if let Some(probe) = self.offline_probe.lock().as_mut() {
