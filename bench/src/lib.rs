@@ -225,7 +225,7 @@ pub async fn relay_run(
     let (_, a50, a99, _) = stats.auth_latency.summary();
     let cpu = cpu1 - cpu0;
     Ok(Outcome {
-        server: kind.name().into(),
+        server: kind.name(),
         publishers: n,
         connected,
         failed: stats.failed.load(Ordering::Relaxed),
@@ -268,13 +268,26 @@ pub fn print_table(title: &str, rows: &[Outcome]) {
             r.generator_cpu_percent
         );
     }
-    if let Some(sg) = rows.iter().find(|r| r.server == "streamgate") {
-        for r in rows.iter().filter(|r| r.server != "streamgate") {
+    // Every streamgate row against every peer, and every row against the floor.
+    let floor = rows.iter().find(|r| r.server == "byte-pipe");
+    for sg in rows.iter().filter(|r| r.server.starts_with("streamgate")) {
+        for peer in rows.iter().filter(|r| !r.server.starts_with("streamgate")) {
             println!(
-                "ratio {} / streamgate: CPU per stream {:.2}x, RSS per publisher {:.2}x",
+                "ratio {} / {}: CPU per stream {:.2}x, RSS per publisher {:.2}x, relay delay p99 {:.2}x",
+                sg.server,
+                peer.server,
+                sg.cpu_ms_per_stream_second / peer.cpu_ms_per_stream_second,
+                sg.rss_kib_per_publisher / peer.rss_kib_per_publisher.max(0.001),
+                sg.delay_ms_p99 / peer.delay_ms_p99.max(0.001)
+            );
+        }
+    }
+    if let Some(f) = floor {
+        for r in rows.iter().filter(|r| r.server != "byte-pipe") {
+            println!(
+                "distance to the floor, {}: CPU per stream {:.2}x the byte pipe's",
                 r.server,
-                r.cpu_ms_per_stream_second / sg.cpu_ms_per_stream_second,
-                r.rss_kib_per_publisher / sg.rss_kib_per_publisher.max(0.001)
+                r.cpu_ms_per_stream_second / f.cpu_ms_per_stream_second
             );
         }
     }
@@ -285,9 +298,16 @@ pub fn parse_servers(list: &str) -> anyhow::Result<Vec<ServerKind>> {
         .filter(|s| !s.is_empty())
         .map(|s| match s.trim() {
             "streamgate" => Ok(ServerKind::Streamgate),
+            "streamgate-thumbs" => Ok(ServerKind::StreamgateThumbs),
             "nginx" => Ok(ServerKind::Nginx),
             "srs" => Ok(ServerKind::Srs),
-            other => anyhow::bail!("unknown server {other:?} (streamgate, nginx, srs)"),
+            "floor" => Ok(ServerKind::BytePipe),
+            other => match other.strip_prefix("streamgate-w").map(str::parse::<usize>) {
+                Some(Ok(n)) if n > 0 => Ok(ServerKind::StreamgateWorkers(n)),
+                _ => anyhow::bail!(
+                    "unknown server {other:?} (streamgate, streamgate-thumbs, streamgate-wN, nginx, srs, floor)"
+                ),
+            },
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use streamgate_bench::flv_source::FlvSource;
 use streamgate_bench::publisher::GeneratorStats;
-use streamgate_bench::servers::{self, Server, ServerKind};
+use streamgate_bench::servers::{self, Server};
 use streamgate_bench::sink::Sink;
 use streamgate_bench::{
     media_path, parse_servers, print_table, relay_run, start_publishers, stats, Profile,
@@ -39,8 +39,10 @@ enum Command {
         /// Measuring window after all publishers are up and a warm-up.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// Comma-separated: streamgate, nginx, srs (srs needs SRS_BIN).
-        #[arg(long, default_value = "streamgate,nginx")]
+        /// Comma-separated: streamgate, streamgate-thumbs (thumbnails on),
+        /// streamgate-wN (rtmp.workers = N), nginx, srs (SRS_BIN, or the binary in
+        /// ../shared/peers/srs), floor (a byte pipe: nginx stream proxy to the sink).
+        #[arg(long, default_value = "streamgate,nginx,srs,floor")]
         servers: String,
         /// Sending granularity of the generator (an encoder sends each frame as it is
         /// made: about every 14 ms for 30 fps video plus AAC audio).
@@ -213,10 +215,6 @@ async fn main() -> anyhow::Result<()> {
             );
             let mut rows = Vec::new();
             for kind in parse_servers(&servers)? {
-                if kind == ServerKind::Srs && std::env::var_os("SRS_BIN").is_none() {
-                    eprintln!("srs skipped: set SRS_BIN to an SRS binary to include it");
-                    continue;
-                }
                 eprintln!("running {} ...", kind.name());
                 let r = relay_run(
                     kind,

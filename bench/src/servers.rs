@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,19 +14,45 @@ use streamgate::config::DatabaseUrl;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerKind {
+    /// streamgate as the comparison runs it: relay only, thumbnails off.
     Streamgate,
+    /// streamgate with thumbnails on (its default).
+    StreamgateThumbs,
+    /// streamgate with `rtmp.workers` ingest threads.
+    StreamgateWorkers(usize),
     Nginx,
     Srs,
+    /// The floor: a TCP proxy between the publishers and the sink that parses nothing
+    /// (nginx's `stream` module, one worker).
+    BytePipe,
 }
 
 impl ServerKind {
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            ServerKind::Streamgate => "streamgate",
-            ServerKind::Nginx => "nginx-rtmp",
-            ServerKind::Srs => "srs",
+            ServerKind::Streamgate => "streamgate".into(),
+            ServerKind::StreamgateThumbs => "streamgate+thumbnails".into(),
+            ServerKind::StreamgateWorkers(n) => format!("streamgate workers={n}"),
+            ServerKind::Nginx => "nginx-rtmp".into(),
+            ServerKind::Srs => "srs".into(),
+            ServerKind::BytePipe => "byte-pipe".into(),
         }
     }
+}
+
+/// The SRS binary: `SRS_BIN`, or the one beside this repository
+/// (`../shared/peers/srs/srs`).
+pub fn srs_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SRS_BIN") {
+        return Ok(p.into());
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/srs/srs");
+    anyhow::ensure!(
+        beside.is_file(),
+        "no SRS binary at {} (set SRS_BIN, or leave srs out of --servers)",
+        beside.display()
+    );
+    Ok(beside)
 }
 
 /// A publisher's key, and the name its stream arrives under at the sink.
@@ -74,8 +100,18 @@ impl Server {
     ) -> anyhow::Result<Server> {
         match kind {
             ServerKind::Streamgate => Self::start_streamgate(n, sink_port, None, None).await,
+            ServerKind::StreamgateThumbs => {
+                Self::start_streamgate(n, sink_port, None, Some("enabled = true")).await
+            }
+            ServerKind::StreamgateWorkers(w) => {
+                Self::start_streamgate_with(n, sink_port, None, None, w).await
+            }
             ServerKind::Nginx => Self::start_nginx(n, sink_port),
             ServerKind::Srs => Self::start_srs(n, sink_port),
+            ServerKind::BytePipe => Self::start_byte_pipe(
+                n,
+                sink_port.ok_or_else(|| anyhow::anyhow!("the byte pipe needs a sink"))?,
+            ),
         }
     }
 
@@ -87,6 +123,18 @@ impl Server {
         sink_port: Option<u16>,
         pg: Option<&PrivatePostgres>,
         thumbnails: Option<&str>,
+    ) -> anyhow::Result<Server> {
+        Self::start_streamgate_with(n, sink_port, pg, thumbnails, 0).await
+    }
+
+    /// [`Server::start_streamgate`] with `rtmp.workers` ingest threads (0: one per
+    /// core, the default).
+    pub async fn start_streamgate_with(
+        n: usize,
+        sink_port: Option<u16>,
+        pg: Option<&PrivatePostgres>,
+        thumbnails: Option<&str>,
+        workers: usize,
     ) -> anyhow::Result<Server> {
         let bin = sibling_binary("streamgate")?;
         let dir = temp_dir("sg");
@@ -123,7 +171,7 @@ impl Server {
             .unwrap_or_default();
         let thumbnails = thumbnails.unwrap_or("enabled = false");
         let text = format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\n\
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\n\
              max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
@@ -214,8 +262,15 @@ impl Server {
     }
 
     fn start_srs(n: usize, sink_port: Option<u16>) -> anyhow::Result<Server> {
-        let bin = std::env::var("SRS_BIN")
-            .map_err(|_| anyhow::anyhow!("set SRS_BIN to an SRS binary"))?;
+        let bin = srs_binary()?;
+        // SRS refuses to start unless max_connections plus its own 128 descriptors fit
+        // the open-files limit (which it inherits from this process).
+        let (nofile, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+        let max_connections = nofile.saturating_sub(256).min(20000);
+        anyhow::ensure!(
+            max_connections as usize > n * 2,
+            "the open-files limit ({nofile}) is too low for SRS with {n} publishers"
+        );
         let dir = temp_dir("srs");
         let port = free_port()?;
         let forward = sink_port
@@ -224,7 +279,7 @@ impl Server {
         std::fs::write(
             dir.join("srs.conf"),
             format!(
-                "listen {port}; max_connections 20000; daemon off; srs_log_tank console; srs_log_level warn;\n\
+                "listen {port}; max_connections {max_connections}; daemon off; srs_log_tank console; srs_log_level warn;\n\
                  pid {}/srs.pid;\nvhost __defaultVhost__ {{ {forward} }}\n",
                 dir.display()
             ),
@@ -233,6 +288,41 @@ impl Server {
             .arg("-c")
             .arg(dir.join("srs.conf"))
             .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Server::keyless(child, port, n, dir)
+    }
+
+    /// The floor: nginx's `stream` module proxying every publisher's connection to the
+    /// sink, bytes unchanged (the publisher's RTMP session is with the sink itself).
+    fn start_byte_pipe(n: usize, sink_port: u16) -> anyhow::Result<Server> {
+        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+        anyhow::ensure!(
+            Path::new(module).exists(),
+            "{module} is missing: apt-get install -y libnginx-mod-stream"
+        );
+        let dir = temp_dir("pipe");
+        let port = free_port()?;
+        let d = dir.display();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;\n\
+                 error_log {d}/error.log warn; pid {d}/nginx.pid;\n\
+                 load_module {module};\n\
+                 events {{ worker_connections 40000; }}\n\
+                 stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{sink_port}; }} }}\n"
+            ),
+        )?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -70,6 +70,10 @@ pub struct PublishRequest {
     pub peer: SocketAddr,
     /// See [`crate::store::peer_tag`].
     pub peer_tag: Option<String>,
+    /// Cancelled when the node ends this publish (the publisher's connection may pass
+    /// its own token, to watch one token for everything that ends it); `None`: a new
+    /// one.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// The channel is live from another encoder that is still sending, from another
@@ -190,6 +194,7 @@ impl Hub {
             request.key_hash,
             request.peer,
             request.peer_tag,
+            request.cancel.unwrap_or_default(),
         ));
         let previous = {
             let mut sessions = self.sessions.lock();
@@ -317,6 +322,7 @@ mod tests {
             key_hash: "h".into(),
             peer,
             peer_tag: None,
+            cancel: None,
         }
     }
 

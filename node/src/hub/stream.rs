@@ -89,6 +89,7 @@ impl LiveStream {
         key_hash: String,
         peer: SocketAddr,
         peer_tag: Option<String>,
+        cancel: CancellationToken,
     ) -> LiveStream {
         LiveStream {
             channel_id,
@@ -100,7 +101,7 @@ impl LiveStream {
             started_at: Utc::now(),
             started: tokio::time::Instant::now(),
             last_media_ms: AtomicU64::new(0),
-            cancel: CancellationToken::new(),
+            cancel,
             end_reason: OnceLock::new(),
             media: Mutex::new(MediaState::default()),
         }

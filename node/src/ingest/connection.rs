@@ -105,6 +105,7 @@ pub async fn serve<S>(
         ticket,
         buf: received,
         publish: None,
+        stop: cancel.child_token(),
     };
     let result = conn.run(&cancel).await;
     let channel_id = conn.publish.as_ref().map(|p| p.stream.channel_id);
@@ -141,6 +142,9 @@ struct Connection<S> {
     buf: BytesMut,
     /// The publish this connection holds, if any.
     publish: Option<PublishHandle>,
+    /// Cancelled by the shutdown (its parent) or when the node ends this connection's
+    /// publish (the publish's own token).
+    stop: CancellationToken,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -175,11 +179,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let idle_deadline = tokio::time::sleep(idle);
         tokio::pin!(idle_deadline);
         let mut last_read = tokio::time::Instant::now();
-        let shutdown = cancel.clone().cancelled_owned();
-        tokio::pin!(shutdown);
-        let mut ended: Option<
-            std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-        > = None;
+        // One token of this connection's own, for the shutdown (its parent) and for
+        // the end of its publish (a publish of this connection is ended through it): one
+        // future to poll per turn, and a lock no other connection takes.
+        let stop = self.stop.clone().cancelled_owned();
+        tokio::pin!(stop);
         loop {
             // Interpret everything buffered; requests that need an answer stop the
             // session so that it is given before later messages are read.
@@ -189,11 +193,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     break;
                 }
                 let was_publishing = self.publish.is_some();
-                for ev in std::mem::take(&mut events) {
+                // The vector keeps its capacity from read to read.
+                let mut batch = std::mem::take(&mut events);
+                for ev in batch.drain(..) {
+                    // Media, the bulk of the traffic, is handled without an await.
+                    let ev = match self.on_media(ev) {
+                        Some(other) => other,
+                        None => continue,
+                    };
                     if let Some(end) = self.on_event(&mut session, ev).await? {
                         return Ok(end);
                     }
                 }
+                events = batch;
                 if was_publishing && self.publish.is_none() {
                     // Unpublished but still connected: publish again within the deadline.
                     auth_deadline
@@ -205,14 +217,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Err(ConnectionError::PrePublishOutput(PRE_PUBLISH_MAX_OUTPUT));
             }
             self.flush(session.output()).await?;
-            match (&self.publish, &ended) {
-                (Some(p), None) => ended = Some(Box::pin(p.stream.ended())),
-                (None, Some(_)) => ended = None,
-                _ => {}
-            }
 
             self.buf.reserve(READ_RESERVE);
             tokio::select! {
+                // Reading first: a turn woken by data polls nothing else.
+                biased;
                 r = self.io.read_buf(&mut self.buf) => {
                     match r {
                         Ok(0) => return Ok(End::ClientClosed),
@@ -236,18 +245,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                     idle_deadline.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
                 }
-                _ = &mut shutdown => return Ok(End::Shutdown),
+                _ = &mut stop => {
+                    return Ok(match &self.publish {
+                        Some(p) => End::EndedByNode(p.stream.end_reason().unwrap_or(EndReason::Shutdown)),
+                        None => End::Shutdown,
+                    });
+                }
                 _ = &mut auth_deadline, if self.publish.is_none() => {
                     return Err(ConnectionError::NoPublish(cfg.auth_deadline));
-                }
-                _ = async {
-                    match ended.as_mut() {
-                        Some(f) => f.as_mut().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    let reason = self.publish.as_ref().and_then(|p| p.stream.end_reason()).unwrap_or(EndReason::Shutdown);
-                    return Ok(End::EndedByNode(reason));
                 }
             }
         }
@@ -271,6 +276,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Err(ConnectionError::ClosedInHandshake);
             }
         }
+    }
+
+    /// Hands a media or metadata message to the publish (nothing when not publishing);
+    /// gives back any other event.
+    fn on_media(&mut self, ev: ServerEvent) -> Option<ServerEvent> {
+        match ev {
+            ServerEvent::Metadata {
+                timestamp, payload, ..
+            } => {
+                if let Some(p) = &self.publish {
+                    p.stream.on_metadata(timestamp, payload);
+                }
+            }
+            // An empty media message carries nothing: dropped here, before it costs a
+            // relay queue slot.
+            ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
+            ServerEvent::Video(m) => {
+                if let Some(p) = &self.publish {
+                    p.stream.on_video(m.timestamp, &m.payload);
+                }
+            }
+            ServerEvent::Audio(m) => {
+                if let Some(p) = &self.publish {
+                    p.stream.on_audio(m.timestamp, &m.payload);
+                }
+            }
+            other => return Some(other),
+        }
+        None
     }
 
     /// Acts on one session event; `Some` ends the connection.
@@ -348,6 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             key_hash: key.sha256_hex(),
                             peer: self.peer,
                             peer_tag: Some(tag),
+                            cancel: Some(self.stop.clone()),
                         };
                         let Ok(handle) = self.ctx.hub.start_publish(&channel, request) else {
                             info!(peer = %self.peer, channel_id = %channel.id, "publish refused: the channel is live from another encoder, still sending");
@@ -405,25 +440,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
             }
-            ServerEvent::Metadata {
-                timestamp, payload, ..
-            } => {
-                if let Some(p) = &self.publish {
-                    p.stream.on_metadata(timestamp, payload);
-                }
-            }
-            // An empty media message carries nothing: dropped here, before it costs a
-            // relay queue slot.
-            ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
-            ServerEvent::Video(m) => {
-                if let Some(p) = &self.publish {
-                    p.stream.on_video(m.timestamp, &m.payload);
-                }
-            }
-            ServerEvent::Audio(m) => {
-                if let Some(p) = &self.publish {
-                    p.stream.on_audio(m.timestamp, &m.payload);
-                }
+            ServerEvent::Metadata { .. } | ServerEvent::Video(_) | ServerEvent::Audio(_) => {
+                // Handled there (and only there); nothing comes back for media.
+                let _ = self.on_media(ev);
             }
             ServerEvent::Unpublished { .. } => {
                 if let Some(handle) = self.publish.take() {

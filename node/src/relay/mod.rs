@@ -130,6 +130,7 @@ impl RelayManager {
                 reconnects: metrics::counter!(metric::RELAY_RECONNECTS, "target" => label.clone()),
                 label,
                 last_error: Mutex::new(None),
+                direct: Mutex::new(None),
             });
             stream.attach(link.clone());
             let task = session::RelayTask {
@@ -190,6 +191,8 @@ pub struct RelayLink {
     /// Prometheus counters of this target template.
     pub(crate) bytes_sent: metrics::Counter,
     pub(crate) reconnects: metrics::Counter,
+    /// The connection ingest writes to directly while it keeps up (plain TCP).
+    direct: Mutex<Option<session::DirectPath>>,
 }
 
 impl RelayLink {
@@ -201,6 +204,9 @@ impl RelayLink {
 
 impl Subscriber for RelayLink {
     fn deliver(&self, message: &StreamMessage, restart_point: bool, now: Instant) {
+        if self.send_direct(message) {
+            return;
+        }
         self.queue
             .push(RelayItem::Message(message.clone()), restart_point, now);
     }

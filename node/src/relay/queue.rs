@@ -197,6 +197,18 @@ impl RelayQueue {
         !q.closed
     }
 
+    /// Whether a message may bypass the queue: nothing is queued, the queue is not
+    /// skipping to a keyframe, and it is open.
+    pub fn is_flowing(&self) -> bool {
+        let q = self.inner.lock();
+        q.items.is_empty() && !q.waiting_keyframe && !q.closed
+    }
+
+    /// Wakes the relay task (something for it besides the queue).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Whether nothing is queued (a fresh connection may then start from the cached
     /// keyframe).
     pub fn is_waiting_empty(&self) -> bool {

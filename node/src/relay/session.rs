@@ -32,6 +32,124 @@ const READ_RESERVE: usize = 4096;
 trait Upstream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream for T {}
 
+/// A connected upstream: plain TCP (written directly by ingest, see [`DirectPath`]), or
+/// TLS (written by the relay task from the queue).
+enum Dialed {
+    Tcp(TcpStream),
+    Tls(Box<dyn Upstream>),
+}
+
+/// Most slices handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// The sending side of a plain-TCP relay connection while it publishes, shared by the
+/// relay task and the ingest task (the same thread: a stream's relays run on its
+/// ingest runtime). Ingest writes a message straight to the socket when nothing is
+/// queued or unsent before it and the socket takes it; otherwise the message goes to
+/// the bounded queue, which the relay task drains. One vectored write per message
+/// either way; what it saves is the queue entry, the wake-up and the poll of the relay
+/// task per message.
+pub(super) struct DirectPath {
+    session: ClientSession,
+    socket: Arc<TcpStream>,
+    /// A write failed on the ingest side; the relay task reports it.
+    failed: Option<std::io::Error>,
+}
+
+impl DirectPath {
+    /// Writes what the session has queued, without waiting: returns the bytes the
+    /// socket took (the rest stays queued in the session).
+    fn write_now(&mut self) -> std::io::Result<u64> {
+        let out = self.session.output();
+        let mut written = 0u64;
+        while !out.is_empty() {
+            let mut slices = [std::io::IoSlice::new(&[]); MAX_IOV];
+            let n = out.io_slices(&mut slices);
+            // sendmsg, not writev: a socket write without the file layer (no file
+            // position lock); `try_io` keeps tokio's readiness right on WouldBlock.
+            let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(self.socket.as_ref()).send_vectored(&slices[..n])
+            });
+            match sent {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    out.advance(k);
+                    written += k as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    fn unsent(&mut self) -> bool {
+        !self.session.output().is_empty()
+    }
+}
+
+impl RelayLink {
+    /// Sends `message` straight to the upstream if the direct path is open, nothing
+    /// is queued or unsent before it, and the queue is not skipping to a keyframe.
+    /// Returns `false` when the message must go through the queue.
+    pub(super) fn send_direct(&self, message: &StreamMessage) -> bool {
+        let Some(mut guard) = self.direct.try_lock() else {
+            return false;
+        };
+        let Some(direct) = guard.as_mut() else {
+            return false;
+        };
+        if direct.failed.is_some() || direct.unsent() || !self.queue.is_flowing() {
+            return false;
+        }
+        send_message(&mut direct.session, message);
+        match direct.write_now() {
+            Ok(n) => {
+                self.count_sent(n);
+                if direct.unsent() {
+                    // The socket is full: the relay task finishes this message when it
+                    // is writable again; what follows waits in the queue meanwhile.
+                    self.queue.wake();
+                }
+            }
+            Err(e) => {
+                direct.failed = Some(e);
+                self.queue.wake();
+            }
+        }
+        true
+    }
+
+    fn count_sent(&self, n: u64) {
+        self.queue.stats.bytes_sent.fetch_add(n, Relaxed);
+        self.bytes_sent.increment(n);
+    }
+}
+
+/// Puts one message of the stream into the session's output.
+fn send_message(session: &mut ClientSession, message: &StreamMessage) {
+    match message {
+        StreamMessage::Media {
+            type_id,
+            timestamp,
+            payload,
+        } => session.send_media(*type_id, *timestamp, payload.clone()),
+        StreamMessage::Metadata { timestamp, payload } => {
+            session.send_metadata(*timestamp, payload)
+        }
+    }
+}
+
+/// Closes the direct path when the relay task leaves its connection, however it
+/// leaves it.
+struct DirectGuard<'a>(&'a RelayLink);
+
+impl Drop for DirectGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.direct.lock() = None;
+    }
+}
+
 /// Why a relay connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -198,13 +316,11 @@ impl RelayTask {
         }
     }
 
-    async fn connect(&self) -> Result<Box<dyn Upstream>, RelayError> {
-        dial(&self.url, &self.config, &self.tls, self.restricted).await
-    }
-
-    /// TCP/TLS connect, then the publish exchange.
-    async fn open(&self) -> Result<Publisher<Box<dyn Upstream>>, RelayError> {
-        let io = self.connect().await?;
+    /// The publish exchange on a connected upstream.
+    async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+    ) -> Result<Publisher<S>, RelayError> {
         let client = ClientConfig {
             out_chunk_size: self.config.chunk_size,
             ..ClientConfig::new(&self.url.app, &self.url.tc_url(), &self.url.stream)
@@ -220,23 +336,114 @@ impl RelayTask {
     /// connection fails.
     async fn publish_once(&self) -> Result<(), RelayError> {
         let timeout = self.config.connect_timeout;
-        let publisher = tokio::time::timeout(timeout, self.open())
+        let connect = async {
+            match dial(&self.url, &self.config, &self.tls, self.restricted).await? {
+                Dialed::Tcp(tcp) => Ok::<_, RelayError>(Ok(self.open(tcp).await?)),
+                Dialed::Tls(tls) => Ok(Err(self.open(tls).await?)),
+            }
+        };
+        let publisher = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| RelayError::Timeout(timeout))??;
-        let (io, mut session, mut buf) = publisher.into_parts();
-        let (mut rd, mut wr) = tokio::io::split(io);
         let queue = &self.link.queue;
         queue.stats.connected.store(true, Relaxed);
         self.link.set_error(None);
         info!(channel_id = %self.stream.channel_id, target = %self.link.display_url, "relay publishing");
+        match publisher {
+            Ok(tcp) => self.relay_direct(tcp).await,
+            Err(tls) => self.relay_queued(tls).await,
+        }
+    }
 
+    /// Plain TCP: ingest writes messages itself while the socket keeps up (see
+    /// [`DirectPath`]); this task sends the start, finishes what the socket did not
+    /// take, drains the queue, and reads the upstream's replies.
+    async fn relay_direct(&self, publisher: Publisher<TcpStream>) -> Result<(), RelayError> {
+        let (io, mut session, mut buf) = publisher.into_parts();
+        let socket = Arc::new(io);
+        let queue = &self.link.queue;
+        let write_timeout = self.config.write_timeout;
+        self.send_start(&mut session);
+        *self.link.direct.lock() = Some(DirectPath {
+            session,
+            socket: socket.clone(),
+            failed: None,
+        });
+        let _closes = DirectGuard(&self.link);
+        let mut batch = Vec::new();
+        let mut events = Vec::new();
+        let mut finished = false;
+        loop {
+            // Under the lock (never across an await): what the queue holds goes out
+            // after what the session has not sent yet, in order.
+            let (unsent, open) = {
+                let mut guard = self.link.direct.lock();
+                let direct = guard.as_mut().expect("installed above, removed on return");
+                if let Some(e) = direct.failed.take() {
+                    return Err(RelayError::Io(e));
+                }
+                let open = queue.drain(&mut batch);
+                for item in batch.drain(..) {
+                    self.send_item(&mut direct.session, item);
+                }
+                if !open && !finished {
+                    direct.session.finish();
+                    finished = true;
+                }
+                let n = direct.write_now()?;
+                self.link.count_sent(n);
+                (direct.unsent(), open)
+            };
+            if !open && !unsent {
+                *self.link.direct.lock() = None;
+                if let Ok(mut tcp) = Arc::try_unwrap(socket) {
+                    let _ = tcp.shutdown().await;
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                // Room again for what is unsent; a peer that reads nothing for the
+                // write deadline has stalled.
+                r = tokio::time::timeout(write_timeout, socket.writable()), if unsent => {
+                    r.map_err(|_| RelayError::Write(WriteError::Timeout(write_timeout)))??;
+                }
+                _ = queue.wait(), if !unsent && open => {}
+                r = socket.readable() => {
+                    r?;
+                    buf.reserve(READ_RESERVE);
+                    match socket.try_read_buf(&mut buf) {
+                        Ok(0) => return Err(RelayError::Closed),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                    let mut guard = self.link.direct.lock();
+                    let direct = guard.as_mut().expect("installed above, removed on return");
+                    direct.session.handle_bytes(&mut buf, &mut events)?;
+                    for e in events.drain(..) {
+                        if let ClientEvent::Rejected { code, description } = e {
+                            return Err(RelayError::Refused { code, description });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// TLS: every message goes through the queue, and this task writes it.
+    async fn relay_queued(
+        &self,
+        publisher: Publisher<Box<dyn Upstream>>,
+    ) -> Result<(), RelayError> {
+        let (io, mut session, mut buf) = publisher.into_parts();
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let queue = &self.link.queue;
         self.send_start(&mut session);
         let mut batch = Vec::new();
         let mut events = Vec::new();
         loop {
             let sent = write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
-            queue.stats.bytes_sent.fetch_add(sent, Relaxed);
-            self.link.bytes_sent.increment(sent);
+            self.link.count_sent(sent);
             buf.reserve(READ_RESERVE);
             tokio::select! {
                 _ = queue.wait() => {
@@ -247,7 +454,7 @@ impl RelayTask {
                     if !open {
                         session.finish();
                         let sent = write_queued(&mut wr, session.output(), self.config.write_timeout).await?;
-                        queue.stats.bytes_sent.fetch_add(sent, Relaxed);
+                        self.link.count_sent(sent);
                         let _ = wr.shutdown().await;
                         return Ok(());
                     }
@@ -285,14 +492,7 @@ impl RelayTask {
 
     fn send_item(&self, session: &mut ClientSession, item: RelayItem) {
         match item {
-            RelayItem::Message(StreamMessage::Media {
-                type_id,
-                timestamp,
-                payload,
-            }) => session.send_media(type_id, timestamp, payload),
-            RelayItem::Message(StreamMessage::Metadata { timestamp, payload }) => {
-                session.send_metadata(timestamp, &payload)
-            }
+            RelayItem::Message(m) => send_message(session, &m),
             RelayItem::Resync => send_headers(session, &self.stream.snapshot()),
         }
     }
@@ -342,16 +542,16 @@ async fn dial(
     config: &RelayConfig,
     tls: &TlsConnector,
     restricted: bool,
-) -> Result<Box<dyn Upstream>, RelayError> {
+) -> Result<Dialed, RelayError> {
     let tcp = dial_tcp(url, config, restricted).await?;
     let _ = tcp.set_nodelay(true);
     if !url.tls {
-        return Ok(Box::new(tcp));
+        return Ok(Dialed::Tcp(tcp));
     }
     let name = rustls::pki_types::ServerName::try_from(url.host.clone())
         .map_err(|e| RelayError::Tls(std::io::Error::other(e)))?;
     let tls = tls.connect(name, tcp).await.map_err(RelayError::Tls)?;
-    Ok(Box::new(tls))
+    Ok(Dialed::Tls(Box::new(tls)))
 }
 
 /// Whether an upstream answers: connect (and TLS) and the RTMP handshake, no publish,
@@ -365,7 +565,10 @@ pub async fn probe(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
     let attempt = async {
-        let mut io = dial(url, config, tls, false).await?;
+        let mut io: Box<dyn Upstream> = match dial(url, config, tls, false).await? {
+            Dialed::Tcp(tcp) => Box::new(tcp),
+            Dialed::Tls(tls) => tls,
+        };
         let mut hs = ClientHandshake::new(HandshakeKind::Simple);
         let (mut out, mut buf) = (bytes::BytesMut::new(), bytes::BytesMut::new());
         hs.start(&mut out);
