@@ -50,6 +50,40 @@ pub const CHANNEL_BYTES: &str = "streamgate_channel_media_bytes";
 /// keys, and there is one set per channel).
 pub const CHANNEL_OWN_TARGET: &str = "channel_own";
 
+/// A byte counter fed from a hot path: adds go to a counter of its own and reach the
+/// shared (Prometheus) one in steps of [`BatchedCounter::STEP`] and when it is dropped,
+/// so the threads do not write one shared cache line for every read and write.
+#[derive(Debug)]
+pub struct BatchedCounter {
+    shared: metrics::Counter,
+    pending: std::sync::atomic::AtomicU64,
+}
+
+impl BatchedCounter {
+    /// What a series may lag behind, per connection or relay link.
+    pub const STEP: u64 = 64 * 1024;
+
+    pub fn new(shared: metrics::Counter) -> BatchedCounter {
+        BatchedCounter {
+            shared,
+            pending: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, n: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.pending.fetch_add(n, Relaxed) + n >= Self::STEP {
+            self.shared.increment(self.pending.swap(0, Relaxed));
+        }
+    }
+}
+
+impl Drop for BatchedCounter {
+    fn drop(&mut self) {
+        self.shared.increment(*self.pending.get_mut());
+    }
+}
+
 /// Registers what every metric means (shown as `# HELP`).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

@@ -111,6 +111,10 @@ impl LiveStream {
         self.started.elapsed().as_millis() as u64
     }
 
+    fn ms_at(&self, at: tokio::time::Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+
     /// How long since the publisher last sent media (since the start, before any).
     pub fn quiet_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_media_ms.load(Ordering::Relaxed));
@@ -159,9 +163,15 @@ impl LiveStream {
     /// Records a video message and hands it to the subscribers. Tags that cannot be
     /// classified are relayed unchanged but not interpreted.
     pub fn on_video(&self, timestamp: u32, payload: &Bytes) {
-        let ms = self.ms_since_start();
+        self.on_video_at(timestamp, payload, tokio::time::Instant::now());
+    }
+
+    /// [`LiveStream::on_video`], arrived at `at` (one clock reading for everything a
+    /// socket read brought).
+    pub fn on_video_at(&self, timestamp: u32, payload: &Bytes, at: tokio::time::Instant) {
+        let ms = self.ms_at(at);
         self.last_media_ms.store(ms, Ordering::Relaxed);
-        let now = Instant::now();
+        let now = at.into_std();
         let tag = VideoTag::parse(payload).ok();
         let size = tag.and_then(|t| media::sequence_header_size(payload, &t));
         let keyframe = tag.is_some_and(|t| t.is_keyframe_data());
@@ -179,9 +189,14 @@ impl LiveStream {
 
     /// Records an audio message and hands it to the subscribers.
     pub fn on_audio(&self, timestamp: u32, payload: &Bytes) {
-        let ms = self.ms_since_start();
+        self.on_audio_at(timestamp, payload, tokio::time::Instant::now());
+    }
+
+    /// [`LiveStream::on_audio`], arrived at `at`.
+    pub fn on_audio_at(&self, timestamp: u32, payload: &Bytes, at: tokio::time::Instant) {
+        let ms = self.ms_at(at);
         self.last_media_ms.store(ms, Ordering::Relaxed);
-        let now = Instant::now();
+        let now = at.into_std();
         let tag = AudioTag::parse(payload).ok();
         let message = media_message(MSG_AUDIO, timestamp, payload);
         let mut m = self.media.lock();

@@ -98,6 +98,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let ctx_bytes = ctx.ingest_bytes.clone();
     let mut conn = Connection {
         io,
         peer,
@@ -106,6 +107,8 @@ pub async fn serve<S>(
         buf: received,
         publish: None,
         stop: cancel.child_token(),
+        ingest_bytes: crate::metric::BatchedCounter::new(ctx_bytes),
+        read_at: tokio::time::Instant::now(),
     };
     let result = conn.run(&cancel).await;
     let channel_id = conn.publish.as_ref().map(|p| p.stream.channel_id);
@@ -145,6 +148,11 @@ struct Connection<S> {
     /// Cancelled by the shutdown (its parent) or when the node ends this connection's
     /// publish (the publish's own token).
     stop: CancellationToken,
+    /// Bytes read, on their way to the shared counter.
+    ingest_bytes: crate::metric::BatchedCounter,
+    /// When the last read returned data (the idle deadline counts from it, and the
+    /// media it brought is stamped with it).
+    read_at: tokio::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -178,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // the shutdown signal, and (once publishing) the end of this publish.
         let idle_deadline = tokio::time::sleep(idle);
         tokio::pin!(idle_deadline);
-        let mut last_read = tokio::time::Instant::now();
+        self.read_at = tokio::time::Instant::now();
         // One token of this connection's own, for the shutdown (its parent) and for
         // the end of its publish (a publish of this connection is ended through it): one
         // future to poll per turn, and a lock no other connection takes.
@@ -226,8 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     match r {
                         Ok(0) => return Ok(End::ClientClosed),
                         Ok(n) => {
-                            last_read = tokio::time::Instant::now();
-                            self.ctx.ingest_bytes.increment(n as u64);
+                            self.read_at = tokio::time::Instant::now();
+                            self.ingest_bytes.add(n as u64);
                         }
                         // RTMPS: encoders close without a TLS close_notify (OBS always
                         // does). RTMP frames its own messages, so nothing is truncated
@@ -239,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 _ = &mut idle_deadline => {
-                    let quiet = last_read.elapsed();
+                    let quiet = self.read_at.elapsed();
                     if quiet >= idle {
                         return Err(ConnectionError::Idle(idle));
                     }
@@ -294,12 +302,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
             ServerEvent::Video(m) => {
                 if let Some(p) = &self.publish {
-                    p.stream.on_video(m.timestamp, &m.payload);
+                    p.stream.on_video_at(m.timestamp, &m.payload, self.read_at);
                 }
             }
             ServerEvent::Audio(m) => {
                 if let Some(p) = &self.publish {
-                    p.stream.on_audio(m.timestamp, &m.payload);
+                    p.stream.on_audio_at(m.timestamp, &m.payload, self.read_at);
                 }
             }
             other => return Some(other),

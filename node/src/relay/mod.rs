@@ -126,7 +126,9 @@ impl RelayManager {
                     },
                 ),
                 display_url,
-                bytes_sent: metrics::counter!(metric::RELAY_BYTES, "target" => label.clone()),
+                bytes_sent: metric::BatchedCounter::new(
+                    metrics::counter!(metric::RELAY_BYTES, "target" => label.clone()),
+                ),
                 reconnects: metrics::counter!(metric::RELAY_RECONNECTS, "target" => label.clone()),
                 label,
                 last_error: Mutex::new(None),
@@ -189,7 +191,7 @@ pub struct RelayLink {
     /// Its metrics label (the redacted target template).
     label: String,
     /// Prometheus counters of this target template.
-    pub(crate) bytes_sent: metrics::Counter,
+    pub(crate) bytes_sent: metric::BatchedCounter,
     pub(crate) reconnects: metrics::Counter,
     /// The connection ingest writes to directly while it keeps up (plain TCP).
     direct: Mutex<Option<session::DirectPath>>,

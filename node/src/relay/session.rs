@@ -122,7 +122,7 @@ impl RelayLink {
 
     fn count_sent(&self, n: u64) {
         self.queue.stats.bytes_sent.fetch_add(n, Relaxed);
-        self.bytes_sent.increment(n);
+        self.bytes_sent.add(n);
     }
 }
 
