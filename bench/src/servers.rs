@@ -166,8 +166,14 @@ impl Server {
             });
         }
         drop(store);
+        // SG_RELAY_EXTRA: more [relay] settings, for experiments (e.g. "send_buffer = 0").
+        let extra = std::env::var("SG_RELAY_EXTRA").unwrap_or_default();
         let relay = sink_port
-            .map(|p| format!("[relay]\ntargets = [\"rtmp://127.0.0.1:{p}/live/{{channel_id}}\"]\n"))
+            .map(|p| {
+                format!(
+                    "[relay]\ntargets = [\"rtmp://127.0.0.1:{p}/live/{{channel_id}}\"]\n{extra}\n"
+                )
+            })
             .unwrap_or_default();
         let thumbnails = thumbnails.unwrap_or("enabled = false");
         let text = format!(

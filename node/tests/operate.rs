@@ -86,10 +86,6 @@ fn metrics_move_with_a_publish_and_never_carry_a_key() {
         1.0
     );
     assert!(
-        value(&during, "streamgate_ingest_bytes_total") > 10_000.0,
-        "{during}"
-    );
-    assert!(
         value(&during, "streamgate_status_write_seconds_count") >= 1.0,
         "{during}"
     );
@@ -102,11 +98,18 @@ fn metrics_move_with_a_publish_and_never_carry_a_key() {
         "per-channel series are opt-in"
     );
     assert!(ff.wait(Duration::from_secs(20)).expect("done").success());
-    wait_for(Duration::from_secs(10), || {
-        (value(&scrape(&node, admin), "streamgate_live_streams") == 0.0).then_some(())
+    let after = wait_for(Duration::from_secs(10), || {
+        let s = scrape(&node, admin);
+        (value(&s, "streamgate_live_streams") == 0.0).then_some(s)
     })
     .expect("live streams back to 0");
-    for s in [&before, &during] {
+    // Byte counters reach the series in 64 KiB steps and in full when the connection
+    // ends.
+    assert!(
+        value(&after, "streamgate_ingest_bytes_total") > 100_000.0,
+        "{after}"
+    );
+    for s in [&before, &during, &after] {
         assert!(
             !s.contains(&key) && !s.contains("sg_not_a_key"),
             "no key in a scrape"
