@@ -240,29 +240,15 @@ impl Server {
         let push = sink_port
             .map(|p| format!("push rtmp://127.0.0.1:{p}/live;"))
             .unwrap_or_default();
-        let d = dir.display();
-        std::fs::write(
-            dir.join("nginx.conf"),
-            format!(
-                "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;\n\
-                 error_log {d}/error.log warn; pid {d}/nginx.pid;\n\
-                 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
-                 events {{ worker_connections 20000; }}\n\
-                 rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+        let child = spawn_nginx(
+            &dir,
+            "/usr/lib/nginx/modules/ngx_rtmp_module.so",
+            20000,
+            &format!(
+                "rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
                  application live {{ live on; {push} }} }} }}\n"
             ),
         )?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
         // nginx-rtmp has no key check here: the name is the key, and push keeps it.
         Server::keyless(child, port, n, dir)
     }
@@ -311,28 +297,14 @@ impl Server {
         );
         let dir = temp_dir("pipe");
         let port = free_port()?;
-        let d = dir.display();
-        std::fs::write(
-            dir.join("nginx.conf"),
-            format!(
-                "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;\n\
-                 error_log {d}/error.log warn; pid {d}/nginx.pid;\n\
-                 load_module {module};\n\
-                 events {{ worker_connections 40000; }}\n\
-                 stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{sink_port}; }} }}\n"
+        let child = spawn_nginx(
+            &dir,
+            module,
+            40000,
+            &format!(
+                "stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{sink_port}; }} }}\n"
             ),
         )?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
         Server::keyless(child, port, n, dir)
     }
 
@@ -365,6 +337,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// nginx in the foreground, one worker, with `module` loaded and `block` (its `rtmp`
+/// or `stream` section) as its configuration, in `dir`.
+fn spawn_nginx(dir: &Path, module: &str, connections: u32, block: &str) -> anyhow::Result<Child> {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;\n\
+             error_log {d}/error.log warn; pid {d}/nginx.pid;\n\
+             load_module {module};\n\
+             events {{ worker_connections {connections}; }}\n{block}"
+        ),
+    )?;
+    Ok(Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
