@@ -139,6 +139,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     process.describe();
     // The store is opened here, on the main runtime: its connections live on it.
     let store = store::open(&config).await?;
+    // This node's name in the tables (the host name unless configured).
+    let node_id = config.status.node_id();
     // Crash recovery is for the instance that runs alone: during a restart the old
     // instance still streams, and writes its own offlines when it goes.
     let (_instance_lock, alone) = instance_lock(&config.status.lock_file)?;
@@ -200,7 +202,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         every: config.status.heartbeat_interval,
         dead_after: config.status.dead_after(),
         announcement: NodeAnnouncement {
-            address: advertised_address(&config),
+            address: config.status.advertised_address(config.rtmp.listen.port()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: chrono::Utc::now(),
         },
@@ -242,7 +244,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         hub: hub.clone(),
         thumbnails_dir: config.thumbnails.dir.clone(),
         thumbnails,
-        node: config.http.show_node.then(|| config.status.node_id()),
+        node: config.http.show_node.then(|| node_id.clone()),
     });
     let admin_router = http::admin::router(http::admin::AdminState {
         hub: hub.clone(),
@@ -254,7 +256,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         per_channel_metrics: config.admin.per_channel_metrics,
         token: config.admin.token.clone(),
         store: store.clone(),
-        node_id: config.status.node_id(),
+        node_id,
         dead_after: config.status.dead_after(),
     });
     let limits = http::server::HttpLimits {
@@ -358,16 +360,4 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(grace, t).await;
     }
     Ok(())
-}
-
-/// How the fleet view shows this node: `status.advertise`, or the host name and the
-/// RTMP port.
-fn advertised_address(config: &Config) -> String {
-    if !config.status.advertise.is_empty() {
-        return config.status.advertise.clone();
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", config.rtmp.listen.port())
 }

@@ -83,18 +83,13 @@ fn nginx_serves_the_thumbnail_folder_as_the_snippet_says() {
         ),
     )
     .unwrap();
-    let test = Command::new("nginx")
-        .arg("-t")
-        .arg("-p")
-        .arg(&dir.0)
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(
-        test.status.success(),
-        "{}",
-        String::from_utf8_lossy(&test.stderr)
+    run_ok(
+        Command::new("nginx")
+            .arg("-t")
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf),
     );
     let nginx = Proc::spawn(
         Command::new("nginx")
@@ -224,12 +219,7 @@ fn check_config_with(environment: &yaml_rust2::Yaml) -> String {
             .map_or(value, |(_, d)| d.trim_end_matches('}'));
         cmd.env(k.as_str().unwrap(), value);
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut cmd);
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -323,19 +313,14 @@ fn the_fleet_compose_file_runs_two_nodes_behind_the_balancer_they_trust() {
                 .replace("/etc/nginx/streamgate-stream.conf", &stream.display().to_string())
         ),
     );
-    let out = Command::new("nginx")
-        .args(["-t", "-p"])
-        .arg(&dir.0)
-        .arg("-e")
-        .arg(dir.0.join("error.log"))
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("nginx")
+            .args(["-t", "-p"])
+            .arg(&dir.0)
+            .arg("-e")
+            .arg(dir.0.join("error.log"))
+            .arg("-c")
+            .arg(&conf),
     );
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))

@@ -39,16 +39,15 @@ impl Fleet {
     fn start(db: &str, rtmp_extra: &str) -> Fleet {
         let pg = Postgres::start();
         let db = pg.create_db(db);
-        let out = std::process::Command::new(bin())
-            .arg("migrate")
-            .env("STREAMGATE_DATABASE_URL", pg.url(&db))
-            .output()
-            .unwrap();
+        let out = run_ok(
+            std::process::Command::new(bin())
+                .arg("migrate")
+                .env("STREAMGATE_DATABASE_URL", pg.url(&db)),
+        );
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && said.contains("nodes table streamgate_nodes ready"),
-            "{said}{}",
-            String::from_utf8_lossy(&out.stderr)
+            said.contains("nodes table streamgate_nodes ready"),
+            "{said}"
         );
         pg.psql(
             &db,

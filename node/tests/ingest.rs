@@ -474,16 +474,11 @@ fn dot_env_is_read_from_the_working_directory_only() {
     std::fs::create_dir_all(&child).unwrap();
     write_file(&dir.0, ".env", "STREAMGATE_RTMP_APP=fromparent\n");
     let run = |cwd: &std::path::Path| {
-        let out = Command::new(bin())
-            .arg("check-config")
-            .current_dir(cwd)
-            .env_remove("STREAMGATE_RTMP_APP")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(bin())
+                .arg("check-config")
+                .current_dir(cwd)
+                .env_remove("STREAMGATE_RTMP_APP"),
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };

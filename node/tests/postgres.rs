@@ -53,15 +53,10 @@ fn live_status_follows_publish_takeover_and_stop() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("streamgate migrate"));
-    let out = std::process::Command::new(bin())
-        .args(["migrate"])
-        .env("STREAMGATE_DATABASE_URL", pg.url(&db))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(bin())
+            .args(["migrate"])
+            .env("STREAMGATE_DATABASE_URL", pg.url(&db)),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("table channels ready"));
     let node = pg_node(&pg, &db, "", "");
@@ -334,12 +329,7 @@ fn supabase_sql_applies_and_the_anon_role_cannot_read_keys() {
     let file = write_file(&pg.dir.0, "supabase.sql", &sql);
     for _ in 0..2 {
         // Applies cleanly, and again.
-        let out = pg.psql_command(&db).arg("-f").arg(&file).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(pg.psql_command(&db).arg("-f").arg(&file));
     }
     let node = pg_node(&pg, &db, "", "");
     let (id, key) = node.create_channel("public-show");

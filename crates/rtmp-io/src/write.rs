@@ -18,6 +18,30 @@ pub enum WriteError {
     Timeout(Duration),
 }
 
+/// Writes what is queued as far as `write` takes it without waiting: `write` is one
+/// non-blocking vectored write (e.g. `sendmsg` on a socket); its `WouldBlock` ends the
+/// loop with the rest still queued. Returns the bytes written.
+pub fn write_available(
+    out: &mut OutputQueue,
+    mut write: impl FnMut(&[IoSlice<'_>]) -> std::io::Result<usize>,
+) -> std::io::Result<u64> {
+    let mut written = 0u64;
+    while !out.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let n = out.io_slices(&mut slices);
+        match write(&slices[..n]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(k) => {
+                out.advance(k);
+                written += k as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
 /// Writes everything queued with vectored writes (header and payload slices, no
 /// copies), under one deadline. Returns the bytes written.
 pub async fn write_queued<W: AsyncWrite + Unpin>(
@@ -74,6 +98,35 @@ mod tests {
         assert_eq!(&got[..4], b"head");
         assert_eq!(&got[1004..], b"tail");
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn write_available_stops_at_would_block_and_keeps_the_rest() {
+        let mut out = OutputQueue::new();
+        out.push_slice(b"head");
+        out.push(Bytes::from(vec![7u8; 100]));
+        let mut taken = Vec::new();
+        let mut budget = 50usize;
+        let n = write_available(&mut out, |slices| {
+            if budget == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let mut k = 0;
+            for s in slices {
+                let m = s.len().min(budget - k);
+                taken.extend_from_slice(&s[..m]);
+                k += m;
+                if k == budget {
+                    break;
+                }
+            }
+            budget -= k;
+            Ok(k)
+        })
+        .unwrap();
+        assert_eq!(n, 50);
+        assert_eq!(&taken[..4], b"head");
+        assert_eq!(out.len(), 54);
     }
 
     #[tokio::test(start_paused = true)]

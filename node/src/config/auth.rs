@@ -156,11 +156,25 @@ impl StatusConfig {
         if !self.node_id.is_empty() {
             return self.node_id.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "streamgate".into())
+        host_name().unwrap_or_else(|| "streamgate".into())
     }
+
+    /// How the fleet view shows this node: `advertise`, or the host name and the RTMP
+    /// port.
+    pub fn advertised_address(&self, rtmp_port: u16) -> String {
+        if !self.advertise.is_empty() {
+            return self.advertise.clone();
+        }
+        let host = host_name().unwrap_or_else(|| "localhost".into());
+        format!("{host}:{rtmp_port}")
+    }
+}
+
+/// This machine's name (the container's, in a container), if it has one.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rtmp::message::{MSG_AUDIO, MSG_VIDEO};
 use rtmp::{ClientConfig, ClientEvent, ClientSession, SessionError};
-use rtmp_io::{write_queued, PublishError, Publisher, PublisherOptions, WriteError};
+use rtmp_io::{
+    write_available, write_queued, PublishError, Publisher, PublisherOptions, WriteError,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -39,9 +41,6 @@ enum Dialed {
     Tls(Box<dyn Upstream>),
 }
 
-/// Most slices handed to one vectored write.
-const MAX_IOV: usize = 64;
-
 /// The sending side of a plain-TCP relay connection while it publishes, shared by the
 /// relay task and the ingest task (the same thread: a stream's relays run on its
 /// ingest runtime). Ingest writes a message straight to the socket when nothing is
@@ -60,27 +59,14 @@ impl DirectPath {
     /// Writes what the session has queued, without waiting: returns the bytes the
     /// socket took (the rest stays queued in the session).
     fn write_now(&mut self) -> std::io::Result<u64> {
-        let out = self.session.output();
-        let mut written = 0u64;
-        while !out.is_empty() {
-            let mut slices = [std::io::IoSlice::new(&[]); MAX_IOV];
-            let n = out.io_slices(&mut slices);
-            // sendmsg, not writev: a socket write without the file layer (no file
-            // position lock); `try_io` keeps tokio's readiness right on WouldBlock.
-            let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
-                socket2::SockRef::from(self.socket.as_ref()).send_vectored(&slices[..n])
-            });
-            match sent {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(k) => {
-                    out.advance(k);
-                    written += k as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(written)
+        let socket = &self.socket;
+        // sendmsg, not writev: a socket write without the file layer (no file position
+        // lock); `try_io` keeps tokio's readiness right on WouldBlock.
+        write_available(self.session.output(), |slices| {
+            socket.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(socket.as_ref()).send_vectored(slices)
+            })
+        })
     }
 
     fn unsent(&mut self) -> bool {
@@ -124,6 +110,22 @@ impl RelayLink {
         self.queue.stats.bytes_sent.fetch_add(n, Relaxed);
         self.bytes_sent.add(n);
     }
+}
+
+/// Interprets what the upstream sent (acknowledgements, pings, statuses); a refusal
+/// ends the connection.
+fn handle_replies(
+    session: &mut ClientSession,
+    buf: &mut bytes::BytesMut,
+    events: &mut Vec<ClientEvent>,
+) -> Result<(), RelayError> {
+    session.handle_bytes(buf, events)?;
+    for e in events.drain(..) {
+        if let ClientEvent::Rejected { code, description } = e {
+            return Err(RelayError::Refused { code, description });
+        }
+    }
+    Ok(())
 }
 
 /// Puts one message of the stream into the session's output.
@@ -419,12 +421,7 @@ impl RelayTask {
                     }
                     let mut guard = self.link.direct.lock();
                     let direct = guard.as_mut().expect("installed above, removed on return");
-                    direct.session.handle_bytes(&mut buf, &mut events)?;
-                    for e in events.drain(..) {
-                        if let ClientEvent::Rejected { code, description } = e {
-                            return Err(RelayError::Refused { code, description });
-                        }
-                    }
+                    handle_replies(&mut direct.session, &mut buf, &mut events)?;
                 }
             }
         }
@@ -463,12 +460,7 @@ impl RelayTask {
                     if r? == 0 {
                         return Err(RelayError::Closed);
                     }
-                    session.handle_bytes(&mut buf, &mut events)?;
-                    for e in events.drain(..) {
-                        if let ClientEvent::Rejected { code, description } = e {
-                            return Err(RelayError::Refused { code, description });
-                        }
-                    }
+                    handle_replies(&mut session, &mut buf, &mut events)?;
                 }
             }
         }

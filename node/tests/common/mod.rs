@@ -29,6 +29,18 @@ pub use node::*;
 pub use postgres::*;
 pub use publisher::*;
 
+/// Runs `cmd` to its end and asserts it succeeded (failing with what it printed on
+/// stderr); returns its output.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();

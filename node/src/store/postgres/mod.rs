@@ -63,6 +63,15 @@ struct Mapping {
     name_unique_indexes: Vec<String>,
 }
 
+/// An optional column as a select expression: the column cast to `ty`, qualified by
+/// `alias` (`""` or `"c."`), or a typed NULL when the table has no such column.
+fn column_or_null(column: &Option<Col>, alias: &str, ty: &str) -> String {
+    column.as_ref().map_or_else(
+        || format!("NULL::{ty}"),
+        |c| format!("{alias}{}::{ty}", c.quoted),
+    )
+}
+
 fn quote(ident: &str) -> String {
     ident
         .split('.')
@@ -380,21 +389,14 @@ impl PgStore {
 
     fn select_columns(&self) -> String {
         let m = self.map();
-        let opt_time = |c: &Option<Col>| {
-            c.as_ref().map_or("NULL::timestamptz".to_string(), |c| {
-                format!("{}::timestamptz", c.quoted)
-            })
-        };
         format!(
             "{}::text, {}::text, {}, {}, {}, {}",
             m.id.quoted,
             m.name.quoted,
             m.live.quoted,
-            opt_time(&m.live_since),
-            opt_time(&m.last_seen),
-            m.relay_targets
-                .as_ref()
-                .map_or("NULL::text".to_string(), |c| format!("{}::text", c.quoted)),
+            column_or_null(&m.live_since, "", "timestamptz"),
+            column_or_null(&m.last_seen, "", "timestamptz"),
+            column_or_null(&m.relay_targets, "", "text"),
         )
     }
 
@@ -574,17 +576,13 @@ impl ChannelStore for PgStore {
     async fn recheck(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ChannelState>, StoreError> {
         let m = self.map();
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        let opt_text = |c: &Option<Col>| {
-            c.as_ref()
-                .map_or("NULL::text".to_string(), |c| format!("{}::text", c.quoted))
-        };
         let sql = format!(
             "SELECT {}::text, {}::text, {}, {}, {} FROM {} WHERE {} = ANY($1::{}[])",
             m.id.quoted,
             m.key.quoted,
             m.live.quoted,
-            opt_text(&m.session),
-            opt_text(&m.node),
+            column_or_null(&m.session, "", "text"),
+            column_or_null(&m.node, "", "text"),
             m.table,
             m.id.quoted,
             m.id.cast
@@ -626,11 +624,6 @@ impl ChannelStore for PgStore {
         let Some(node) = &m.node else {
             return Ok(None);
         };
-        let text = |c: &Option<Col>| {
-            c.as_ref().map_or("NULL::text".to_string(), |c| {
-                format!("c.{}::text", c.quoted)
-            })
-        };
         let quiet = m
             .last_seen
             .as_ref()
@@ -650,8 +643,8 @@ impl ChannelStore for PgStore {
         let sql = format!(
             "SELECT c.{n}::text, {}, {}, {quiet}, {alive} FROM {} c \
              WHERE c.{} = $1::{} AND c.{} AND c.{n} IS NOT NULL AND c.{n}::text <> $2",
-            text(&m.session),
-            text(&m.peer),
+            column_or_null(&m.session, "c.", "text"),
+            column_or_null(&m.peer, "c.", "text"),
             m.table,
             m.id.quoted,
             m.id.cast,
@@ -807,19 +800,15 @@ impl ChannelStore for PgStore {
                 alive: r.get(5),
             })
             .collect();
-        let node = m
-            .node
-            .as_ref()
-            .map_or("NULL::text".to_string(), |c| format!("{}::text", c.quoted));
-        let since = m
-            .live_since
-            .as_ref()
-            .map_or("NULL::timestamptz".to_string(), |c| {
-                format!("{}::timestamptz", c.quoted)
-            });
         let sql = format!(
-            "SELECT {}::text, {}::text, {node}, {since} FROM {} WHERE {} ORDER BY {}",
-            m.id.quoted, m.name.quoted, m.table, m.live.quoted, m.name.quoted
+            "SELECT {}::text, {}::text, {}, {} FROM {} WHERE {} ORDER BY {}",
+            m.id.quoted,
+            m.name.quoted,
+            column_or_null(&m.node, "", "text"),
+            column_or_null(&m.live_since, "", "timestamptz"),
+            m.table,
+            m.live.quoted,
+            m.name.quoted
         );
         let channels = self
             .query(&sql, &[])
