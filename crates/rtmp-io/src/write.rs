@@ -19,17 +19,25 @@ pub enum WriteError {
 }
 
 /// Writes what is queued as far as `write` takes it without waiting: `write` is one
-/// non-blocking vectored write (e.g. `sendmsg` on a socket); its `WouldBlock` ends the
-/// loop with the rest still queued. Returns the bytes written.
+/// non-blocking vectored write (e.g. `sendmsg` on a socket; given a single slice when
+/// the queue is one contiguous buffer, so that it can use a plain `send`); its
+/// `WouldBlock` ends the loop with the rest still queued. Returns the bytes written.
 pub fn write_available(
     out: &mut OutputQueue,
     mut write: impl FnMut(&[IoSlice<'_>]) -> std::io::Result<usize>,
 ) -> std::io::Result<u64> {
     let mut written = 0u64;
     while !out.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = out.io_slices(&mut slices);
-        match write(&slices[..n]) {
+        let result = match out.as_contiguous() {
+            // The usual case: one buffer.
+            Some(bytes) => write(&[IoSlice::new(bytes)]),
+            None => {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = out.io_slices(&mut slices);
+                write(&slices[..n])
+            }
+        };
+        match result {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(k) => {
                 out.advance(k);

@@ -226,13 +226,18 @@ pub fn data(stream_id: u32, timestamp: u32, payload: Bytes) -> RawMessage {
 }
 
 /// An audio or video message with a shared payload.
+/// The chunk stream audio (8) or video (9) messages are sent on.
+pub fn media_csid(type_id: u8) -> u32 {
+    if type_id == MSG_AUDIO {
+        CSID_AUDIO
+    } else {
+        CSID_VIDEO
+    }
+}
+
 pub fn media(type_id: u8, stream_id: u32, timestamp: u32, payload: Bytes) -> RawMessage {
     RawMessage {
-        csid: if type_id == MSG_AUDIO {
-            CSID_AUDIO
-        } else {
-            CSID_VIDEO
-        },
+        csid: media_csid(type_id),
         timestamp,
         type_id,
         stream_id,

@@ -142,7 +142,8 @@ impl LiveStream {
         self.cancel.clone().cancelled_owned()
     }
 
-    /// Records an `onMetaData` body and hands it to the subscribers.
+    /// Records an `onMetaData` body and hands it to the subscribers (the caller
+    /// flushes them).
     pub fn on_metadata(&self, timestamp: u32, payload: Bytes) {
         let size = metadata_size(&payload);
         let now = Instant::now();
@@ -163,19 +164,26 @@ impl LiveStream {
     /// Records a video message and hands it to the subscribers. Tags that cannot be
     /// classified are relayed unchanged but not interpreted.
     pub fn on_video(&self, timestamp: u32, payload: &Bytes) {
-        self.on_video_at(timestamp, payload, tokio::time::Instant::now());
+        self.on_video_at(timestamp, payload.clone(), tokio::time::Instant::now());
+        self.flush_subscribers();
     }
 
     /// [`LiveStream::on_video`], arrived at `at` (one clock reading for everything a
-    /// socket read brought).
-    pub fn on_video_at(&self, timestamp: u32, payload: &Bytes, at: tokio::time::Instant) {
+    /// socket read brought), without the flush: the caller ends the read's batch with
+    /// [`LiveStream::flush_subscribers`].
+    pub fn on_video_at(&self, timestamp: u32, payload: Bytes, at: tokio::time::Instant) {
         let ms = self.ms_at(at);
         self.last_media_ms.store(ms, Ordering::Relaxed);
         let now = at.into_std();
-        let tag = VideoTag::parse(payload).ok();
-        let size = tag.and_then(|t| media::sequence_header_size(payload, &t));
+        let tag = VideoTag::parse(&payload).ok();
+        let size = tag.and_then(|t| media::sequence_header_size(&payload, &t));
         let keyframe = tag.is_some_and(|t| t.is_keyframe_data());
-        let message = media_message(MSG_VIDEO, timestamp, payload);
+        let message = StreamMessage::Media {
+            type_id: MSG_VIDEO,
+            timestamp,
+            payload,
+        };
+        let payload = message.payload();
         let mut m = self.media.lock();
         m.has_video = true;
         if let Some(tag) = &tag {
@@ -189,16 +197,22 @@ impl LiveStream {
 
     /// Records an audio message and hands it to the subscribers.
     pub fn on_audio(&self, timestamp: u32, payload: &Bytes) {
-        self.on_audio_at(timestamp, payload, tokio::time::Instant::now());
+        self.on_audio_at(timestamp, payload.clone(), tokio::time::Instant::now());
+        self.flush_subscribers();
     }
 
-    /// [`LiveStream::on_audio`], arrived at `at`.
-    pub fn on_audio_at(&self, timestamp: u32, payload: &Bytes, at: tokio::time::Instant) {
+    /// [`LiveStream::on_audio`], arrived at `at`, without the flush.
+    pub fn on_audio_at(&self, timestamp: u32, payload: Bytes, at: tokio::time::Instant) {
         let ms = self.ms_at(at);
         self.last_media_ms.store(ms, Ordering::Relaxed);
         let now = at.into_std();
-        let tag = AudioTag::parse(payload).ok();
-        let message = media_message(MSG_AUDIO, timestamp, payload);
+        let tag = AudioTag::parse(&payload).ok();
+        let message = StreamMessage::Media {
+            type_id: MSG_AUDIO,
+            timestamp,
+            payload,
+        };
+        let payload = message.payload();
         let mut m = self.media.lock();
         if let Some(tag) = &tag {
             m.stats.on_audio(ms, payload.len(), tag);
@@ -207,6 +221,15 @@ impl LiveStream {
         let restart_point = !m.has_video;
         for s in &m.subscribers {
             s.deliver(&message, restart_point, now);
+        }
+    }
+
+    /// Ends a batch of messages (everything one socket read brought): subscribers send
+    /// what they held back ([`Subscriber::flush`]).
+    pub fn flush_subscribers(&self) {
+        let m = self.media.lock();
+        for s in &m.subscribers {
+            s.flush();
         }
     }
 
@@ -266,14 +289,6 @@ impl LiveStream {
     pub(super) fn with_media_locked<T>(&self, f: impl FnOnce() -> T) -> T {
         let _m = self.media.lock();
         f()
-    }
-}
-
-fn media_message(type_id: u8, timestamp: u32, payload: &Bytes) -> StreamMessage {
-    StreamMessage::Media {
-        type_id,
-        timestamp,
-        payload: payload.clone(),
     }
 }
 

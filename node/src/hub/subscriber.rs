@@ -27,13 +27,18 @@ pub enum StreamMessage {
 }
 
 impl StreamMessage {
-    /// Payload bytes.
-    pub fn len(&self) -> usize {
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
         match self {
             StreamMessage::Media { payload, .. } | StreamMessage::Metadata { payload, .. } => {
-                payload.len()
+                payload
             }
         }
+    }
+
+    /// Payload bytes.
+    pub fn len(&self) -> usize {
+        self.payload().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,7 +52,15 @@ pub trait Subscriber: Send + Sync {
     /// so it must not block: a subscriber that cannot keep up drops messages up to
     /// the next restart point and counts them. `restart_point` marks a message a
     /// consumer can start from (a video keyframe; any audio of an audio-only stream).
+    ///
+    /// It may hold what it was given until [`Subscriber::flush`]: ingest delivers
+    /// every message one socket read brought, then flushes once, so that a relay
+    /// sends them upstream in one write.
     fn deliver(&self, message: &StreamMessage, restart_point: bool, now: Instant);
+    /// The messages delivered since the last flush are all that one read brought:
+    /// send what was held back. Called under the same lock as `deliver`; must not
+    /// block either.
+    fn flush(&self) {}
     /// The publish ended: no message follows.
     fn close(&self);
     /// Its state, for the API.

@@ -109,6 +109,7 @@ pub async fn serve<S>(
         stop: cancel.child_token(),
         ingest_bytes: crate::metric::BatchedCounter::new(ctx_bytes),
         read_at: tokio::time::Instant::now(),
+        delivered: false,
     };
     let result = conn.run(&cancel).await;
     let channel_id = conn.publish.as_ref().map(|p| p.stream.channel_id);
@@ -153,6 +154,8 @@ struct Connection<S> {
     /// When the last read returned data (the idle deadline counts from it, and the
     /// media it brought is stamped with it).
     read_at: tokio::time::Instant,
+    /// Media was handed to the publish since its subscribers were last flushed.
+    delivered: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -214,6 +217,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 events = batch;
+                if std::mem::take(&mut self.delivered) {
+                    // Everything this read brought was handed over: relays send it
+                    // in one write.
+                    if let Some(p) = &self.publish {
+                        p.stream.flush_subscribers();
+                    }
+                }
                 if was_publishing && self.publish.is_none() {
                     // Unpublished but still connected: publish again within the deadline.
                     auth_deadline
@@ -295,6 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             } => {
                 if let Some(p) = &self.publish {
                     p.stream.on_metadata(timestamp, payload);
+                    self.delivered = true;
                 }
             }
             // An empty media message carries nothing: dropped here, before it costs a
@@ -302,12 +313,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
             ServerEvent::Video(m) => {
                 if let Some(p) = &self.publish {
-                    p.stream.on_video_at(m.timestamp, &m.payload, self.read_at);
+                    p.stream.on_video_at(m.timestamp, m.payload, self.read_at);
+                    self.delivered = true;
                 }
             }
             ServerEvent::Audio(m) => {
                 if let Some(p) = &self.publish {
-                    p.stream.on_audio_at(m.timestamp, &m.payload, self.read_at);
+                    p.stream.on_audio_at(m.timestamp, m.payload, self.read_at);
+                    self.delivered = true;
                 }
             }
             other => return Some(other),

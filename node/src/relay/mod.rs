@@ -213,6 +213,10 @@ impl Subscriber for RelayLink {
             .push(RelayItem::Message(message.clone()), restart_point, now);
     }
 
+    fn flush(&self) {
+        self.flush_direct();
+    }
+
     fn close(&self) {
         self.queue.close();
     }

@@ -43,16 +43,19 @@ enum Dialed {
 
 /// The sending side of a plain-TCP relay connection while it publishes, shared by the
 /// relay task and the ingest task (the same thread: a stream's relays run on its
-/// ingest runtime). Ingest writes a message straight to the socket when nothing is
-/// queued or unsent before it and the socket takes it; otherwise the message goes to
-/// the bounded queue, which the relay task drains. One vectored write per message
-/// either way; what it saves is the queue entry, the wake-up and the poll of the relay
-/// task per message.
+/// ingest runtime). Ingest chunks each message of a socket read into the session's
+/// output and writes them all at the end of the read, straight to the socket, when
+/// nothing is queued or unsent before them; otherwise the messages go to the bounded
+/// queue, which the relay task drains. What it saves per message is the queue entry,
+/// the wake-up and the poll of the relay task, and per read all writes but one.
 pub(super) struct DirectPath {
     session: ClientSession,
     socket: Arc<TcpStream>,
     /// A write failed on the ingest side; the relay task reports it.
     failed: Option<std::io::Error>,
+    /// Messages of the current read were chunked into the session's output and not
+    /// written yet ([`RelayLink::flush_direct`] writes them).
+    batching: bool,
 }
 
 impl DirectPath {
@@ -60,11 +63,15 @@ impl DirectPath {
     /// socket took (the rest stays queued in the session).
     fn write_now(&mut self) -> std::io::Result<u64> {
         let socket = &self.socket;
-        // sendmsg, not writev: a socket write without the file layer (no file position
-        // lock); `try_io` keeps tokio's readiness right on WouldBlock.
+        // send/sendmsg, not write/writev: a socket write without the file layer (no
+        // file position lock); `try_io` keeps tokio's readiness right on WouldBlock.
         write_available(self.session.output(), |slices| {
             socket.try_io(tokio::io::Interest::WRITABLE, || {
-                socket2::SockRef::from(socket.as_ref()).send_vectored(slices)
+                let socket = socket2::SockRef::from(socket.as_ref());
+                match slices {
+                    [one] => socket.send(one),
+                    _ => socket.send_vectored(slices),
+                }
             })
         })
     }
@@ -75,9 +82,10 @@ impl DirectPath {
 }
 
 impl RelayLink {
-    /// Sends `message` straight to the upstream if the direct path is open, nothing
-    /// is queued or unsent before it, and the queue is not skipping to a keyframe.
-    /// Returns `false` when the message must go through the queue.
+    /// Chunks `message` into the direct path's output if the path is open, nothing is
+    /// queued or unsent before this read's messages, and the queue is not skipping to
+    /// a keyframe; [`RelayLink::flush_direct`] writes it. Returns `false` when the
+    /// message must go through the queue.
     pub(super) fn send_direct(&self, message: &StreamMessage) -> bool {
         let Some(mut guard) = self.direct.try_lock() else {
             return false;
@@ -85,16 +93,37 @@ impl RelayLink {
         let Some(direct) = guard.as_mut() else {
             return false;
         };
-        if direct.failed.is_some() || direct.unsent() || !self.queue.is_flowing() {
+        if direct.failed.is_some()
+            || (direct.unsent() && !direct.batching)
+            || !self.queue.is_flowing()
+        {
             return false;
         }
         send_message(&mut direct.session, message);
+        direct.batching = true;
+        true
+    }
+
+    /// Writes what [`RelayLink::send_direct`] chunked since the last flush, without
+    /// waiting: what the socket does not take, the relay task finishes when it is
+    /// writable again, and what follows waits in the queue meanwhile.
+    pub(super) fn flush_direct(&self) {
+        let Some(mut guard) = self.direct.try_lock() else {
+            // Never contended (the relay task holds it only between awaits, on this
+            // thread); if it were, the relay task writes what is unsent.
+            self.queue.wake();
+            return;
+        };
+        let Some(direct) = guard.as_mut() else {
+            return;
+        };
+        if !std::mem::take(&mut direct.batching) {
+            return;
+        }
         match direct.write_now() {
             Ok(n) => {
                 self.count_sent(n);
                 if direct.unsent() {
-                    // The socket is full: the relay task finishes this message when it
-                    // is writable again; what follows waits in the queue meanwhile.
                     self.queue.wake();
                 }
             }
@@ -103,7 +132,6 @@ impl RelayLink {
                 self.queue.wake();
             }
         }
-        true
     }
 
     fn count_sent(&self, n: u64) {
@@ -135,7 +163,7 @@ fn send_message(session: &mut ClientSession, message: &StreamMessage) {
             type_id,
             timestamp,
             payload,
-        } => session.send_media(*type_id, *timestamp, payload.clone()),
+        } => session.send_media_ref(*type_id, *timestamp, payload),
         StreamMessage::Metadata { timestamp, payload } => {
             session.send_metadata(*timestamp, payload)
         }
@@ -370,6 +398,7 @@ impl RelayTask {
             session,
             socket: socket.clone(),
             failed: None,
+            batching: false,
         });
         let _closes = DirectGuard(&self.link);
         let mut batch = Vec::new();
@@ -392,6 +421,9 @@ impl RelayTask {
                     direct.session.finish();
                     finished = true;
                 }
+                // This writes a read's batch too, should this task run before the
+                // read's flush.
+                direct.batching = false;
                 let n = direct.write_now()?;
                 self.link.count_sent(n);
                 (direct.unsent(), open)

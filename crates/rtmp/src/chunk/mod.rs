@@ -388,6 +388,54 @@ mod tests {
         assert_eq!(&q.take_contiguous()[..], b"rld");
     }
 
+    #[test]
+    fn small_messages_become_one_contiguous_buffer() {
+        // A read's audio and video frames, as a relay writes them: headers and
+        // payloads copied into one buffer, written with one plain send.
+        let mut w = ChunkWriter::new();
+        w.set_chunk_size(60000);
+        let mut out = OutputQueue::new();
+        let video = Bytes::from(vec![9u8; 1500]);
+        let audio = Bytes::from(vec![8u8; 170]);
+        w.write_message(6, 0, 9, 1, &video, &mut out);
+        w.write_message(4, 0, 8, 1, &audio, &mut out);
+        let one = out.as_contiguous().expect("one buffer");
+        assert_eq!(one.len(), 12 + 1500 + 12 + 170);
+        assert_ne!(one[12..].as_ptr(), video.as_ptr(), "copied, not referenced");
+        let mut slices = [std::io::IoSlice::new(&[]); 4];
+        assert_eq!(out.io_slices(&mut slices), 1);
+        // Partly written, then the rest: what is left keeps its order.
+        out.advance(100);
+        assert_eq!(out.len(), 1594);
+        assert_eq!(out.as_contiguous().unwrap()[0], 9);
+        out.advance(1594);
+        assert!(out.is_empty());
+        assert_eq!(out.as_contiguous(), Some(&[][..]));
+    }
+
+    #[test]
+    fn copied_and_referenced_pieces_keep_their_order() {
+        let mut out = OutputQueue::new();
+        let big = Bytes::from(vec![1u8; writer::COPY_LIMIT + 1]);
+        out.push_slice(b"head");
+        out.push(big.clone());
+        out.push_slice(b"tail");
+        assert!(out.as_contiguous().is_none());
+        let mut slices = [std::io::IoSlice::new(&[]); 8];
+        let n = out.io_slices(&mut slices);
+        assert_eq!(n, 3);
+        assert_eq!(&slices[0][..], b"head");
+        assert_eq!(
+            slices[1].as_ptr(),
+            big.as_ptr(),
+            "large payloads are not copied"
+        );
+        assert_eq!(&slices[2][..], b"tail");
+        // Across the boundary between a referenced piece and the copied bytes.
+        out.advance(4 + big.len() + 2);
+        assert_eq!(&out.take_contiguous()[..], b"il");
+    }
+
     mod prop {
         use super::super::*;
         use bytes::BytesMut;

@@ -12,8 +12,6 @@
 //! from an announced length. A message that fits in one chunk is handed out as a
 //! zero-copy slice of the input buffer.
 
-use std::collections::HashMap;
-
 use bytes::{Buf, BytesMut};
 
 use super::{ChunkError, RawMessage, EXTENDED_TIMESTAMP, MSG_ABORT, MSG_SET_CHUNK_SIZE};
@@ -57,9 +55,9 @@ impl Default for ChunkLimits {
     }
 }
 
-/// What one chunk stream remembers between chunks.
-#[derive(Debug, Default)]
-struct ChunkStreamState {
+/// The header fields a chunk stream remembers for the next chunk's header.
+#[derive(Debug, Default, Clone, Copy)]
+struct LastHeader {
     /// Absolute timestamp of the current (or last) message.
     timestamp: u32,
     /// Timestamp delta of the last header; applied again by a type-3 new message.
@@ -72,6 +70,15 @@ struct ChunkStreamState {
     stream_id: u32,
     /// Raw extended-timestamp value of the last header that carried one.
     extended: Option<u32>,
+}
+
+/// What one chunk stream remembers between chunks.
+#[derive(Debug, Default)]
+struct ChunkStreamState {
+    /// Its chunk stream id.
+    csid: u32,
+    /// The last header's fields.
+    last: LastHeader,
     /// Payload received so far of an unfinished message.
     partial: BytesMut,
     /// Whether a message is being assembled on this chunk stream.
@@ -85,8 +92,9 @@ pub struct ChunkReader {
     chunk_size: u32,
     /// Limits in force for this connection.
     limits: ChunkLimits,
-    /// State per chunk stream id.
-    streams: HashMap<u32, ChunkStreamState>,
+    /// State per chunk stream (a handful, at most `max_chunk_streams`: a list beats a
+    /// hash map).
+    streams: Vec<ChunkStreamState>,
     /// Sum of `partial.len()` over all chunk streams.
     partial_bytes: usize,
     /// Total bytes consumed from the input, for acknowledgements.
@@ -97,6 +105,8 @@ pub struct ChunkReader {
 struct ParsedChunk {
     header_len: usize,
     csid: u32,
+    /// Index of its chunk stream in `streams`; `None` for a new one.
+    slot: Option<usize>,
     new_message: bool,
     timestamp: u32,
     delta: u32,
@@ -112,7 +122,7 @@ impl ChunkReader {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
             limits,
-            streams: HashMap::new(),
+            streams: Vec::new(),
             partial_bytes: 0,
             bytes_consumed: 0,
         }
@@ -176,7 +186,7 @@ impl ChunkReader {
 
     fn apply_abort(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
         let csid = read_u32(payload).ok_or(ChunkError::BadControlMessage("Abort Message"))?;
-        if let Some(s) = self.streams.get_mut(&csid) {
+        if let Some(s) = self.streams.iter_mut().find(|s| s.csid == csid) {
             self.partial_bytes -= s.partial.len();
             s.partial = BytesMut::new();
             s.in_progress = false;
@@ -203,7 +213,8 @@ impl ChunkReader {
             n => (n as u32, 1),
         };
 
-        let prev = self.streams.get(&csid);
+        let slot = self.streams.iter().position(|s| s.csid == csid);
+        let prev = slot.map(|i| &self.streams[i]);
         if prev.is_none() {
             if fmt != 0 {
                 return Err(ChunkError::MissingPreviousHeader { csid, fmt });
@@ -222,9 +233,11 @@ impl ChunkReader {
         let h = &buf[pos..pos + header_size];
         pos += header_size;
 
-        let default_state = ChunkStreamState::default();
-        let st = prev.unwrap_or(&default_state);
-        let in_progress = st.in_progress;
+        let (st, in_progress, received) = match prev {
+            Some(p) if p.in_progress => (p.last, true, p.partial.len()),
+            Some(p) => (p.last, false, 0),
+            None => (LastHeader::default(), false, 0),
+        };
         if in_progress && fmt != 3 {
             return Err(ChunkError::HeaderMidMessage { csid, fmt });
         }
@@ -275,7 +288,6 @@ impl ChunkReader {
                 max: self.limits.max_message_size,
             });
         }
-        let received = if in_progress { st.partial.len() } else { 0 };
         let remaining = length as usize - received;
         let payload_len = remaining.min(self.chunk_size as usize);
         if !new_message || payload_len < remaining {
@@ -292,6 +304,7 @@ impl ChunkReader {
         Ok(Some(ParsedChunk {
             header_len: pos,
             csid,
+            slot,
             new_message,
             timestamp,
             delta,
@@ -312,13 +325,25 @@ impl ChunkReader {
     ) -> Result<Option<RawMessage>, ChunkError> {
         buf.advance(c.header_len);
         self.bytes_consumed += (c.header_len + c.payload_len) as u64;
-        let st = self.streams.entry(c.csid).or_default();
-        st.timestamp = c.timestamp;
-        st.delta = c.delta;
-        st.length = c.length;
-        st.type_id = c.type_id;
-        st.stream_id = c.stream_id;
-        st.extended = c.extended;
+        let i = match c.slot {
+            Some(i) => i,
+            None => {
+                self.streams.push(ChunkStreamState {
+                    csid: c.csid,
+                    ..ChunkStreamState::default()
+                });
+                self.streams.len() - 1
+            }
+        };
+        let st = &mut self.streams[i];
+        st.last = LastHeader {
+            timestamp: c.timestamp,
+            delta: c.delta,
+            length: c.length,
+            type_id: c.type_id,
+            stream_id: c.stream_id,
+            extended: c.extended,
+        };
 
         let whole = c.new_message && c.payload_len == c.length as usize;
         let payload = if whole {

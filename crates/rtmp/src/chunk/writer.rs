@@ -1,39 +1,79 @@
 //! Chunk stream writer (RTMP 1.0 section 5.3): splits messages into chunks.
 //!
-//! Headers are written into a small scratch buffer; payloads are never copied above
-//! [`INLINE_COPY_LIMIT`] bytes: the output is a list of `Bytes` slices (header, payload
-//! part, header, payload part...) ready for a vectored write. Type-1/2 headers are used
-//! when the previous message on the chunk stream allows it.
+//! Headers, and payload pieces up to [`COPY_LIMIT`] bytes, are copied into one
+//! contiguous buffer: a relay's usual write (a read's audio and video frames with their
+//! headers) is then one plain buffer, with no shared-buffer reference per piece and one
+//! iovec for the kernel. Larger pieces (keyframes, high-bitrate frames) are queued by
+//! reference, never copied: the output is then a list of slices for a vectored write.
+//! Type-1/2 headers are used when the previous message on the chunk stream allows it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{reader::DEFAULT_CHUNK_SIZE, RawMessage, EXTENDED_TIMESTAMP};
 
-/// Payload pieces smaller than this are copied next to their header instead of being
-/// queued as their own slice: fewer iovecs for tiny control messages.
-const INLINE_COPY_LIMIT: usize = 128;
+/// Payload pieces up to this size are copied next to their header; larger ones are
+/// queued by reference. Copying a few KiB costs less than a shared reference (an
+/// atomic count on a cache line other threads touch) and an iovec of its own.
+pub const COPY_LIMIT: usize = 4096;
+
+/// Spare copy buffers kept per thread, and the largest one kept.
+const SPARE_BUFFERS: usize = 8;
+const SPARE_CAPACITY: usize = 64 * 1024;
+/// What a copy buffer starts with.
+const INITIAL_CAPACITY: usize = 8 * 1024;
+
+thread_local! {
+    /// Emptied copy buffers, for the next queue of this thread that copies. A queue
+    /// that is written out at once (a relay that keeps up, which is the usual case)
+    /// holds no buffer between writes: thousands of idle connections hold no memory
+    /// for it, and the few buffers in use stay in the CPU's cache.
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A copy buffer from this thread's spares, or a new one.
+fn take_spare() -> BytesMut {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(INITIAL_CAPACITY))
+}
+
+/// Gives an emptied copy buffer back to this thread's spares (or frees it).
+fn give_spare(mut b: BytesMut) {
+    b.clear();
+    if b.capacity() == 0 || b.capacity() > SPARE_CAPACITY {
+        return;
+    }
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_BUFFERS {
+            s.push(b);
+        }
+    });
+}
 
 /// Header fields of the last message written on one chunk stream.
 #[derive(Debug, Clone, Copy)]
 struct LastHeader {
+    csid: u32,
     timestamp: u32,
     length: u32,
     type_id: u8,
     stream_id: u32,
 }
 
-/// Bytes waiting to be written to the socket, as shared slices.
+/// Bytes waiting to be written to the socket: shared slices, then copied bytes.
 #[derive(Debug, Default)]
 pub struct OutputQueue {
-    /// Pieces in order; the front one may be partially written.
+    /// Pieces in order before `tail`: payloads queued by reference, and the copied
+    /// bytes that preceded each. The front one may be partially written.
     parts: VecDeque<Bytes>,
-    /// Sum of the lengths of `parts`.
+    /// Bytes copied since the last piece queued by reference; written after `parts`.
+    tail: BytesMut,
+    /// Sum of the lengths of `parts` and `tail`.
     len: usize,
-    /// Where header bytes are assembled before being split off as `Bytes`.
-    scratch: BytesMut,
 }
 
 impl OutputQueue {
@@ -50,30 +90,50 @@ impl OutputQueue {
         self.len == 0
     }
 
-    /// Queues a shared slice.
+    /// Queues a payload: copied when small, else by reference.
     pub fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.parts.push_back(b);
+        if b.len() <= COPY_LIMIT {
+            self.push_slice(&b);
+        } else {
+            self.push_shared(b);
         }
     }
 
-    /// Queues a copy of small data.
+    /// Queues a slice by reference, after everything copied so far.
+    fn push_shared(&mut self, b: Bytes) {
+        if !self.tail.is_empty() {
+            self.parts.push_back(self.tail.split().freeze());
+        }
+        self.len += b.len();
+        self.parts.push_back(b);
+    }
+
+    /// Queues a copy of `data`.
     pub fn push_slice(&mut self, data: &[u8]) {
-        self.scratch.reserve(data.len().max(4096));
-        self.scratch.put_slice(data);
-        let b = self.scratch.split().freeze();
-        self.push(b);
+        if self.tail.capacity() == 0 {
+            self.tail = take_spare();
+        }
+        self.tail.extend_from_slice(data);
+        self.len += data.len();
     }
 
     /// Fills `dst` with slices for a vectored write; returns how many were set.
     pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, part) in dst.iter_mut().zip(self.parts.iter()) {
+        let tail = (!self.tail.is_empty()).then_some(&self.tail[..]);
+        for (slot, part) in dst
+            .iter_mut()
+            .zip(self.parts.iter().map(|p| &p[..]).chain(tail))
+        {
             *slot = IoSlice::new(part);
             n += 1;
         }
         n
+    }
+
+    /// The bytes to write when they are all in one piece (the usual case).
+    pub fn as_contiguous(&self) -> Option<&[u8]> {
+        self.parts.is_empty().then_some(&self.tail[..])
     }
 
     /// Drops `n` written bytes from the front.
@@ -81,7 +141,8 @@ impl OutputQueue {
         self.len -= n.min(self.len);
         while n > 0 {
             let Some(front) = self.parts.front_mut() else {
-                return;
+                self.tail.advance(n.min(self.tail.len()));
+                break;
             };
             if n >= front.len() {
                 n -= front.len();
@@ -91,6 +152,10 @@ impl OutputQueue {
                 return;
             }
         }
+        if self.len == 0 {
+            // Written out: the buffer goes back to the thread's spares.
+            give_spare(std::mem::take(&mut self.tail));
+        }
     }
 
     /// Moves everything out as one contiguous buffer (for tests and simple drivers).
@@ -99,6 +164,8 @@ impl OutputQueue {
         for p in self.parts.drain(..) {
             out.put_slice(&p);
         }
+        out.put_slice(&self.tail);
+        give_spare(std::mem::take(&mut self.tail));
         self.len = 0;
         out
     }
@@ -109,8 +176,9 @@ impl OutputQueue {
 pub struct ChunkWriter {
     /// Outgoing chunk size (announce it with Set Chunk Size before changing it).
     chunk_size: u32,
-    /// Last header per chunk stream, for header compression.
-    last: HashMap<u32, LastHeader>,
+    /// Last header per chunk stream, for header compression (a handful of chunk
+    /// streams: a list beats a hash map).
+    last: Vec<LastHeader>,
 }
 
 impl Default for ChunkWriter {
@@ -123,7 +191,7 @@ impl ChunkWriter {
     pub fn new() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
-            last: HashMap::new(),
+            last: Vec::new(),
         }
     }
 
@@ -140,99 +208,132 @@ impl ChunkWriter {
 
     /// Queues `msg` as chunks on `out`.
     pub fn write(&mut self, msg: &RawMessage, out: &mut OutputQueue) {
-        let length = msg.payload.len() as u32;
-        let prev = self.last.get(&msg.csid).copied();
+        self.write_message(
+            msg.csid,
+            msg.timestamp,
+            msg.type_id,
+            msg.stream_id,
+            &msg.payload,
+            out,
+        );
+    }
+
+    /// Queues one message, given by its fields, as chunks on `out`.
+    pub fn write_message(
+        &mut self,
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &Bytes,
+        out: &mut OutputQueue,
+    ) {
+        let length = payload.len() as u32;
+        let next = LastHeader {
+            csid,
+            timestamp,
+            length,
+            type_id,
+            stream_id,
+        };
         // Choose the smallest header the previous message allows. Timestamps going
         // backwards (or a new stream id) need an absolute type-0 header.
-        let (fmt, ts_field) = match prev {
-            Some(p) if p.stream_id == msg.stream_id && msg.timestamp >= p.timestamp => {
-                let delta = msg.timestamp - p.timestamp;
-                if p.length == length && p.type_id == msg.type_id {
-                    (2u8, delta)
+        let (fmt, ts_field) = match self.last.iter_mut().find(|l| l.csid == csid) {
+            Some(p) => {
+                let prev = std::mem::replace(p, next);
+                if prev.stream_id == stream_id && timestamp >= prev.timestamp {
+                    let delta = timestamp - prev.timestamp;
+                    if prev.length == length && prev.type_id == type_id {
+                        (2u8, delta)
+                    } else {
+                        (1u8, delta)
+                    }
                 } else {
-                    (1u8, delta)
+                    (0u8, timestamp)
                 }
             }
-            _ => (0u8, msg.timestamp),
+            None => {
+                self.last.push(next);
+                (0u8, timestamp)
+            }
         };
-        self.last.insert(
-            msg.csid,
-            LastHeader {
-                timestamp: msg.timestamp,
-                length,
-                type_id: msg.type_id,
-                stream_id: msg.stream_id,
-            },
-        );
         let extended = ts_field >= EXTENDED_TIMESTAMP;
 
-        let s = &mut out.scratch;
-        s.reserve(32);
-        put_basic_header(s, fmt, msg.csid);
+        // The whole header in one small array, copied once.
+        let mut h = [0u8; 18];
+        let mut n = put_basic_header(&mut h, fmt, csid);
         put_u24(
-            s,
+            &mut h[n..],
             if extended {
                 EXTENDED_TIMESTAMP
             } else {
                 ts_field
             },
         );
+        n += 3;
         if fmt <= 1 {
-            put_u24(s, length);
-            s.put_u8(msg.type_id);
+            put_u24(&mut h[n..], length);
+            h[n + 3] = type_id;
+            n += 4;
         }
         if fmt == 0 {
-            s.put_u32_le(msg.stream_id);
+            h[n..n + 4].copy_from_slice(&stream_id.to_le_bytes());
+            n += 4;
         }
         if extended {
-            s.put_u32(ts_field);
+            h[n..n + 4].copy_from_slice(&ts_field.to_be_bytes());
+            n += 4;
         }
+        out.push_slice(&h[..n]);
 
         let chunk = self.chunk_size as usize;
         let mut offset = 0;
         loop {
-            let end = (offset + chunk).min(msg.payload.len());
-            let piece = &msg.payload[offset..end];
-            if piece.len() < INLINE_COPY_LIMIT {
-                out.scratch.put_slice(piece);
-                let b = out.scratch.split().freeze();
-                out.push(b);
+            let end = (offset + chunk).min(payload.len());
+            if end - offset <= COPY_LIMIT {
+                out.push_slice(&payload[offset..end]);
             } else {
-                let header = out.scratch.split().freeze();
-                out.push(header);
-                out.push(msg.payload.slice(offset..end));
+                out.push_shared(payload.slice(offset..end));
             }
             offset = end;
-            if offset >= msg.payload.len() {
+            if offset >= payload.len() {
                 break;
             }
             // Continuation chunk: type-3 header, repeating the extended timestamp.
-            put_basic_header(&mut out.scratch, 3, msg.csid);
+            let mut n = put_basic_header(&mut h, 3, csid);
             if extended {
-                out.scratch.put_u32(ts_field);
+                h[n..n + 4].copy_from_slice(&ts_field.to_be_bytes());
+                n += 4;
             }
+            out.push_slice(&h[..n]);
         }
     }
 }
 
-fn put_basic_header(s: &mut BytesMut, fmt: u8, csid: u32) {
+/// Writes a basic header at the start of `h`; returns its length.
+fn put_basic_header(h: &mut [u8], fmt: u8, csid: u32) -> usize {
     match csid {
-        2..=63 => s.put_u8(fmt << 6 | csid as u8),
+        2..=63 => {
+            h[0] = fmt << 6 | csid as u8;
+            1
+        }
         64..=319 => {
-            s.put_u8(fmt << 6);
-            s.put_u8((csid - 64) as u8);
+            h[0] = fmt << 6;
+            h[1] = (csid - 64) as u8;
+            2
         }
         _ => {
             let v = csid.clamp(64, 65599) - 64;
-            s.put_u8(fmt << 6 | 1);
-            s.put_u8((v & 0xff) as u8);
-            s.put_u8((v >> 8) as u8);
+            h[0] = fmt << 6 | 1;
+            h[1] = (v & 0xff) as u8;
+            h[2] = (v >> 8) as u8;
+            3
         }
     }
 }
 
-fn put_u24(s: &mut BytesMut, v: u32) {
-    s.put_u8((v >> 16) as u8);
-    s.put_u8((v >> 8) as u8);
-    s.put_u8(v as u8);
+fn put_u24(h: &mut [u8], v: u32) {
+    h[0] = (v >> 16) as u8;
+    h[1] = (v >> 8) as u8;
+    h[2] = v as u8;
 }

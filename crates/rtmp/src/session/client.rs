@@ -213,13 +213,20 @@ impl ClientSession {
             .send(&message::data(self.stream_id, timestamp, payload.freeze()));
     }
 
-    /// Queues an audio (8) or video (9) message; the payload is shared, not copied.
+    /// Queues an audio (8) or video (9) message; a large payload is shared, not
+    /// copied.
     pub fn send_media(&mut self, type_id: u8, timestamp: u32, payload: Bytes) {
+        self.send_media_ref(type_id, timestamp, &payload);
+    }
+
+    /// [`ClientSession::send_media`] for a payload the caller keeps: a small one is
+    /// copied without ever being referenced.
+    pub fn send_media_ref(&mut self, type_id: u8, timestamp: u32, payload: &Bytes) {
         if !self.is_publishing() {
             return;
         }
         self.transport
-            .send(&message::media(type_id, self.stream_id, timestamp, payload));
+            .send_media(type_id, self.stream_id, timestamp, payload);
     }
 
     /// Queues FCUnpublish and deleteStream. The driver closes after flushing.

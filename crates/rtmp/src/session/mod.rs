@@ -10,7 +10,7 @@ pub mod server;
 
 use std::fmt;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::amf0::Amf0Value;
 use crate::chunk::{ChunkError, ChunkLimits, ChunkReader, ChunkWriter, OutputQueue, RawMessage};
@@ -102,6 +102,20 @@ impl Transport {
 
     pub(crate) fn send(&mut self, msg: &RawMessage) {
         self.writer.write(msg, &mut self.out);
+    }
+
+    /// Queues an audio or video message without taking a reference on its payload
+    /// when the payload is copied anyway ([`crate::chunk::writer::COPY_LIMIT`]).
+    pub(crate) fn send_media(
+        &mut self,
+        type_id: u8,
+        stream_id: u32,
+        timestamp: u32,
+        payload: &Bytes,
+    ) {
+        let csid = message::media_csid(type_id);
+        self.writer
+            .write_message(csid, timestamp, type_id, stream_id, payload, &mut self.out);
     }
 
     /// Announces and starts using an outgoing chunk size.

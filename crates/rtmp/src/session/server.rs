@@ -8,8 +8,6 @@
 //! NetStream.Publish.BadName). `Publish.Start` is never sent before the driver
 //! accepted the name.
 
-use std::collections::HashMap;
-
 use bytes::{Bytes, BytesMut};
 
 use super::{SessionError, StreamName, Transport, DEFAULT_WINDOW_ACK_SIZE};
@@ -93,6 +91,33 @@ enum StreamState {
     Publishing,
 }
 
+/// The message streams of a connection and their states: at most
+/// [`MAX_STREAMS_PER_CONNECTION`], looked up for every media message (a list beats a
+/// hash map).
+#[derive(Debug, Default)]
+struct StreamTable(Vec<(u32, StreamState)>);
+
+impl StreamTable {
+    fn get(&self, id: u32) -> Option<StreamState> {
+        self.0.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
+    }
+
+    fn insert(&mut self, id: u32, state: StreamState) {
+        match self.0.iter_mut().find(|(i, _)| *i == id) {
+            Some(slot) => slot.1 = state,
+            None => self.0.push((id, state)),
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        self.0.retain(|(i, _)| *i != id);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnectState {
     AwaitConnect,
@@ -110,7 +135,7 @@ pub struct ServerSession {
     /// Connect progress.
     connect: ConnectState,
     /// Message streams created by the client.
-    streams: HashMap<u32, StreamState>,
+    streams: StreamTable,
     /// Next id handed out by createStream.
     next_stream_id: u32,
     /// A publish was accepted: the looser limits apply.
@@ -124,7 +149,7 @@ impl ServerSession {
             config,
             transport,
             connect: ConnectState::AwaitConnect,
-            streams: HashMap::new(),
+            streams: StreamTable::default(),
             next_stream_id: 1,
             trusted: false,
         }
@@ -143,7 +168,7 @@ impl ServerSession {
 
     /// Whether a stream is publishing.
     pub fn is_publishing(&self, stream_id: u32) -> bool {
-        self.streams.get(&stream_id) == Some(&StreamState::Publishing)
+        self.streams.get(stream_id) == Some(StreamState::Publishing)
     }
 
     /// Feeds received bytes (after the handshake); pushes what happened to `events`.
@@ -240,7 +265,7 @@ impl ServerSession {
             }
             "publish" => {
                 let sid = cmd.stream_id;
-                if self.streams.get(&sid) != Some(&StreamState::Created) {
+                if self.streams.get(sid) != Some(StreamState::Created) {
                     return Err(SessionError::Protocol(
                         "publish on a stream that was not created",
                     ));
@@ -264,23 +289,24 @@ impl ServerSession {
                 };
                 // FCUnpublish arrives on stream 0 naming the stream: end every publish.
                 let ended: Vec<u32> =
-                    if cmd.name == "FCUnpublish" || !self.streams.contains_key(&sid) {
+                    if cmd.name == "FCUnpublish" || self.streams.get(sid).is_none() {
                         self.streams
+                            .0
                             .iter()
-                            .filter(|(_, s)| **s == StreamState::Publishing)
+                            .filter(|(_, s)| *s == StreamState::Publishing)
                             .map(|(id, _)| *id)
                             .collect()
                     } else {
                         vec![sid]
                     };
                 for id in ended {
-                    if self.streams.get(&id) == Some(&StreamState::Publishing) {
+                    if self.streams.get(id) == Some(StreamState::Publishing) {
                         self.streams.insert(id, StreamState::Created);
                         events.push(ServerEvent::Unpublished { stream_id: id });
                     }
                 }
                 if cmd.name == "deleteStream" {
-                    self.streams.remove(&sid);
+                    self.streams.remove(sid);
                 }
                 if cmd.name == "FCUnpublish" {
                     self.reply_result(&cmd, Amf0Value::Undefined);
@@ -367,7 +393,7 @@ impl ServerSession {
 
     /// Accepts a pending publish: StreamBegin, then NetStream.Publish.Start.
     pub fn accept_publish(&mut self, stream_id: u32) {
-        if self.streams.get(&stream_id) != Some(&StreamState::PublishPending) {
+        if self.streams.get(stream_id) != Some(StreamState::PublishPending) {
             return;
         }
         self.streams.insert(stream_id, StreamState::Publishing);
