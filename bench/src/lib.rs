@@ -4,6 +4,7 @@
 //! - `sgbench compare`: the same publishers, relayed to our sink, against streamgate,
 //!   nginx-rtmp and (with `SRS_BIN`) SRS, one after the other; one table of server CPU,
 //!   RSS, connection success, bytes relayed and relay delay.
+//! - `sgbench ab`: two streamgate builds relaying at the same time, to measure a change.
 //! - `sgbench storm`: many publishers connecting within a second.
 //! - `sgbench auth`: publish-to-onStatus latency, cold and warm cache, SQLite or Postgres.
 //! - `sgbench thumbs`: how many channels one thumbnail worker keeps fresh.
@@ -243,6 +244,64 @@ pub async fn relay_run(
         auth_ms_p50: a50,
         auth_ms_p99: a99,
     })
+}
+
+/// One round of `sgbench ab`: two streamgate builds relaying at the same time, `n`
+/// publishers each, from one generator to one sink, so that both see the same machine
+/// at the same moment (a sequential comparison drifts with the machine's load by more
+/// than a small change saves). Returns the CPU per stream-second of each, in ms.
+pub async fn ab_round(
+    bins: [&std::path::Path; 2],
+    n: usize,
+    source: Arc<FlvSource>,
+    ramp: f64,
+    window: Duration,
+    tick: Duration,
+) -> anyhow::Result<[f64; 2]> {
+    let (listener, sink) = Sink::bind().await?;
+    let sink_port = listener.local_addr()?.port();
+    tokio::spawn(sink.clone().serve(listener));
+    let mut servers = Vec::new();
+    for bin in bins {
+        servers.push(Server::start_streamgate_bin(bin, n, Some(sink_port), None, None, 0).await?);
+    }
+    let stats = Arc::new(GeneratorStats::default());
+    let ramp_time = Duration::from_secs_f64(2.0 * n as f64 / ramp);
+    let warmup = Duration::from_secs(5);
+    let stop_at = Instant::now() + ramp_time + warmup + window + Duration::from_secs(2);
+    // The two sets of publishers ramp up together.
+    let mut handles = Vec::new();
+    for server in &servers {
+        handles.extend(start_publishers(
+            server,
+            &source,
+            &sink,
+            &stats,
+            ramp / 2.0,
+            tick,
+            stop_at,
+        ));
+    }
+    tokio::time::sleep(ramp_time + warmup).await;
+    let cpu0: Vec<f64> = servers.iter().map(|s| stats::cpu_seconds(s.pid)).collect();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1: Vec<f64> = servers.iter().map(|s| stats::cpu_seconds(s.pid)).collect();
+    let (relayed, _) = sink.totals();
+    for h in handles {
+        let _ = h.await;
+    }
+    for s in &servers {
+        s.stop();
+    }
+    let connected = stats.connected.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        connected as usize == 2 * n && relayed == 2 * n,
+        "not every stream was relayed: {connected} publishing, {relayed} at the sink, of {}",
+        2 * n
+    );
+    Ok([0, 1].map(|i| (cpu1[i] - cpu0[i]) * 1000.0 / (secs * n as f64)))
 }
 
 pub fn print_table(title: &str, rows: &[Outcome]) {

@@ -52,6 +52,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Two streamgate builds relaying at the same time (N publishers each, one
+    /// generator, one sink), in rounds that alternate which starts first: the CPU per
+    /// stream-second of each and their ratio, to measure a change to the node.
+    Ab {
+        /// The build to compare against.
+        #[arg(long)]
+        base: PathBuf,
+        /// The changed build.
+        #[arg(long)]
+        new: PathBuf,
+        /// Publishers per build.
+        #[arg(long, default_value_t = 500)]
+        streams: usize,
+        #[arg(long, value_enum, default_value_t = Profile::P360)]
+        profile: Profile,
+        #[arg(long, default_value_t = 200.0)]
+        ramp: f64,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20)]
+        tick_ms: u64,
+    },
     /// Run only the sink: an RTMP server that accepts relayed publishes and prints
     /// bytes and messages per stream every few seconds (point a relay at it).
     Sink {
@@ -231,6 +255,47 @@ async fn main() -> anyhow::Result<()> {
                 rows.push(r);
             }
             print_table(&title, &rows);
+        }
+        Command::Ab {
+            base,
+            new,
+            streams,
+            profile,
+            ramp,
+            seconds,
+            rounds,
+            tick_ms,
+        } => {
+            let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
+            println!("| round | base ms per stream-s | new ms per stream-s | new / base |");
+            println!("|---|---|---|---|");
+            let mut ratios = Vec::new();
+            for round in 0..rounds {
+                // Alternate which build starts first (and gets the first ports).
+                let swap = round % 2 == 1;
+                let bins = if swap {
+                    [new.as_path(), base.as_path()]
+                } else {
+                    [base.as_path(), new.as_path()]
+                };
+                let r = streamgate_bench::ab_round(
+                    bins,
+                    streams,
+                    source.clone(),
+                    ramp,
+                    Duration::from_secs(seconds),
+                    Duration::from_millis(tick_ms),
+                )
+                .await?;
+                let (b, n) = if swap { (r[1], r[0]) } else { (r[0], r[1]) };
+                ratios.push(n / b);
+                println!("| {} | {b:.3} | {n:.3} | {:.3} |", round + 1, n / b);
+            }
+            let mean = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+            println!("new / base: mean {mean:.3} (from {lo:.3} to {hi:.3}) over {rounds} rounds");
         }
         Command::Sink { listen, every_s } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;

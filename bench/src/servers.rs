@@ -137,6 +137,18 @@ impl Server {
         workers: usize,
     ) -> anyhow::Result<Server> {
         let bin = sibling_binary("streamgate")?;
+        Self::start_streamgate_bin(&bin, n, sink_port, pg, thumbnails, workers).await
+    }
+
+    /// [`Server::start_streamgate_with`] for the streamgate binary at `bin`.
+    pub async fn start_streamgate_bin(
+        bin: &Path,
+        n: usize,
+        sink_port: Option<u16>,
+        pg: Option<&PrivatePostgres>,
+        thumbnails: Option<&str>,
+        workers: usize,
+    ) -> anyhow::Result<Server> {
         let dir = temp_dir("sg");
         let mut config = streamgate::config::Config::default();
         config.database.url = match pg {

@@ -199,6 +199,41 @@ async fn traffic_keeps_a_publisher_alive_past_the_idle_deadline() {
     assert_eq!(h.hub.live_channels(), vec![ch.id], "still live after 30 s");
 }
 
+/// A turn woken by data looks at the socket only; the deadlines and the stop signal
+/// are looked at when they fire. A stop that fires together with data arriving (one
+/// wake for both) must still end the connection at once, while media keeps coming.
+#[tokio::test(start_paused = true)]
+async fn the_node_ends_a_publish_at_once_even_while_media_keeps_arriving() {
+    let h = Harness::new(RtmpConfig::default());
+    let (ch, _, mut publisher, task) = h.live("busy").await;
+    let stream = h.hub.get(&ch.id).unwrap();
+    let mut ended_at = None;
+    for i in 0..200u32 {
+        publisher.send_media(9, i * 10, video());
+        if publisher.flush().await.is_err() {
+            break;
+        }
+        if i == 100 {
+            // Data is waiting for the connection as the node ends the publish.
+            stream.end(EndReason::Kicked);
+            ended_at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if task.is_finished() {
+            break;
+        }
+    }
+    let ended_at = ended_at.expect("ended after 100 frames");
+    assert!(task.is_finished(), "the connection did not end");
+    assert!(
+        ended_at.elapsed() <= Duration::from_millis(10),
+        "ended {:?} after the stop",
+        ended_at.elapsed()
+    );
+    task.await.unwrap();
+    assert!(h.hub.live_channels().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_same_key_on_a_new_connection_takes_over_and_the_channel_stays_live() {
     let h = Harness::new(RtmpConfig::default());

@@ -12,9 +12,15 @@
 //!
 //! Generic over `AsyncRead + AsyncWrite`, so tests can drive it over an in-memory pipe.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use bytes::BytesMut;
 use rtmp::handshake::{HandshakeError, ServerHandshake};
@@ -158,6 +164,36 @@ struct Connection<S> {
     delivered: bool,
 }
 
+/// What woke a connection's turn.
+enum Turn {
+    Read(std::io::Result<usize>),
+    /// The idle deadline passed (it may have been extended by traffic since).
+    Idle,
+    /// Shutdown, or the node ended this connection's publish.
+    Stop,
+    /// No publish accepted by the auth deadline.
+    NoPublish,
+}
+
+/// The waker the deadlines and the stop signal are given: it wakes the connection's
+/// task and notes that one of them (not the socket) fired, so that the many turns woken
+/// by data poll the socket only, and never the timers or the token.
+struct SideWake {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<End, ConnectionError> {
         let ctx = self.ctx.clone();
@@ -195,6 +231,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // future to poll per turn, and a lock no other connection takes.
         let stop = self.stop.clone().cancelled_owned();
         tokio::pin!(stop);
+        let side = Arc::new(SideWake {
+            // Polled on the first turn, which arms them.
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let side_waker = Waker::from(side.clone());
         loop {
             // Interpret everything buffered; requests that need an answer stop the
             // session so that it is given before later messages are read.
@@ -229,49 +271,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     auth_deadline
                         .as_mut()
                         .reset(tokio::time::Instant::now() + cfg.auth_deadline);
+                    side.fired.store(true, Ordering::Release);
                 }
             }
             if !session.is_trusted() && session.output().len() > PRE_PUBLISH_MAX_OUTPUT {
                 return Err(ConnectionError::PrePublishOutput(PRE_PUBLISH_MAX_OUTPUT));
             }
-            self.flush(session.output()).await?;
+            if !session.output().is_empty() {
+                self.flush(session.output()).await?;
+            }
 
             self.buf.reserve(READ_RESERVE);
-            tokio::select! {
-                // Reading first: a turn woken by data polls nothing else.
-                biased;
-                r = self.io.read_buf(&mut self.buf) => {
-                    match r {
-                        Ok(0) => return Ok(End::ClientClosed),
-                        Ok(n) => {
-                            self.read_at = tokio::time::Instant::now();
-                            self.ingest_bytes.add(n as u64);
-                        }
-                        // RTMPS: encoders close without a TLS close_notify (OBS always
-                        // does). RTMP frames its own messages, so nothing is truncated
-                        // unseen: an ordinary close.
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                            return Ok(End::ClientClosed)
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+            let waiting_publish = self.publish.is_none();
+            let turn = std::future::poll_fn(|cx| {
+                // Reading first: a turn woken by data looks at nothing else.
+                if let Poll::Ready(r) =
+                    tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+                {
+                    return Poll::Ready(Turn::Read(r));
                 }
-                _ = &mut idle_deadline => {
+                // The deadlines and the stop signal wake the task through `side`,
+                // which remembers it: they are polled only when one of them fired.
+                side.task.register(cx.waker());
+                if !side.fired.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                let mut side_cx = Context::from_waker(&side_waker);
+                if idle_deadline.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Turn::Idle);
+                }
+                if stop.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Turn::Stop);
+                }
+                if waiting_publish && auth_deadline.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Turn::NoPublish);
+                }
+                Poll::Pending
+            })
+            .await;
+            match turn {
+                Turn::Read(Ok(0)) => return Ok(End::ClientClosed),
+                Turn::Read(Ok(n)) => {
+                    self.read_at = tokio::time::Instant::now();
+                    self.ingest_bytes.add(n as u64);
+                }
+                // RTMPS: encoders close without a TLS close_notify (OBS always does).
+                // RTMP frames its own messages, so nothing is truncated unseen: an
+                // ordinary close.
+                Turn::Read(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(End::ClientClosed)
+                }
+                Turn::Read(Err(e)) => return Err(e.into()),
+                Turn::Idle => {
                     let quiet = self.read_at.elapsed();
                     if quiet >= idle {
                         return Err(ConnectionError::Idle(idle));
                     }
-                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+                    idle_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + (idle - quiet));
+                    // Polled again next turn, so that it is armed for the new deadline.
+                    side.fired.store(true, Ordering::Release);
                 }
-                _ = &mut stop => {
+                Turn::Stop => {
                     return Ok(match &self.publish {
-                        Some(p) => End::EndedByNode(p.stream.end_reason().unwrap_or(EndReason::Shutdown)),
+                        Some(p) => {
+                            End::EndedByNode(p.stream.end_reason().unwrap_or(EndReason::Shutdown))
+                        }
                         None => End::Shutdown,
                     });
                 }
-                _ = &mut auth_deadline, if self.publish.is_none() => {
-                    return Err(ConnectionError::NoPublish(cfg.auth_deadline));
-                }
+                Turn::NoPublish => return Err(ConnectionError::NoPublish(cfg.auth_deadline)),
             }
         }
     }

@@ -95,6 +95,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct RelayQueue {
     inner: Mutex<Inner>,
+    /// Whether a message may bypass the queue (see [`RelayQueue::is_flowing`]), kept
+    /// up to date under the lock so that asking costs no lock.
+    flowing: AtomicBool,
     wake: Notify,
     limits: QueueLimits,
     pub stats: RelayStats,
@@ -118,11 +121,19 @@ impl RelayQueue {
                 started: false,
                 closed: false,
             }),
+            flowing: AtomicBool::new(false),
             wake: Notify::new(),
             limits,
             stats: RelayStats::default(),
             drop_counters,
         }
+    }
+
+    /// Records whether a message may bypass the queue; called at the end of every
+    /// change, under the lock.
+    fn update_flowing(&self, q: &Inner) {
+        let flowing = q.items.is_empty() && !q.waiting_keyframe && !q.closed;
+        self.flowing.store(flowing, Ordering::Release);
     }
 
     /// Empties the queue, counting the media it held as dropped.
@@ -136,6 +147,7 @@ impl RelayQueue {
         q.items.clear();
         q.bytes = 0;
         q.waiting_keyframe = true;
+        self.update_flowing(q);
         if n > 0 {
             self.count_drop(n, b);
         }
@@ -184,6 +196,7 @@ impl RelayQueue {
         }
         q.bytes += size;
         q.items.push_back((item, now));
+        self.update_flowing(&q);
         drop(q);
         self.wake.notify_one();
     }
@@ -194,14 +207,14 @@ impl RelayQueue {
         let mut q = self.inner.lock();
         out.extend(q.items.drain(..).map(|(i, _)| i));
         q.bytes = 0;
+        self.update_flowing(&q);
         !q.closed
     }
 
     /// Whether a message may bypass the queue: nothing is queued, the queue is not
     /// skipping to a keyframe, and it is open.
     pub fn is_flowing(&self) -> bool {
-        let q = self.inner.lock();
-        q.items.is_empty() && !q.waiting_keyframe && !q.closed
+        self.flowing.load(Ordering::Acquire)
     }
 
     /// Wakes the relay task (something for it besides the queue).
@@ -225,7 +238,10 @@ impl RelayQueue {
 
     /// The publish ended: the relay sends what is left, unpublishes and closes.
     pub fn close(&self) {
-        self.inner.lock().closed = true;
+        let mut q = self.inner.lock();
+        q.closed = true;
+        self.update_flowing(&q);
+        drop(q);
         self.wake.notify_one();
     }
 
@@ -249,6 +265,31 @@ mod tests {
             timestamp: 0,
             payload: bytes::Bytes::from(vec![0u8; n]),
         })
+    }
+
+    #[test]
+    fn flowing_means_empty_started_and_open() {
+        let q = RelayQueue::new(limits());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        assert!(!q.is_flowing(), "waits for a keyframe first");
+        q.push(media(10), false, now);
+        assert!(!q.is_flowing());
+        q.push(media(10), true, now);
+        assert!(!q.is_flowing(), "holds the keyframe");
+        assert!(q.drain(&mut out));
+        assert!(q.is_flowing());
+        q.push(media(10), false, now);
+        assert!(!q.is_flowing(), "holds a message");
+        q.drain(&mut out);
+        assert!(q.is_flowing());
+        q.restart();
+        assert!(!q.is_flowing(), "a restart waits for a keyframe");
+        q.push(media(10), true, now);
+        q.drain(&mut out);
+        assert!(q.is_flowing());
+        q.close();
+        assert!(!q.is_flowing(), "closed");
     }
 
     fn limits() -> QueueLimits {
