@@ -304,6 +304,24 @@ pub async fn ab_round(
     Ok([0, 1].map(|i| (cpu1[i] - cpu0[i]) * 1000.0 / (secs * n as f64)))
 }
 
+fn print_row(r: &Outcome) {
+    println!(
+        "| {} | {}/{} | {:.1} | {:.3} | {:.1} | {:.1} | {} | {:.1} | {:.1} / {:.1} | {:.1} |",
+        r.server,
+        r.connected,
+        r.failed,
+        r.cpu_percent,
+        r.cpu_ms_per_stream_second,
+        r.rss_mib,
+        r.rss_kib_per_publisher,
+        r.relayed_streams,
+        r.relayed_mbps,
+        r.delay_ms_p50,
+        r.delay_ms_p99,
+        r.generator_cpu_percent
+    );
+}
+
 pub fn print_table(title: &str, rows: &[Outcome]) {
     println!("\n{title}");
     println!(
@@ -311,21 +329,7 @@ pub fn print_table(title: &str, rows: &[Outcome]) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        println!(
-            "| {} | {}/{} | {:.1} | {:.3} | {:.1} | {:.1} | {} | {:.1} | {:.1} / {:.1} | {:.1} |",
-            r.server,
-            r.connected,
-            r.failed,
-            r.cpu_percent,
-            r.cpu_ms_per_stream_second,
-            r.rss_mib,
-            r.rss_kib_per_publisher,
-            r.relayed_streams,
-            r.relayed_mbps,
-            r.delay_ms_p50,
-            r.delay_ms_p99,
-            r.generator_cpu_percent
-        );
+        print_row(r);
     }
     // Every streamgate row against every peer, and every row against the floor.
     let floor = rows.iter().find(|r| r.server == "byte-pipe");
@@ -348,6 +352,100 @@ pub fn print_table(title: &str, rows: &[Outcome]) {
                 r.server,
                 r.cpu_ms_per_stream_second / f.cpu_ms_per_stream_second
             );
+        }
+    }
+}
+
+/// Several rounds of the same servers (each round one after the other): a table of
+/// each server's median round, every round's CPU per stream-second, and the CPU ratios
+/// taken within each round (servers measured minutes apart see a different machine:
+/// a ratio of two runs next to each other drifts less than either run does), as the
+/// median and the range over the rounds.
+pub fn print_rounds(title: &str, rounds: &[Vec<Outcome>]) {
+    let Some(first) = rounds.first() else {
+        return;
+    };
+    let names: Vec<&str> = first.iter().map(|r| r.server.as_str()).collect();
+    let of = |name: &str| -> Vec<&Outcome> {
+        rounds
+            .iter()
+            .filter_map(|round| round.iter().find(|r| r.server == name))
+            .collect()
+    };
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    // The median round of each server, shown whole.
+    let mut rows = Vec::new();
+    for name in &names {
+        let mut runs = of(name);
+        runs.sort_by(|a, b| {
+            a.cpu_ms_per_stream_second
+                .total_cmp(&b.cpu_ms_per_stream_second)
+        });
+        if let Some(mid) = runs.get(runs.len().saturating_sub(1) / 2) {
+            rows.push(*mid);
+        }
+    }
+    println!("\n{title}, median of {} rounds", rounds.len());
+    println!(
+        "| server | publishers ok/failed | server CPU % | CPU ms per stream-s | RSS MiB | RSS KiB per publisher | streams at sink | relayed Mbps | relay delay p50 / p99 ms | bench process CPU % |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        print_row(r);
+    }
+    println!("\nCPU ms per stream-second, every round:");
+    for name in &names {
+        let v: Vec<String> = of(name)
+            .iter()
+            .map(|r| format!("{:.3}", r.cpu_ms_per_stream_second))
+            .collect();
+        println!("  {name}: {}", v.join(", "));
+    }
+    // Ratios within each round.
+    let ratio = |a: &str, b: &str| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|round| {
+                let x = round.iter().find(|r| r.server == a)?;
+                let y = round.iter().find(|r| r.server == b)?;
+                Some(x.cpu_ms_per_stream_second / y.cpu_ms_per_stream_second)
+            })
+            .collect()
+    };
+    let show = |a: &str, b: &str, what: &str| {
+        let v = ratio(a, b);
+        if v.is_empty() {
+            return;
+        }
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        println!(
+            "{what} {a} / {b}: CPU per stream {:.2}x (median of {} rounds; {:.2}x to {:.2}x)",
+            median(v.clone()),
+            v.len(),
+            lo,
+            hi
+        );
+    };
+    for sg in names.iter().filter(|n| n.starts_with("streamgate")) {
+        for peer in names.iter().filter(|n| !n.starts_with("streamgate")) {
+            show(sg, peer, "ratio");
+        }
+    }
+    if names.contains(&"byte-pipe") {
+        for r in names.iter().filter(|n| **n != "byte-pipe") {
+            show(r, "byte-pipe", "distance to the floor,");
         }
     }
 }

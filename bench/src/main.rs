@@ -51,6 +51,11 @@ enum Command {
         /// Print one JSON line per server too.
         #[arg(long)]
         json: bool,
+        /// Run the servers this many times, one after the other in each round (each
+        /// round starting one server later); report each server's median round and
+        /// the ratios taken within each round.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Two streamgate builds relaying at the same time (N publishers each, one
     /// generator, one sink), in rounds that alternate which starts first: the CPU per
@@ -230,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
             servers,
             tick_ms,
             json,
+            rounds,
         } => {
             let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
             let title = format!(
@@ -237,24 +243,36 @@ async fn main() -> anyhow::Result<()> {
                 profile,
                 source.bitrate / 1000
             );
-            let mut rows = Vec::new();
-            for kind in parse_servers(&servers)? {
-                eprintln!("running {} ...", kind.name());
-                let r = relay_run(
-                    kind,
-                    streams,
-                    source.clone(),
-                    ramp,
-                    Duration::from_secs(seconds),
-                    Duration::from_millis(tick_ms),
-                )
-                .await?;
-                if json {
-                    println!("{}", serde_json::to_string(&r)?);
+            let kinds = parse_servers(&servers)?;
+            let mut all = Vec::new();
+            for round in 0..rounds.max(1) {
+                let mut rows = Vec::new();
+                for i in 0..kinds.len() {
+                    let kind = kinds[(i + round) % kinds.len()];
+                    eprintln!("round {}: running {} ...", round + 1, kind.name());
+                    let r = relay_run(
+                        kind,
+                        streams,
+                        source.clone(),
+                        ramp,
+                        Duration::from_secs(seconds),
+                        Duration::from_millis(tick_ms),
+                    )
+                    .await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    }
+                    rows.push(r);
                 }
-                rows.push(r);
+                // Back in the order asked for.
+                rows.sort_by_key(|r| kinds.iter().position(|k| k.name() == r.server));
+                all.push(rows);
             }
-            print_table(&title, &rows);
+            if all.len() == 1 {
+                print_table(&title, &all[0]);
+            } else {
+                streamgate_bench::print_rounds(&title, &all);
+            }
         }
         Command::Ab {
             base,

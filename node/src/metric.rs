@@ -70,6 +70,15 @@ impl BatchedCounter {
         }
     }
 
+    /// [`BatchedCounter::add`] by its only user: no atomic operation.
+    pub fn add_owned(&mut self, n: u64) {
+        let pending = self.pending.get_mut();
+        *pending += n;
+        if *pending >= Self::STEP {
+            self.shared.increment(std::mem::take(pending));
+        }
+    }
+
     pub fn add(&self, n: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         if self.pending.fetch_add(n, Relaxed) + n >= Self::STEP {

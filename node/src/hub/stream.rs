@@ -112,7 +112,9 @@ impl LiveStream {
     }
 
     fn ms_at(&self, at: tokio::time::Instant) -> u64 {
-        at.saturating_duration_since(self.started).as_millis() as u64
+        // Not `as_millis`: its 128-bit arithmetic runs for every media message.
+        let d = at.saturating_duration_since(self.started);
+        d.as_secs() * 1000 + u64::from(d.subsec_millis())
     }
 
     /// How long since the publisher last sent media (since the start, before any).

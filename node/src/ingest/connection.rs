@@ -219,7 +219,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             out_chunk_size: cfg.chunk_size,
             ..ServerConfig::default()
         });
-        let mut events = Vec::new();
         let idle = cfg.idle_timeout;
         // Set up once, not per read: the idle deadline (re-armed only when it fires),
         // the shutdown signal, and (once publishing) the end of this publish.
@@ -238,33 +237,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         });
         let side_waker = Waker::from(side.clone());
         loop {
-            // Interpret everything buffered; requests that need an answer stop the
-            // session so that it is given before later messages are read.
-            loop {
-                session.handle_bytes(&mut self.buf, &mut events)?;
-                if events.is_empty() {
-                    break;
-                }
+            // Interpret everything buffered, one event at a time: a request that needs
+            // an answer is answered before later messages are read.
+            while let Some(ev) = session.next_event(&mut self.buf)? {
+                // Media, the bulk of the traffic, is handled without an await.
+                let Some(ev) = self.on_media(ev) else {
+                    continue;
+                };
+                self.flush_delivered();
                 let was_publishing = self.publish.is_some();
-                // The vector keeps its capacity from read to read.
-                let mut batch = std::mem::take(&mut events);
-                for ev in batch.drain(..) {
-                    // Media, the bulk of the traffic, is handled without an await.
-                    let ev = match self.on_media(ev) {
-                        Some(other) => other,
-                        None => continue,
-                    };
-                    if let Some(end) = self.on_event(&mut session, ev).await? {
-                        return Ok(end);
-                    }
-                }
-                events = batch;
-                if std::mem::take(&mut self.delivered) {
-                    // Everything this read brought was handed over: relays send it
-                    // in one write.
-                    if let Some(p) = &self.publish {
-                        p.stream.flush_subscribers();
-                    }
+                if let Some(end) = self.on_event(&mut session, ev).await? {
+                    return Ok(end);
                 }
                 if was_publishing && self.publish.is_none() {
                     // Unpublished but still connected: publish again within the deadline.
@@ -274,6 +257,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     side.fired.store(true, Ordering::Release);
                 }
             }
+            // Everything this read brought was handed over: relays send it in one write.
+            self.flush_delivered();
             if !session.is_trusted() && session.output().len() > PRE_PUBLISH_MAX_OUTPUT {
                 return Err(ConnectionError::PrePublishOutput(PRE_PUBLISH_MAX_OUTPUT));
             }
@@ -313,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Turn::Read(Ok(0)) => return Ok(End::ClientClosed),
                 Turn::Read(Ok(n)) => {
                     self.read_at = tokio::time::Instant::now();
-                    self.ingest_bytes.add(n as u64);
+                    self.ingest_bytes.add_owned(n as u64);
                 }
                 // RTMPS: encoders close without a TLS close_notify (OBS always does).
                 // RTMP frames its own messages, so nothing is truncated unseen: an
@@ -362,6 +347,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.buf.reserve(READ_RESERVE);
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(ConnectionError::ClosedInHandshake);
+            }
+        }
+    }
+
+    /// Has the publish's subscribers send what they were handed since the last flush.
+    fn flush_delivered(&mut self) {
+        if std::mem::take(&mut self.delivered) {
+            if let Some(p) = &self.publish {
+                p.stream.flush_subscribers();
             }
         }
     }

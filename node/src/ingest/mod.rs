@@ -87,8 +87,12 @@ impl IngestWorkers {
         };
         let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
+            // Sockets and timers only: no process or signal driver to look at on
+            // every turn (the node's subprocesses and signals live on the main
+            // runtime).
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             handles.push(rt.handle().clone());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();

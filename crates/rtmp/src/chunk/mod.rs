@@ -441,6 +441,90 @@ mod tests {
         use bytes::BytesMut;
         use proptest::prelude::*;
 
+        /// A chunk stream using every header type where the previous message of its
+        /// chunk stream allows it (type 3 for a new message too), extended timestamps
+        /// (repeated on continuation chunks), and the given chunk size. Each message
+        /// is (csid, one of four shapes, a seed choosing the header type).
+        fn encode_any_headers(chunk_size: u32, msgs: &[(u32, usize, u8)]) -> Vec<u8> {
+            // Shapes: (timestamp delta, length, type id, stream id).
+            const SHAPES: [(u32, usize, u8, u32); 4] = [
+                (40, 300, 9, 1),
+                (21, 7, 8, 1),
+                (0x0100_0000, 100, 9, 1),
+                (33, 0, 18, 0),
+            ];
+            let mut out = Vec::new();
+            let put_u24 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_be_bytes()[1..]);
+            // Set Chunk Size on csid 2 first.
+            out.extend_from_slice(&[2, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0]);
+            out.extend_from_slice(&chunk_size.to_be_bytes());
+            // Per chunk stream, as the reader sees it: (timestamp, delta, length, type,
+            // stream id, whether the last header carried an extended timestamp).
+            let mut last: std::collections::HashMap<u32, (u32, u32, usize, u8, u32, bool)> =
+                std::collections::HashMap::new();
+            for &(csid, shape, seed) in msgs {
+                let (delta, len, type_id, sid) = SHAPES[shape];
+                let prev = last.get(&csid).copied();
+                let ts = prev.map_or(delta, |p| p.0.wrapping_add(delta));
+                let allowed: Vec<u8> = match prev {
+                    None => vec![0],
+                    Some(p) => {
+                        let mut a = vec![0];
+                        if p.4 == sid {
+                            a.push(1);
+                            if p.2 == len && p.3 == type_id {
+                                a.push(2);
+                                if p.1 == delta {
+                                    a.push(3);
+                                }
+                            }
+                            // A repeated shape on a stream stays type 3 often.
+                            if p.1 == delta && p.2 == len && p.3 == type_id && seed % 2 == 0 {
+                                a.retain(|f| *f == 3);
+                            }
+                        }
+                        a
+                    }
+                };
+                let fmt = allowed[seed as usize % allowed.len()];
+                // After a type-0 header the reader's delta is its absolute field.
+                let field = if fmt == 0 { ts } else { delta };
+                let extended = field >= EXTENDED_TIMESTAMP;
+                out.push(fmt << 6 | csid as u8);
+                if fmt < 3 {
+                    put_u24(&mut out, field.min(EXTENDED_TIMESTAMP));
+                }
+                if fmt < 2 {
+                    put_u24(&mut out, len as u32);
+                    out.push(type_id);
+                }
+                if fmt == 0 {
+                    out.extend_from_slice(&sid.to_le_bytes());
+                }
+                // A type-3 header repeats the extended field of the last header.
+                let ext = if fmt == 3 {
+                    prev.is_some_and(|p| p.5)
+                } else {
+                    extended
+                };
+                if ext {
+                    out.extend_from_slice(&field.to_be_bytes());
+                }
+                let payload: Vec<u8> = (0..len).map(|i| (i as u8) ^ seed).collect();
+                for (i, piece) in payload.chunks(chunk_size as usize).enumerate() {
+                    if i > 0 {
+                        out.push(3 << 6 | csid as u8);
+                        if ext {
+                            out.extend_from_slice(&field.to_be_bytes());
+                        }
+                    }
+                    out.extend_from_slice(piece);
+                }
+                last.insert(csid, (ts, field, len, type_id, sid, ext));
+            }
+            out
+        }
+
         proptest! {
             #[test]
             fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
@@ -448,6 +532,47 @@ mod tests {
                 let mut buf = BytesMut::from(&bytes[..]);
                 while let Ok(Some(_)) = r.read(&mut buf) {}
                 prop_assert!(r.partial_bytes() <= 8192);
+            }
+
+            /// The fast path reads exactly what the general path reads, errors
+            /// included, whatever the header types (type-3 headers starting new
+            /// messages, extended timestamps), the chunk size and how the bytes are
+            /// split across reads.
+            #[test]
+            fn the_fast_path_reads_what_the_general_path_reads(
+                chunk_size in MIN_CHUNK_SIZE..300,
+                msgs in prop::collection::vec((2u32..6, 0usize..4, any::<u8>()), 1..40),
+                noise in prop::collection::vec(any::<u8>(), 0..16),
+                noise_at in 0usize..4000,
+                split in 1usize..400,
+            ) {
+                let mut bytes = encode_any_headers(chunk_size, &msgs);
+                if !noise.is_empty() {
+                    let at = noise_at.min(bytes.len());
+                    bytes.splice(at..at, noise);
+                }
+                let limits = ChunkLimits { max_message_size: 700, ..ChunkLimits::default() };
+                let run = |mut r: ChunkReader| {
+                    let mut got = Vec::new();
+                    let mut buf = BytesMut::new();
+                    for piece in bytes.chunks(split) {
+                        buf.extend_from_slice(piece);
+                        loop {
+                            match r.read(&mut buf) {
+                                Ok(Some(m)) => got.push(Ok(m)),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    got.push(Err(e));
+                                    return (got, r.bytes_consumed());
+                                }
+                            }
+                        }
+                    }
+                    (got, r.bytes_consumed())
+                };
+                let fast = run(ChunkReader::new(limits));
+                let general = run(ChunkReader::without_fast_path(limits));
+                prop_assert_eq!(fast, general);
             }
 
             #[test]

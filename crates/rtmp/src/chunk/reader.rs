@@ -92,9 +92,16 @@ pub struct ChunkReader {
     chunk_size: u32,
     /// Limits in force for this connection.
     limits: ChunkLimits,
-    /// State per chunk stream (a handful, at most `max_chunk_streams`: a list beats a
-    /// hash map).
+    /// State per chunk stream, in order of first use (a handful, at most
+    /// `max_chunk_streams`).
     streams: Vec<ChunkStreamState>,
+    /// Where the one-byte chunk stream ids (2..=63, the ones encoders use) are in
+    /// `streams`, plus one (0: not seen): one small array instead of a search through
+    /// the states for every chunk. Larger ids are searched for.
+    slots: [u8; 64],
+    /// Whether [`ChunkReader::read_whole`] is tried first (off only in tests that hold
+    /// it to the general path).
+    fast_path: bool,
     /// Sum of `partial.len()` over all chunk streams.
     partial_bytes: usize,
     /// Total bytes consumed from the input, for acknowledgements.
@@ -123,8 +130,19 @@ impl ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
             limits,
             streams: Vec::new(),
+            slots: [0; 64],
+            fast_path: true,
             partial_bytes: 0,
             bytes_consumed: 0,
+        }
+    }
+
+    /// A reader that always takes the general path (to test the fast one against).
+    #[doc(hidden)]
+    pub fn without_fast_path(limits: ChunkLimits) -> Self {
+        Self {
+            fast_path: false,
+            ..Self::new(limits)
         }
     }
 
@@ -154,11 +172,17 @@ impl ChunkReader {
     /// are applied here and not returned.
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<RawMessage>, ChunkError> {
         loop {
-            let Some(chunk) = self.parse_chunk(buf)? else {
-                return Ok(None);
-            };
-            let Some(msg) = self.apply_chunk(chunk, buf)? else {
-                continue;
+            let msg = match self.read_whole(buf) {
+                Some(msg) => msg,
+                None => {
+                    let Some(chunk) = self.parse_chunk(buf)? else {
+                        return Ok(None);
+                    };
+                    let Some(msg) = self.apply_chunk(chunk, buf)? else {
+                        continue;
+                    };
+                    msg
+                }
             };
             match msg.type_id {
                 MSG_SET_CHUNK_SIZE => self.apply_set_chunk_size(&msg.payload)?,
@@ -166,6 +190,78 @@ impl ChunkReader {
                 _ => return Ok(Some(msg)),
             }
         }
+    }
+
+    /// The usual chunk in one pass: a one-byte basic header (chunk streams 2..=63) on
+    /// a chunk stream seen before, no extended timestamp, starting a message and
+    /// holding all of it, entirely in `buf`. `None` for anything else, which the
+    /// general path ([`ChunkReader::parse_chunk`], [`ChunkReader::apply_chunk`])
+    /// handles, limits and errors included: this only skips its bookkeeping.
+    #[inline]
+    fn read_whole(&mut self, buf: &mut BytesMut) -> Option<RawMessage> {
+        if !self.fast_path {
+            return None;
+        }
+        let b0 = *buf.first()?;
+        let fmt = b0 >> 6;
+        let csid = u32::from(b0 & 0x3f);
+        let slot = *self.slots.get(csid as usize)?;
+        if csid < 2 || slot == 0 {
+            return None;
+        }
+        let st = &mut self.streams[slot as usize - 1];
+        if st.in_progress || st.last.extended.is_some() {
+            return None;
+        }
+        let header_len = [12usize, 8, 4, 1][fmt as usize];
+        let h = buf.get(1..header_len)?;
+        let last = st.last;
+        let next = if fmt == 3 {
+            LastHeader {
+                timestamp: last.timestamp.wrapping_add(last.delta),
+                ..last
+            }
+        } else {
+            let field = read_u24(h);
+            if field == EXTENDED_TIMESTAMP {
+                return None;
+            }
+            let (length, type_id) = if fmt <= 1 {
+                (read_u24(&h[3..]), h[6])
+            } else {
+                (last.length, last.type_id)
+            };
+            let (timestamp, stream_id) = if fmt == 0 {
+                (field, u32::from_le_bytes([h[7], h[8], h[9], h[10]]))
+            } else {
+                (last.timestamp.wrapping_add(field), last.stream_id)
+            };
+            LastHeader {
+                timestamp,
+                delta: field,
+                length,
+                type_id,
+                stream_id,
+                extended: None,
+            }
+        };
+        let len = next.length as usize;
+        if next.length > self.limits.max_message_size
+            || next.length > self.chunk_size
+            || buf.len() < header_len + len
+        {
+            return None;
+        }
+        st.last = next;
+        buf.advance(header_len);
+        self.bytes_consumed += (header_len + len) as u64;
+        Some(RawMessage {
+            csid,
+            timestamp: next.timestamp,
+            type_id: next.type_id,
+            stream_id: next.stream_id,
+            payload: buf.split_to(len).freeze(),
+        })
     }
 
     fn apply_set_chunk_size(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
@@ -186,12 +282,21 @@ impl ChunkReader {
 
     fn apply_abort(&mut self, payload: &[u8]) -> Result<(), ChunkError> {
         let csid = read_u32(payload).ok_or(ChunkError::BadControlMessage("Abort Message"))?;
-        if let Some(s) = self.streams.iter_mut().find(|s| s.csid == csid) {
+        if let Some(i) = self.slot(csid) {
+            let s = &mut self.streams[i];
             self.partial_bytes -= s.partial.len();
             s.partial = BytesMut::new();
             s.in_progress = false;
         }
         Ok(())
+    }
+
+    /// Where the state of chunk stream `csid` is in `streams`.
+    fn slot(&self, csid: u32) -> Option<usize> {
+        match self.slots.get(csid as usize) {
+            Some(&0) | None => self.streams.iter().position(|s| s.csid == csid),
+            Some(&i) => Some(i as usize - 1),
+        }
     }
 
     /// Parses the chunk at the front of `buf` without consuming anything. `None` when the
@@ -213,7 +318,7 @@ impl ChunkReader {
             n => (n as u32, 1),
         };
 
-        let slot = self.streams.iter().position(|s| s.csid == csid);
+        let slot = self.slot(csid);
         let prev = slot.map(|i| &self.streams[i]);
         if prev.is_none() {
             if fmt != 0 {
@@ -332,7 +437,13 @@ impl ChunkReader {
                     csid: c.csid,
                     ..ChunkStreamState::default()
                 });
-                self.streams.len() - 1
+                let i = self.streams.len() - 1;
+                if let Some(slot) = self.slots.get_mut(c.csid as usize) {
+                    // At most `max_chunk_streams` entries; a limit above 255 falls
+                    // back to the search.
+                    *slot = u8::try_from(i + 1).unwrap_or(0);
+                }
+                i
             }
         };
         let st = &mut self.streams[i];

@@ -19,6 +19,9 @@ use super::{reader::DEFAULT_CHUNK_SIZE, RawMessage, EXTENDED_TIMESTAMP};
 /// atomic count on a cache line other threads touch) and an iovec of its own.
 pub const COPY_LIMIT: usize = 4096;
 
+/// Chunk stream ids below this have their last header at a fixed place.
+const SMALL_CSIDS: usize = 8;
+
 /// Spare copy buffers kept per thread, and the largest one kept.
 const SPARE_BUFFERS: usize = 8;
 const SPARE_CAPACITY: usize = 64 * 1024;
@@ -55,7 +58,7 @@ fn give_spare(mut b: BytesMut) {
 }
 
 /// Header fields of the last message written on one chunk stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct LastHeader {
     csid: u32,
     timestamp: u32,
@@ -117,6 +120,17 @@ impl OutputQueue {
         self.len += data.len();
     }
 
+    /// Queues a copy of `a` then `b` (a header and its payload).
+    fn push_two(&mut self, a: &[u8], b: &[u8]) {
+        if self.tail.capacity() == 0 {
+            self.tail = take_spare();
+        }
+        self.tail.reserve(a.len() + b.len());
+        self.tail.extend_from_slice(a);
+        self.tail.extend_from_slice(b);
+        self.len += a.len() + b.len();
+    }
+
     /// Fills `dst` with slices for a vectored write; returns how many were set.
     pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
@@ -176,9 +190,11 @@ impl OutputQueue {
 pub struct ChunkWriter {
     /// Outgoing chunk size (announce it with Set Chunk Size before changing it).
     chunk_size: u32,
-    /// Last header per chunk stream, for header compression (a handful of chunk
-    /// streams: a list beats a hash map).
-    last: Vec<LastHeader>,
+    /// Last header per chunk stream, for header compression: chunk streams below
+    /// [`SMALL_CSIDS`] (the ones sessions send on) by index (a `csid` of 0: none
+    /// yet), others in a list.
+    last: [LastHeader; SMALL_CSIDS],
+    more: Vec<LastHeader>,
 }
 
 impl Default for ChunkWriter {
@@ -191,7 +207,8 @@ impl ChunkWriter {
     pub fn new() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
-            last: Vec::new(),
+            last: [LastHeader::default(); SMALL_CSIDS],
+            more: Vec::new(),
         }
     }
 
@@ -238,7 +255,21 @@ impl ChunkWriter {
         };
         // Choose the smallest header the previous message allows. Timestamps going
         // backwards (or a new stream id) need an absolute type-0 header.
-        let (fmt, ts_field) = match self.last.iter_mut().find(|l| l.csid == csid) {
+        let slot = match self.last.get_mut(csid as usize) {
+            Some(l) if l.csid == csid => Some(l),
+            Some(l) => {
+                *l = next;
+                None
+            }
+            None => {
+                let found = self.more.iter().position(|l| l.csid == csid);
+                if found.is_none() {
+                    self.more.push(next);
+                }
+                found.map(|i| &mut self.more[i])
+            }
+        };
+        let (fmt, ts_field) = match slot {
             Some(p) => {
                 let prev = std::mem::replace(p, next);
                 if prev.stream_id == stream_id && timestamp >= prev.timestamp {
@@ -252,10 +283,7 @@ impl ChunkWriter {
                     (0u8, timestamp)
                 }
             }
-            None => {
-                self.last.push(next);
-                (0u8, timestamp)
-            }
+            None => (0u8, timestamp),
         };
         let extended = ts_field >= EXTENDED_TIMESTAMP;
 
@@ -284,9 +312,13 @@ impl ChunkWriter {
             h[n..n + 4].copy_from_slice(&ts_field.to_be_bytes());
             n += 4;
         }
-        out.push_slice(&h[..n]);
-
         let chunk = self.chunk_size as usize;
+        if payload.len() <= chunk && payload.len() <= COPY_LIMIT {
+            // The usual message: one chunk, copied with its header in one go.
+            out.push_two(&h[..n], payload);
+            return;
+        }
+        out.push_slice(&h[..n]);
         let mut offset = 0;
         loop {
             let end = (offset + chunk).min(payload.len());

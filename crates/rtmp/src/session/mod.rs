@@ -134,6 +134,17 @@ impl Transport {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<Message>, SessionError> {
+        let Some(raw) = self.next_raw(buf)? else {
+            return Ok(None);
+        };
+        self.interpret(raw).map(Some)
+    }
+
+    /// Reads the next message without interpreting it; acknowledges on the way.
+    pub(crate) fn next_raw(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<RawMessage>, SessionError> {
         let Some(raw) = self.reader.read(buf)? else {
             return Ok(None);
         };
@@ -143,10 +154,16 @@ impl Transport {
             // The sequence number is the running total, wrapping at 2^32.
             self.send(&message::acknowledgement(received as u32));
         }
+        Ok(Some(raw))
+    }
+
+    /// Decodes a message [`Transport::next_raw`] returned, answering pings and taking
+    /// note of the peer's acknowledgement window.
+    pub(crate) fn interpret(&mut self, raw: RawMessage) -> Result<Message, SessionError> {
         if !self.decode_data
             && matches!(raw.type_id, message::MSG_DATA_AMF0 | message::MSG_DATA_AMF3)
         {
-            return Ok(Some(Message::Other(raw)));
+            return Ok(Message::Other(raw));
         }
         let msg = Message::decode(raw)?;
         match &msg {
@@ -156,7 +173,7 @@ impl Transport {
             }
             _ => {}
         }
-        Ok(Some(msg))
+        Ok(msg)
     }
 }
 

@@ -8,6 +8,8 @@
 //! NetStream.Publish.BadName). `Publish.Start` is never sent before the driver
 //! accepted the name.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 
 use super::{SessionError, StreamName, Transport, DEFAULT_WINDOW_ACK_SIZE};
@@ -92,29 +94,53 @@ enum StreamState {
 }
 
 /// The message streams of a connection and their states: at most
-/// [`MAX_STREAMS_PER_CONNECTION`], looked up for every media message (a list beats a
-/// hash map).
-#[derive(Debug, Default)]
-struct StreamTable(Vec<(u32, StreamState)>);
+/// [`MAX_STREAMS_PER_CONNECTION`], looked up for every media message, so kept in a
+/// small array inside the session.
+#[derive(Debug)]
+struct StreamTable {
+    entries: [(u32, StreamState); MAX_STREAMS_PER_CONNECTION],
+    len: usize,
+}
+
+impl Default for StreamTable {
+    fn default() -> Self {
+        StreamTable {
+            entries: [(0, StreamState::Created); MAX_STREAMS_PER_CONNECTION],
+            len: 0,
+        }
+    }
+}
 
 impl StreamTable {
-    fn get(&self, id: u32) -> Option<StreamState> {
-        self.0.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
+    fn iter(&self) -> impl Iterator<Item = &(u32, StreamState)> {
+        self.entries[..self.len].iter()
     }
 
+    fn get(&self, id: u32) -> Option<StreamState> {
+        self.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
+    }
+
+    /// Sets the state of stream `id`; a new stream beyond the capacity is ignored
+    /// (createStream checks the count first).
     fn insert(&mut self, id: u32, state: StreamState) {
-        match self.0.iter_mut().find(|(i, _)| *i == id) {
-            Some(slot) => slot.1 = state,
-            None => self.0.push((id, state)),
+        if let Some(slot) = self.entries[..self.len].iter_mut().find(|(i, _)| *i == id) {
+            slot.1 = state;
+        } else if self.len < MAX_STREAMS_PER_CONNECTION {
+            self.entries[self.len] = (id, state);
+            self.len += 1;
         }
     }
 
     fn remove(&mut self, id: u32) {
-        self.0.retain(|(i, _)| *i != id);
+        let found = self.iter().position(|(s, _)| *s == id);
+        if let Some(i) = found {
+            self.entries.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+        }
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 }
 
@@ -140,6 +166,9 @@ pub struct ServerSession {
     next_stream_id: u32,
     /// A publish was accepted: the looser limits apply.
     trusted: bool,
+    /// Events of the last message not handed out yet (FCUnpublish can end several
+    /// streams).
+    pending: VecDeque<ServerEvent>,
 }
 
 impl ServerSession {
@@ -152,6 +181,7 @@ impl ServerSession {
             streams: StreamTable::default(),
             next_stream_id: 1,
             trusted: false,
+            pending: VecDeque::new(),
         }
     }
 
@@ -179,39 +209,71 @@ impl ServerSession {
         buf: &mut BytesMut,
         events: &mut Vec<ServerEvent>,
     ) -> Result<(), SessionError> {
-        while let Some(msg) = self.transport.next_message(buf)? {
-            let before = events.len();
-            self.handle_message(msg, events)?;
-            if events[before..].iter().any(|e| {
-                matches!(
-                    e,
-                    ServerEvent::ConnectRequested { .. } | ServerEvent::PublishRequested { .. }
-                )
-            }) {
+        while let Some(ev) = self.next_event(buf)? {
+            let answer_first = matches!(
+                ev,
+                ServerEvent::ConnectRequested { .. } | ServerEvent::PublishRequested { .. }
+            );
+            events.push(ev);
+            if answer_first {
                 break;
             }
         }
         Ok(())
     }
 
-    fn handle_message(
-        &mut self,
-        msg: Message,
-        events: &mut Vec<ServerEvent>,
-    ) -> Result<(), SessionError> {
+    /// The next thing that happened in the received bytes (after the handshake), one
+    /// at a time, so that the driver acts on each (answers a publish request, say)
+    /// before later messages are interpreted. `None`: more bytes are needed.
+    ///
+    /// Audio and video of a publishing stream, the bulk of the traffic, come out as
+    /// they arrived, without going through the generic message decoding.
+    pub fn next_event(&mut self, buf: &mut BytesMut) -> Result<Option<ServerEvent>, SessionError> {
+        if let Some(ev) = self.pending.pop_front() {
+            return Ok(Some(ev));
+        }
+        loop {
+            let Some(raw) = self.transport.next_raw(buf)? else {
+                return Ok(None);
+            };
+            match raw.type_id {
+                message::MSG_AUDIO | message::MSG_VIDEO => {
+                    // Media before an accepted publish is dropped.
+                    if self.is_publishing(raw.stream_id) {
+                        return Ok(Some(if raw.type_id == message::MSG_AUDIO {
+                            ServerEvent::Audio(raw)
+                        } else {
+                            ServerEvent::Video(raw)
+                        }));
+                    }
+                }
+                _ => {
+                    let msg = self.transport.interpret(raw)?;
+                    self.handle_message(msg)?;
+                    if let Some(ev) = self.pending.pop_front() {
+                        return Ok(Some(ev));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on a message other than media; what the driver must know goes to
+    /// `pending`.
+    fn handle_message(&mut self, msg: Message) -> Result<(), SessionError> {
         match msg {
-            Message::Command(cmd) => self.handle_command(cmd, events),
+            Message::Command(cmd) => self.handle_command(cmd),
             Message::Audio(raw) if self.is_publishing(raw.stream_id) => {
-                events.push(ServerEvent::Audio(raw));
+                self.pending.push_back(ServerEvent::Audio(raw));
                 Ok(())
             }
             Message::Video(raw) if self.is_publishing(raw.stream_id) => {
-                events.push(ServerEvent::Video(raw));
+                self.pending.push_back(ServerEvent::Video(raw));
                 Ok(())
             }
             Message::Data { values, raw } if self.is_publishing(raw.stream_id) => {
                 if let Some(payload) = message::metadata_payload(&values, &raw.payload) {
-                    events.push(ServerEvent::Metadata {
+                    self.pending.push_back(ServerEvent::Metadata {
                         stream_id: raw.stream_id,
                         timestamp: raw.timestamp,
                         payload,
@@ -224,11 +286,7 @@ impl ServerSession {
         }
     }
 
-    fn handle_command(
-        &mut self,
-        cmd: Command,
-        events: &mut Vec<ServerEvent>,
-    ) -> Result<(), SessionError> {
+    fn handle_command(&mut self, cmd: Command) -> Result<(), SessionError> {
         let connected = self.connect == ConnectState::Connected;
         match cmd.name.as_str() {
             "connect" => {
@@ -248,7 +306,7 @@ impl ServerSession {
                 self.connect = ConnectState::ConnectPending {
                     transaction_id: cmd.transaction_id as u64,
                 };
-                events.push(ServerEvent::ConnectRequested {
+                self.pending.push_back(ServerEvent::ConnectRequested {
                     app: app.to_owned(),
                 });
             }
@@ -276,7 +334,7 @@ impl ServerSession {
                     .and_then(|a| a.as_str())
                     .unwrap_or_default();
                 self.streams.insert(sid, StreamState::PublishPending);
-                events.push(ServerEvent::PublishRequested {
+                self.pending.push_back(ServerEvent::PublishRequested {
                     stream_id: sid,
                     name: StreamName::new(name),
                 });
@@ -291,7 +349,6 @@ impl ServerSession {
                 let ended: Vec<u32> =
                     if cmd.name == "FCUnpublish" || self.streams.get(sid).is_none() {
                         self.streams
-                            .0
                             .iter()
                             .filter(|(_, s)| *s == StreamState::Publishing)
                             .map(|(id, _)| *id)
@@ -302,7 +359,8 @@ impl ServerSession {
                 for id in ended {
                     if self.streams.get(id) == Some(StreamState::Publishing) {
                         self.streams.insert(id, StreamState::Created);
-                        events.push(ServerEvent::Unpublished { stream_id: id });
+                        self.pending
+                            .push_back(ServerEvent::Unpublished { stream_id: id });
                     }
                 }
                 if cmd.name == "deleteStream" {
