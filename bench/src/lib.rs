@@ -5,6 +5,8 @@
 //!   nginx-rtmp and (with `SRS_BIN`) SRS, one after the other; one table of server CPU,
 //!   RSS, connection success, bytes relayed and relay delay.
 //! - `sgbench ab`: two streamgate builds relaying at the same time, to measure a change.
+//! - `sgbench pair`: servers relaying at the same time, for ratios the machine's drift
+//!   does not move.
 //! - `sgbench storm`: many publishers connecting within a second.
 //! - `sgbench auth`: publish-to-onStatus latency, cold and warm cache, SQLite or Postgres.
 //! - `sgbench thumbs`: how many channels one thumbnail worker keeps fresh.
@@ -246,6 +248,14 @@ pub async fn relay_run(
     })
 }
 
+/// What `sgbench ab` and `sgbench pair` run side by side: a streamgate build, or any
+/// server kind.
+#[derive(Debug, Clone)]
+pub enum Contender {
+    Build(PathBuf),
+    Kind(ServerKind),
+}
+
 /// One round of `sgbench ab`: two streamgate builds relaying at the same time, `n`
 /// publishers each, from one generator to one sink, so that both see the same machine
 /// at the same moment (a sequential comparison drifts with the machine's load by more
@@ -258,15 +268,36 @@ pub async fn ab_round(
     window: Duration,
     tick: Duration,
 ) -> anyhow::Result<[f64; 2]> {
+    let contenders = bins.map(|b| Contender::Build(b.to_path_buf()));
+    let r = side_by_side(&contenders, n, source, ramp, window, tick).await?;
+    Ok([r[0], r[1]])
+}
+
+/// Every contender relaying at the same time, `n` publishers each, from one generator
+/// to one sink; returns the CPU per stream-second of each, in ms.
+pub async fn side_by_side(
+    contenders: &[Contender],
+    n: usize,
+    source: Arc<FlvSource>,
+    ramp: f64,
+    window: Duration,
+    tick: Duration,
+) -> anyhow::Result<Vec<f64>> {
     let (listener, sink) = Sink::bind().await?;
     let sink_port = listener.local_addr()?.port();
     tokio::spawn(sink.clone().serve(listener));
     let mut servers = Vec::new();
-    for bin in bins {
-        servers.push(Server::start_streamgate_bin(bin, n, Some(sink_port), None, None, 0).await?);
+    for c in contenders {
+        servers.push(match c {
+            Contender::Build(bin) => {
+                Server::start_streamgate_bin(bin, n, Some(sink_port), None, None, 0).await?
+            }
+            Contender::Kind(kind) => Server::start(*kind, n, Some(sink_port)).await?,
+        });
     }
+    let k = servers.len();
     let stats = Arc::new(GeneratorStats::default());
-    let ramp_time = Duration::from_secs_f64(2.0 * n as f64 / ramp);
+    let ramp_time = Duration::from_secs_f64(k as f64 * n as f64 / ramp);
     let warmup = Duration::from_secs(5);
     let stop_at = Instant::now() + ramp_time + warmup + window + Duration::from_secs(2);
     // The two sets of publishers ramp up together.
@@ -277,7 +308,7 @@ pub async fn ab_round(
             &source,
             &sink,
             &stats,
-            ramp / 2.0,
+            ramp / k as f64,
             tick,
             stop_at,
         ));
@@ -297,11 +328,13 @@ pub async fn ab_round(
     }
     let connected = stats.connected.load(Ordering::Relaxed);
     anyhow::ensure!(
-        connected as usize == 2 * n && relayed == 2 * n,
+        connected as usize == k * n && relayed == k * n,
         "not every stream was relayed: {connected} publishing, {relayed} at the sink, of {}",
-        2 * n
+        k * n
     );
-    Ok([0, 1].map(|i| (cpu1[i] - cpu0[i]) * 1000.0 / (secs * n as f64)))
+    Ok((0..k)
+        .map(|i| (cpu1[i] - cpu0[i]) * 1000.0 / (secs * n as f64))
+        .collect())
 }
 
 fn print_row(r: &Outcome) {
@@ -459,10 +492,11 @@ pub fn parse_servers(list: &str) -> anyhow::Result<Vec<ServerKind>> {
             "nginx" => Ok(ServerKind::Nginx),
             "srs" => Ok(ServerKind::Srs),
             "floor" => Ok(ServerKind::BytePipe),
+            "streamgate-spread" => Ok(ServerKind::StreamgateSpread),
             other => match other.strip_prefix("streamgate-w").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 0 => Ok(ServerKind::StreamgateWorkers(n)),
                 _ => anyhow::bail!(
-                    "unknown server {other:?} (streamgate, streamgate-thumbs, streamgate-wN, nginx, srs, floor)"
+                    "unknown server {other:?} (streamgate, streamgate-thumbs, streamgate-wN, streamgate-spread, nginx, srs, floor)"
                 ),
             },
         })

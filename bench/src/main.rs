@@ -40,7 +40,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
         /// Comma-separated: streamgate, streamgate-thumbs (thumbnails on),
-        /// streamgate-wN (rtmp.workers = N), nginx, srs (SRS_BIN, or the binary in
+        /// streamgate-wN (rtmp.workers = N), streamgate-spread (rtmp.placement =
+        /// "spread"), nginx, srs (SRS_BIN, or the binary in
         /// ../shared/peers/srs), floor (a byte pipe: nginx stream proxy to the sink).
         #[arg(long, default_value = "streamgate,nginx,srs,floor")]
         servers: String,
@@ -68,6 +69,28 @@ enum Command {
         #[arg(long)]
         new: PathBuf,
         /// Publishers per build.
+        #[arg(long, default_value_t = 500)]
+        streams: usize,
+        #[arg(long, value_enum, default_value_t = Profile::P360)]
+        profile: Profile,
+        #[arg(long, default_value_t = 200.0)]
+        ramp: f64,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20)]
+        tick_ms: u64,
+    },
+    /// Servers relaying at the same time (N publishers each, one generator, one
+    /// sink), in rounds that rotate their start order: the CPU per stream-second of
+    /// each and the ratios of streamgate to each peer within each round. Running them
+    /// together, the drift of the machine's load affects them alike.
+    Pair {
+        /// Comma-separated, as for compare.
+        #[arg(long, default_value = "streamgate,nginx")]
+        servers: String,
+        /// Publishers per server.
         #[arg(long, default_value_t = 500)]
         streams: usize,
         #[arg(long, value_enum, default_value_t = Profile::P360)]
@@ -314,6 +337,86 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
             println!("new / base: mean {mean:.3} (from {lo:.3} to {hi:.3}) over {rounds} rounds");
+        }
+        Command::Pair {
+            servers,
+            streams,
+            profile,
+            ramp,
+            seconds,
+            rounds,
+            tick_ms,
+        } => {
+            let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
+            let kinds = parse_servers(&servers)?;
+            let names: Vec<String> = kinds.iter().map(|k| k.name()).collect();
+            println!(
+                "\nside by side, {streams} publishers of {:?} each ({} servers at once), {seconds} s window",
+                profile,
+                kinds.len()
+            );
+            println!(
+                "| round | {} |",
+                names
+                    .iter()
+                    .map(|n| format!("{n} ms per stream-s"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            println!("|---|{}", "---|".repeat(kinds.len()));
+            let mut results: Vec<Vec<f64>> = Vec::new();
+            for round in 0..rounds {
+                // Rotate which server starts first (and gets the first ports).
+                let order: Vec<usize> = (0..kinds.len())
+                    .map(|i| (i + round) % kinds.len())
+                    .collect();
+                let contenders: Vec<streamgate_bench::Contender> = order
+                    .iter()
+                    .map(|&i| streamgate_bench::Contender::Kind(kinds[i]))
+                    .collect();
+                let r = streamgate_bench::side_by_side(
+                    &contenders,
+                    streams,
+                    source.clone(),
+                    ramp,
+                    Duration::from_secs(seconds),
+                    Duration::from_millis(tick_ms),
+                )
+                .await?;
+                let mut by_kind = vec![0.0; kinds.len()];
+                for (j, &i) in order.iter().enumerate() {
+                    by_kind[i] = r[j];
+                }
+                println!(
+                    "| {} | {} |",
+                    round + 1,
+                    by_kind
+                        .iter()
+                        .map(|v| format!("{v:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+                results.push(by_kind);
+            }
+            for (a, an) in names.iter().enumerate() {
+                if !an.starts_with("streamgate") {
+                    continue;
+                }
+                for (b, bn) in names.iter().enumerate() {
+                    if bn.starts_with("streamgate") {
+                        continue;
+                    }
+                    let mut v: Vec<f64> = results.iter().map(|r| r[a] / r[b]).collect();
+                    v.sort_by(|x, y| x.total_cmp(y));
+                    println!(
+                        "ratio {an} / {bn}: CPU per stream {:.2}x (median of {} rounds; {:.2}x to {:.2}x)",
+                        v[v.len() / 2],
+                        v.len(),
+                        v[0],
+                        v[v.len() - 1]
+                    );
+                }
+            }
         }
         Command::Sink { listen, every_s } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;

@@ -20,6 +20,8 @@ pub enum ServerKind {
     StreamgateThumbs,
     /// streamgate with `rtmp.workers` ingest threads.
     StreamgateWorkers(usize),
+    /// streamgate with `rtmp.placement = "spread"` (round-robin over the threads).
+    StreamgateSpread,
     Nginx,
     Srs,
     /// The floor: a TCP proxy between the publishers and the sink that parses nothing
@@ -33,6 +35,7 @@ impl ServerKind {
             ServerKind::Streamgate => "streamgate".into(),
             ServerKind::StreamgateThumbs => "streamgate+thumbnails".into(),
             ServerKind::StreamgateWorkers(n) => format!("streamgate workers={n}"),
+            ServerKind::StreamgateSpread => "streamgate placement=spread".into(),
             ServerKind::Nginx => "nginx-rtmp".into(),
             ServerKind::Srs => "srs".into(),
             ServerKind::BytePipe => "byte-pipe".into(),
@@ -106,6 +109,10 @@ impl Server {
             ServerKind::StreamgateWorkers(w) => {
                 Self::start_streamgate_with(n, sink_port, None, None, w).await
             }
+            ServerKind::StreamgateSpread => {
+                let bin = sibling_binary("streamgate")?;
+                Self::start_streamgate_config(&bin, n, sink_port, None, None, 0, "spread").await
+            }
             ServerKind::Nginx => Self::start_nginx(n, sink_port),
             ServerKind::Srs => Self::start_srs(n, sink_port),
             ServerKind::BytePipe => Self::start_byte_pipe(
@@ -149,6 +156,19 @@ impl Server {
         thumbnails: Option<&str>,
         workers: usize,
     ) -> anyhow::Result<Server> {
+        Self::start_streamgate_config(bin, n, sink_port, pg, thumbnails, workers, "pack").await
+    }
+
+    /// [`Server::start_streamgate_bin`] with an `rtmp.placement`.
+    pub async fn start_streamgate_config(
+        bin: &Path,
+        n: usize,
+        sink_port: Option<u16>,
+        pg: Option<&PrivatePostgres>,
+        thumbnails: Option<&str>,
+        workers: usize,
+        placement: &str,
+    ) -> anyhow::Result<Server> {
         let dir = temp_dir("sg");
         let mut config = streamgate::config::Config::default();
         config.database.url = match pg {
@@ -189,7 +209,7 @@ impl Server {
             .unwrap_or_default();
         let thumbnails = thumbnails.unwrap_or("enabled = false");
         let text = format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\n\
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\nplacement = \"{placement}\"\n\
              max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\

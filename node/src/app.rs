@@ -217,7 +217,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         authorizer,
         &config.status,
     ));
-    let workers = IngestWorkers::start(config.rtmp.workers)?;
+    let workers = IngestWorkers::start(config.rtmp.workers, config.rtmp.placement)?;
     let listener = Listener::bind(ctx.clone(), workers.clone(), config.rtmp.listen, None).await?;
     let rtmps = if config.rtmps.enabled {
         let identity = TlsIdentity::load(&config.rtmps.cert_file, &config.rtmps.key_file)
@@ -258,6 +258,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         node_id,
         dead_after: config.status.dead_after(),
+        ingest: workers.clone(),
     });
     let limits = http::server::HttpLimits {
         max_connections: config.http.max_connections,

@@ -15,6 +15,10 @@ pub const CONNECTIONS_OPEN: &str = "streamgate_connections_open";
 pub const CONNECTIONS_PENDING: &str = "streamgate_connections_pending";
 /// Live publishes on this node.
 pub const LIVE_STREAMS: &str = "streamgate_live_streams";
+/// Per ingest thread: connections on it, and seconds it was awake (its rate is the
+/// share of a core the thread uses; see `rtmp.placement`).
+pub const INGEST_THREAD_CONNECTIONS: &str = "streamgate_ingest_thread_connections";
+pub const INGEST_THREAD_BUSY: &str = "streamgate_ingest_thread_busy_seconds_total";
 /// Bytes read from RTMP clients (after TLS).
 pub const INGEST_BYTES: &str = "streamgate_ingest_bytes_total";
 /// Publish requests by outcome (`accepted`, `unknown_key`, `unavailable`), and how long
@@ -110,6 +114,14 @@ pub fn describe() {
         "connections without an accepted publish"
     );
     describe_gauge!(LIVE_STREAMS, "live publishes on this node");
+    describe_gauge!(
+        INGEST_THREAD_CONNECTIONS,
+        "connections on each ingest thread (rtmp.placement)"
+    );
+    describe_counter!(
+        INGEST_THREAD_BUSY,
+        "seconds each ingest thread was awake; its rate is the share of a core it uses"
+    );
     describe_counter!(
         TAKEOVERS,
         "publishes taken over by a newer publish of their channel, by where (node, fleet)"

@@ -65,6 +65,14 @@ fn metrics_move_with_a_publish_and_never_carry_a_key() {
     })
     .expect("a thumbnail counted");
     assert_eq!(value(&during, "streamgate_live_streams"), 1.0, "{during}");
+    // The publisher's connection is on one of the ingest threads.
+    let on_threads: f64 = during
+        .lines()
+        .filter(|l| l.starts_with("streamgate_ingest_thread_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(on_threads, 1.0, "{during}");
+    assert!(during.contains("streamgate_ingest_thread_busy_seconds_total{thread=\"0\"}"));
     assert!(
         value(
             &during,

@@ -25,7 +25,7 @@ pub use auth::{AuthConfig, StatusConfig};
 pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
 pub use log::{LogConfig, LogFormat};
 pub use relay::RelayConfig;
-pub use rtmp::{HttpConfig, RtmpConfig, RtmpsConfig};
+pub use rtmp::{HttpConfig, Placement, RtmpConfig, RtmpsConfig};
 pub use target::{RelayUrl, TargetError, TargetTemplate, TemplateValues, PLACEHOLDERS};
 pub use thumbnails::{ThumbnailConfig, ThumbnailDecoder};
 

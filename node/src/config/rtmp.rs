@@ -10,6 +10,19 @@ use super::duration::{addr_str, duration_str};
 use super::{chunk_size, invalid, positive, ConfigError};
 use crate::peer::Cidr;
 
+/// How new connections are dealt to the ingest threads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Fill the first thread up to half a core of measured load, then the next, and
+    /// when every thread is that busy, the least busy one: a thread that has more to do
+    /// sleeps and wakes up less often per message, and each wake-up costs the kernel
+    /// a context switch. Until there is enough load to measure, round-robin.
+    Pack,
+    /// Round-robin over all threads.
+    Spread,
+}
+
 /// `[rtmp]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -55,6 +68,8 @@ pub struct RtmpConfig {
     pub max_partial_bytes: usize,
     /// Ingest threads (each a single-threaded runtime); 0: one per core.
     pub workers: usize,
+    /// How new connections are dealt to the ingest threads.
+    pub placement: Placement,
     /// Load balancers whose connections start with a PROXY protocol header (v1 or
     /// v2) naming the real client.
     pub trusted_proxies: Vec<Cidr>,
@@ -80,6 +95,7 @@ impl Default for RtmpConfig {
             max_chunk_streams: 64,
             max_partial_bytes: 16 * 1024 * 1024,
             workers: 0,
+            placement: Placement::Pack,
             trusted_proxies: Vec::new(),
         }
     }

@@ -54,6 +54,8 @@ pub struct AdminState {
     pub node_id: String,
     /// `status.dead_after`.
     pub dead_after: Duration,
+    /// The ingest threads (their connections and load).
+    pub ingest: Arc<crate::ingest::IngestWorkers>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -77,6 +79,15 @@ async fn scrape(State(s): State<AdminState>) -> Response {
     metrics::gauge!(metric::OUTBOX_PENDING).set(s.outbox.pending_len() as f64);
     let infos = s.hub.infos();
     metrics::gauge!(metric::LIVE_STREAMS).set(infos.len() as f64);
+    let busy = s.ingest.busy_seconds();
+    for (i, n) in s.ingest.connections().into_iter().enumerate() {
+        let thread = i.to_string();
+        metrics::gauge!(metric::INGEST_THREAD_CONNECTIONS, "thread" => thread.clone())
+            .set(n as f64);
+        // Whole seconds (a counter is an integer): over a minute's rate, the share
+        // of a core to within 2 %.
+        metrics::counter!(metric::INGEST_THREAD_BUSY, "thread" => thread).absolute(busy[i] as u64);
+    }
     let mut targets: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
     for info in &infos {
         for r in &info.subscribers {

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod placement;
 pub mod proxy;
 pub mod tls;
 
@@ -18,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Authorizer, FleetTakeover};
-use crate::config::{RtmpConfig, StatusConfig};
+use crate::config::{Placement, RtmpConfig, StatusConfig};
 use crate::hub::Hub;
 use crate::metric;
 use admission::{Admission, AdmissionLimits};
@@ -69,30 +70,35 @@ impl IngestContext {
 
 /// Single-threaded runtimes, one per core, that run the connections (and their relay
 /// tasks, which they spawn): a stream's ingest and relays share a thread, so handing a
-/// message to a relay never wakes another thread. Connections are dealt round-robin.
+/// message to a relay never wakes another thread. Which thread a connection goes to is
+/// the [`placement::Placer`]'s choice (`rtmp.placement`).
 pub struct IngestWorkers {
     handles: Vec<tokio::runtime::Handle>,
     stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
-    next: std::sync::atomic::AtomicUsize,
+    placer: Arc<placement::Placer>,
 }
 
 impl IngestWorkers {
     /// Starts `n` worker threads (0: one per core).
-    pub fn start(n: usize) -> std::io::Result<Arc<IngestWorkers>> {
+    pub fn start(n: usize, policy: Placement) -> std::io::Result<Arc<IngestWorkers>> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             n
         };
+        let placer = Arc::new(placement::Placer::new(policy, n));
         let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
+            let (woke, parks) = (placer.clone(), placer.clone());
             // Sockets and timers only: no process or signal driver to look at on
             // every turn (the node's subprocesses and signals live on the main
-            // runtime).
+            // runtime). The park hooks measure how busy the thread is.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
+                .on_thread_unpark(move || woke.woke(i))
+                .on_thread_park(move || parks.parks(i))
                 .build()?;
             handles.push(rt.handle().clone());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -110,7 +116,7 @@ impl IngestWorkers {
             handles,
             stops: std::sync::Mutex::new(stops),
             threads: std::sync::Mutex::new(threads),
-            next: std::sync::atomic::AtomicUsize::new(0),
+            placer,
         }))
     }
 
@@ -122,9 +128,21 @@ impl IngestWorkers {
         self.handles.is_empty()
     }
 
-    fn pick(&self) -> &tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        &self.handles[i % self.handles.len()]
+    /// The runtime for a new connection, and its seat there (held for the
+    /// connection's life).
+    fn pick(&self) -> (&tokio::runtime::Handle, placement::Seat) {
+        let (i, seat) = self.placer.place();
+        (&self.handles[i], seat)
+    }
+
+    /// Connections on each ingest thread.
+    pub fn connections(&self) -> Vec<usize> {
+        self.placer.connections()
+    }
+
+    /// Seconds each ingest thread has been awake.
+    pub fn busy_seconds(&self) -> Vec<f64> {
+        self.placer.busy_seconds()
     }
 
     /// Stops the worker runtimes (after the connections drained).
@@ -245,14 +263,16 @@ impl Listener {
         let ctx = self.ctx.clone();
         let cancel = shutdown.clone();
         let tls = self.tls.clone();
+        let (runtime, seat) = self.workers.pick();
         let task = tracker.track_future(async move {
             match tokio::net::TcpStream::from_std(socket) {
                 Ok(socket) => admit(socket, peer, tls, ctx, cancel).await,
                 Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
             }
+            drop(seat);
             drop(permit);
         });
-        self.workers.pick().spawn(task);
+        runtime.spawn(task);
     }
 }
 

@@ -1,0 +1,344 @@
+//! Which ingest thread a new connection goes to.
+//!
+//! Every sleep and wake-up of an ingest thread costs the kernel a context switch
+//! (measured on the benchmark machine: a second thread for the same 1000 publishers
+//! spent 12 % more CPU, nearly all of it switching). So by default (`Pack`) a new
+//! connection goes to the first thread whose measured load, plus the expected load of
+//! the connections it was given since that was measured, stays under
+//! [`FILL`]; when every thread is that busy, to the least busy one. Until enough
+//! connections have run for a load per connection to be known, connections are dealt
+//! round-robin: a burst of reconnections after a restart is spread, never piled on one
+//! thread before its load shows.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::config::Placement;
+
+/// Share of one core a thread is filled to before the next one takes connections.
+/// Half a core leaves room for bursts (keyframes, a reconnect wave) without queueing
+/// delays that matter (the relay delay p99 stayed under 5 ms at 1000 publishers on one
+/// thread of the benchmark machine).
+pub const FILL: f64 = 0.5;
+/// How often the threads' load is measured.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Connections needed before a load per connection is trusted.
+const MIN_CONNECTIONS: usize = 32;
+/// Until a load per connection is known, consecutive connections go to one thread in
+/// batches of this many, then the next: a few connections never each have a thread
+/// to themselves (a thread with little to do wakes up for every message), and a
+/// reconnection storm is still spread.
+const STARTUP_BATCH: usize = 256;
+
+/// What one ingest thread reports: time awake (not parked) and connections.
+#[derive(Debug, Default)]
+pub struct ThreadLoad {
+    /// Nanoseconds since the placement's epoch at which the thread last woke up; 0
+    /// while it is parked.
+    awake_since: AtomicU64,
+    /// Nanoseconds spent awake, up to its last park.
+    busy: AtomicU64,
+    /// Connections running on the thread.
+    connections: AtomicUsize,
+}
+
+/// The ingest threads' loads and the choice made from them.
+#[derive(Debug)]
+pub struct Placer {
+    policy: Placement,
+    epoch: Instant,
+    threads: Vec<Arc<ThreadLoad>>,
+    next: AtomicUsize,
+    state: Mutex<Sampled>,
+}
+
+/// The last measurement.
+#[derive(Debug)]
+struct Sampled {
+    at: Instant,
+    /// Busy nanoseconds of each thread at `at`.
+    busy: Vec<u64>,
+    /// Share of a core each thread was busy over the last period.
+    load: Vec<f64>,
+    /// Connections given to each thread since `at` (not in `load` yet).
+    since: Vec<usize>,
+    /// Load one connection adds, smoothed; `None` until known.
+    per_connection: Option<f64>,
+    /// Connections on all threads at `at`.
+    connections: usize,
+}
+
+/// Keeps a thread's connection count; dropped when the connection ends.
+#[derive(Debug)]
+pub struct Seat(Arc<ThreadLoad>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Placer {
+    pub fn new(policy: Placement, threads: usize) -> Placer {
+        let now = Instant::now();
+        Placer {
+            policy,
+            epoch: now,
+            threads: (0..threads.max(1))
+                .map(|_| Arc::new(ThreadLoad::default()))
+                .collect(),
+            next: AtomicUsize::new(0),
+            state: Mutex::new(Sampled {
+                at: now,
+                busy: vec![0; threads.max(1)],
+                load: vec![0.0; threads.max(1)],
+                since: vec![0; threads.max(1)],
+                per_connection: None,
+                connections: 0,
+            }),
+        }
+    }
+
+    fn nanos(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Called by thread `i` when it wakes up (tokio's `on_thread_unpark`).
+    pub fn woke(&self, i: usize) {
+        self.threads[i]
+            .awake_since
+            .store(self.nanos().max(1), Relaxed);
+    }
+
+    /// Called by thread `i` before it parks (tokio's `on_thread_park`).
+    pub fn parks(&self, i: usize) {
+        let t = &self.threads[i];
+        let since = t.awake_since.load(Relaxed);
+        if since > 0 {
+            t.busy
+                .fetch_add(self.nanos().saturating_sub(since), Relaxed);
+            t.awake_since.store(0, Relaxed);
+        }
+    }
+
+    /// The thread for a new connection, and its seat there.
+    pub fn place(&self) -> (usize, Seat) {
+        let i = match self.policy {
+            Placement::Spread => self.round_robin(),
+            Placement::Pack => self.pack(),
+        };
+        let t = &self.threads[i];
+        t.connections.fetch_add(1, Relaxed);
+        (i, Seat(t.clone()))
+    }
+
+    fn round_robin(&self) -> usize {
+        self.next.fetch_add(1, Relaxed) % self.threads.len()
+    }
+
+    fn pack(&self) -> usize {
+        if self.threads.len() == 1 {
+            return 0;
+        }
+        let mut s = self.state.lock();
+        let elapsed = s.at.elapsed();
+        if elapsed >= SAMPLE_EVERY {
+            self.sample(&mut s, elapsed);
+        }
+        let i = match s.per_connection {
+            Some(per) => choose(&s.load, &s.since, per),
+            // No load per connection known yet: spread, in batches.
+            None => self.next.fetch_add(1, Relaxed) / STARTUP_BATCH % self.threads.len(),
+        };
+        s.since[i] += 1;
+        i
+    }
+
+    /// Measures each thread's load over the last period and the load per connection.
+    fn sample(&self, s: &mut Sampled, elapsed: Duration) {
+        let now = self.nanos();
+        let secs = elapsed.as_secs_f64();
+        let mut total_load = 0.0;
+        let mut total_connections = 0;
+        for (i, t) in self.threads.iter().enumerate() {
+            // A thread awake right now counts its current stretch so far (its park
+            // adds the whole stretch later, and the difference to this reading is
+            // what the next period gets).
+            let since = t.awake_since.load(Relaxed);
+            let current = if since > 0 {
+                now.saturating_sub(since)
+            } else {
+                0
+            };
+            let busy = t.busy.load(Relaxed) + current;
+            let load = (busy.saturating_sub(s.busy[i]) as f64 / 1e9 / secs).min(1.0);
+            s.busy[i] = busy;
+            s.load[i] = load;
+            s.since[i] = 0;
+            total_load += load;
+            total_connections += t.connections.load(Relaxed);
+        }
+        s.at = Instant::now();
+        // The load of the period over the connections there at its start (those that
+        // came during it are still mostly handshaking): an overestimate while many
+        // arrive, so no estimate at all while their number grows by half or more.
+        let before = std::mem::replace(&mut s.connections, total_connections);
+        if before >= MIN_CONNECTIONS && total_connections <= before * 3 / 2 && total_load > 0.0 {
+            let measured = total_load / before as f64;
+            s.per_connection = Some(match s.per_connection {
+                Some(old) => 0.7 * old + 0.3 * measured,
+                None => measured,
+            });
+        }
+    }
+
+    /// Seconds each thread has been awake since the start.
+    pub fn busy_seconds(&self) -> Vec<f64> {
+        let now = self.nanos();
+        self.threads
+            .iter()
+            .map(|t| {
+                let since = t.awake_since.load(Relaxed);
+                let current = if since > 0 {
+                    now.saturating_sub(since)
+                } else {
+                    0
+                };
+                (t.busy.load(Relaxed) + current) as f64 / 1e9
+            })
+            .collect()
+    }
+
+    /// Connections on each thread.
+    pub fn connections(&self) -> Vec<usize> {
+        self.threads
+            .iter()
+            .map(|t| t.connections.load(Relaxed))
+            .collect()
+    }
+}
+
+/// The first thread whose measured load plus the expected load of the connections it
+/// got since stays within [`FILL`] with one more; else the least loaded.
+fn choose(load: &[f64], since: &[usize], per_connection: f64) -> usize {
+    let expected = |i: usize| load[i] + since[i] as f64 * per_connection;
+    (0..load.len())
+        .find(|&i| expected(i) + per_connection <= FILL)
+        .unwrap_or_else(|| {
+            (0..load.len())
+                .min_by(|&a, &b| expected(a).total_cmp(&expected(b)))
+                .unwrap_or(0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_the_first_thread_then_the_next_then_the_least_loaded() {
+        // 1 % of a core per connection.
+        let per = 0.01;
+        assert_eq!(choose(&[0.0, 0.0], &[0, 0], per), 0);
+        assert_eq!(choose(&[0.30, 0.0], &[0, 0], per), 0);
+        // Measured 0.30 plus 20 connections given since: 0.50, full.
+        assert_eq!(choose(&[0.30, 0.0], &[20, 0], per), 1);
+        assert_eq!(choose(&[0.495, 0.10], &[0, 0], per), 1);
+        // Both full: the least loaded.
+        assert_eq!(choose(&[0.70, 0.60], &[0, 0], per), 1);
+        assert_eq!(choose(&[0.70, 0.60], &[0, 15], per), 0);
+    }
+
+    #[test]
+    fn a_burst_before_any_measurement_is_spread_in_batches() {
+        let p = Placer::new(Placement::Pack, 2);
+        let few: Vec<_> = (0..100).map(|_| p.place()).collect();
+        assert_eq!(p.connections(), vec![100, 0], "a few share one thread");
+        let more: Vec<_> = (0..924).map(|_| p.place()).collect();
+        assert_eq!(p.connections(), vec![512, 512]);
+        drop(few);
+        drop(more);
+        assert_eq!(p.connections(), vec![0, 0]);
+    }
+
+    #[test]
+    fn no_load_per_connection_is_estimated_while_connections_pour_in() {
+        let p = Placer::new(Placement::Pack, 2);
+        let mut seats: Vec<_> = (0..40).map(|_| p.place()).collect();
+        p.woke(0);
+        std::thread::sleep(Duration::from_millis(20));
+        p.parks(0);
+        let sample = |p: &Placer| {
+            let mut s = p.state.lock();
+            let elapsed = s.at.elapsed();
+            p.sample(&mut s, elapsed);
+            s.per_connection
+        };
+        // From none to 40: growing.
+        assert_eq!(sample(&p), None);
+        // 40 to 100: growing by more than half.
+        seats.extend((0..60).map(|_| p.place()));
+        p.woke(0);
+        std::thread::sleep(Duration::from_millis(20));
+        p.parks(0);
+        assert_eq!(sample(&p), None);
+        // 100 to 110: measured, over the 100 there at the start.
+        seats.extend((0..10).map(|_| p.place()));
+        p.woke(0);
+        std::thread::sleep(Duration::from_millis(20));
+        p.parks(0);
+        let per = sample(&p).expect("the count is steady");
+        let load = p.state.lock().load[0];
+        assert!(load > 0.0);
+        assert!((per - load / 100.0).abs() < 1e-12, "{per} {load}");
+        drop(seats);
+    }
+
+    #[test]
+    fn with_a_known_load_a_burst_fills_one_thread_then_the_next() {
+        let p = Placer::new(Placement::Pack, 3);
+        p.state.lock().per_connection = Some(0.001);
+        let seats: Vec<_> = (0..1200).map(|_| p.place()).collect();
+        // 500 fill half a core on the first thread, as many the second; the rest go
+        // to the third.
+        assert_eq!(p.connections(), vec![500, 500, 200]);
+        drop(seats);
+    }
+
+    #[test]
+    fn spread_deals_round_robin() {
+        let p = Placer::new(Placement::Spread, 3);
+        let seats: Vec<_> = (0..9).map(|_| p.place()).collect();
+        assert_eq!(p.connections(), vec![3, 3, 3]);
+        drop(seats);
+    }
+
+    #[test]
+    fn load_is_measured_from_the_time_threads_are_awake() {
+        let p = Placer::new(Placement::Pack, 2);
+        let seats: Vec<_> = (0..40).map(|_| p.place()).collect();
+        // A first sample with the 40 there.
+        {
+            let mut s = p.state.lock();
+            let elapsed = s.at.elapsed();
+            p.sample(&mut s, elapsed);
+        }
+        // Thread 0 awake 60 ms of the next 120 ms, thread 1 not at all.
+        p.woke(0);
+        std::thread::sleep(Duration::from_millis(60));
+        p.parks(0);
+        std::thread::sleep(Duration::from_millis(60));
+        let mut s = p.state.lock();
+        let elapsed = s.at.elapsed();
+        p.sample(&mut s, elapsed);
+        assert!(s.load[0] > 0.2 && s.load[0] <= 0.6, "{}", s.load[0]);
+        assert_eq!(s.load[1], 0.0);
+        let per = s.per_connection.expect("40 connections are enough");
+        assert!((per - s.load[0] / 40.0).abs() < 1e-9);
+        drop(s);
+        drop(seats);
+    }
+}
