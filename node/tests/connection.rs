@@ -551,9 +551,14 @@ struct Recorder {
 }
 
 impl streamgate::hub::Subscriber for Recorder {
-    fn deliver(&self, _: &streamgate::hub::StreamMessage, _: bool, _: std::time::Instant) {
+    fn deliver(
+        &self,
+        messages: &[streamgate::hub::StreamMessage],
+        _: &[bool],
+        _: std::time::Instant,
+    ) {
         self.messages
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(messages.len(), std::sync::atomic::Ordering::Relaxed);
     }
     fn close(&self) {}
     fn status(&self) -> streamgate::hub::SubscriberStatus {

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -33,6 +33,118 @@ struct MediaState {
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// Whether any video was seen (an audio-only stream restarts on any audio).
     has_video: bool,
+}
+
+impl MediaState {
+    /// Records one message in the cache and the statistics; returns whether a consumer
+    /// can start from it (a video keyframe; any audio of an audio-only stream).
+    fn record(&mut self, ms: u64, message: &StreamMessage, parsed: &Parsed) -> bool {
+        let payload = message.payload();
+        match (message, parsed) {
+            (StreamMessage::Media { timestamp, .. }, Parsed::Video { tag, size }) => {
+                self.has_video = true;
+                match tag {
+                    Some(tag) => {
+                        self.stats.on_video(ms, payload.len(), tag, *size);
+                        self.cache.on_video(*timestamp, payload, tag);
+                        tag.is_keyframe_data()
+                    }
+                    None => false,
+                }
+            }
+            (StreamMessage::Media { timestamp, .. }, Parsed::Audio { tag }) => {
+                if let Some(tag) = tag {
+                    self.stats.on_audio(ms, payload.len(), tag);
+                    self.cache.on_audio(*timestamp, payload, tag);
+                }
+                !self.has_video
+            }
+            (_, Parsed::Metadata { size }) => {
+                if let Some(size) = size {
+                    self.stats.on_metadata_size(size.width, size.height);
+                }
+                self.cache.on_metadata(payload.clone());
+                false
+            }
+            // Built together by `ReadBatch`: never mismatched.
+            _ => false,
+        }
+    }
+}
+
+/// What a message says about itself, parsed before the stream's lock is taken.
+#[derive(Debug, Clone, Copy)]
+enum Parsed {
+    Video {
+        tag: Option<VideoTag>,
+        size: Option<PictureSize>,
+    },
+    Audio {
+        tag: Option<AudioTag>,
+    },
+    Metadata {
+        size: Option<PictureSize>,
+    },
+}
+
+/// The messages of a publish one socket read brought, in order, parsed and ready to
+/// be recorded and fanned out in one critical section ([`LiveStream::deliver_read`]).
+/// Ingest keeps one per connection and reuses it.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    messages: Vec<StreamMessage>,
+    parsed: Vec<Parsed>,
+    /// Filled under the lock: which messages are restart points.
+    restart: Vec<bool>,
+    /// Whether any message is audio or video (the publisher's last-media time moves).
+    media: bool,
+}
+
+impl ReadBatch {
+    /// Adds a video message. Tags that cannot be classified are relayed unchanged but
+    /// not interpreted.
+    pub fn push_video(&mut self, timestamp: u32, payload: Bytes) {
+        let tag = VideoTag::parse(&payload).ok();
+        let size = tag.and_then(|t| media::sequence_header_size(&payload, &t));
+        self.parsed.push(Parsed::Video { tag, size });
+        self.push(MSG_VIDEO, timestamp, payload);
+    }
+
+    /// Adds an audio message.
+    pub fn push_audio(&mut self, timestamp: u32, payload: Bytes) {
+        let tag = AudioTag::parse(&payload).ok();
+        self.parsed.push(Parsed::Audio { tag });
+        self.push(MSG_AUDIO, timestamp, payload);
+    }
+
+    /// Adds an `onMetaData` body.
+    pub fn push_metadata(&mut self, timestamp: u32, payload: Bytes) {
+        let size = metadata_size(&payload);
+        self.parsed.push(Parsed::Metadata { size });
+        self.messages
+            .push(StreamMessage::Metadata { timestamp, payload });
+    }
+
+    fn push(&mut self, type_id: u8, timestamp: u32, payload: Bytes) {
+        self.media = true;
+        self.messages.push(StreamMessage::Media {
+            type_id,
+            timestamp,
+            payload,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Forgets the messages (their payloads are released), keeping the capacity.
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.parsed.clear();
+        self.restart.clear();
+        self.media = false;
+    }
 }
 
 /// One live publish.
@@ -144,95 +256,51 @@ impl LiveStream {
         self.cancel.clone().cancelled_owned()
     }
 
-    /// Records an `onMetaData` body and hands it to the subscribers (the caller
-    /// flushes them).
+    /// Records an `onMetaData` body and hands it to the subscribers.
     pub fn on_metadata(&self, timestamp: u32, payload: Bytes) {
-        let size = metadata_size(&payload);
-        let now = Instant::now();
-        let message = StreamMessage::Metadata {
-            timestamp,
-            payload: payload.clone(),
-        };
-        let mut m = self.media.lock();
-        if let Some(size) = size {
-            m.stats.on_metadata_size(size.width, size.height);
-        }
-        for s in &m.subscribers {
-            s.deliver(&message, false, now);
-        }
-        m.cache.on_metadata(payload);
+        let mut batch = ReadBatch::default();
+        batch.push_metadata(timestamp, payload);
+        self.deliver_read(&mut batch, tokio::time::Instant::now());
     }
 
     /// Records a video message and hands it to the subscribers. Tags that cannot be
     /// classified are relayed unchanged but not interpreted.
     pub fn on_video(&self, timestamp: u32, payload: &Bytes) {
-        self.on_video_at(timestamp, payload.clone(), tokio::time::Instant::now());
-        self.flush_subscribers();
-    }
-
-    /// [`LiveStream::on_video`], arrived at `at` (one clock reading for everything a
-    /// socket read brought), without the flush: the caller ends the read's batch with
-    /// [`LiveStream::flush_subscribers`].
-    pub fn on_video_at(&self, timestamp: u32, payload: Bytes, at: tokio::time::Instant) {
-        let ms = self.ms_at(at);
-        self.last_media_ms.store(ms, Ordering::Relaxed);
-        let now = at.into_std();
-        let tag = VideoTag::parse(&payload).ok();
-        let size = tag.and_then(|t| media::sequence_header_size(&payload, &t));
-        let keyframe = tag.is_some_and(|t| t.is_keyframe_data());
-        let message = StreamMessage::Media {
-            type_id: MSG_VIDEO,
-            timestamp,
-            payload,
-        };
-        let payload = message.payload();
-        let mut m = self.media.lock();
-        m.has_video = true;
-        if let Some(tag) = &tag {
-            m.stats.on_video(ms, payload.len(), tag, size);
-            m.cache.on_video(timestamp, payload, tag);
-        }
-        for s in &m.subscribers {
-            s.deliver(&message, keyframe, now);
-        }
+        let mut batch = ReadBatch::default();
+        batch.push_video(timestamp, payload.clone());
+        self.deliver_read(&mut batch, tokio::time::Instant::now());
     }
 
     /// Records an audio message and hands it to the subscribers.
     pub fn on_audio(&self, timestamp: u32, payload: &Bytes) {
-        self.on_audio_at(timestamp, payload.clone(), tokio::time::Instant::now());
-        self.flush_subscribers();
+        let mut batch = ReadBatch::default();
+        batch.push_audio(timestamp, payload.clone());
+        self.deliver_read(&mut batch, tokio::time::Instant::now());
     }
 
-    /// [`LiveStream::on_audio`], arrived at `at`, without the flush.
-    pub fn on_audio_at(&self, timestamp: u32, payload: Bytes, at: tokio::time::Instant) {
-        let ms = self.ms_at(at);
-        self.last_media_ms.store(ms, Ordering::Relaxed);
+    /// Records what one socket read brought, arrived at `at`, and hands it to the
+    /// subscribers as one batch, in one critical section (a relay writes it upstream
+    /// in one write). Leaves `batch` empty, its capacity kept for the next read.
+    pub fn deliver_read(&self, batch: &mut ReadBatch, at: tokio::time::Instant) {
+        if batch.messages.is_empty() {
+            return;
+        }
         let now = at.into_std();
-        let tag = AudioTag::parse(&payload).ok();
-        let message = StreamMessage::Media {
-            type_id: MSG_AUDIO,
-            timestamp,
-            payload,
-        };
-        let payload = message.payload();
+        let ms = self.ms_at(at);
+        if batch.media {
+            self.last_media_ms.store(ms, Ordering::Relaxed);
+        }
         let mut m = self.media.lock();
-        if let Some(tag) = &tag {
-            m.stats.on_audio(ms, payload.len(), tag);
-            m.cache.on_audio(timestamp, payload, tag);
+        batch.restart.clear();
+        for (message, parsed) in batch.messages.iter().zip(&batch.parsed) {
+            let restart = m.record(ms, message, parsed);
+            batch.restart.push(restart);
         }
-        let restart_point = !m.has_video;
         for s in &m.subscribers {
-            s.deliver(&message, restart_point, now);
+            s.deliver(&batch.messages, &batch.restart, now);
         }
-    }
-
-    /// Ends a batch of messages (everything one socket read brought): subscribers send
-    /// what they held back ([`Subscriber::flush`]).
-    pub fn flush_subscribers(&self) {
-        let m = self.media.lock();
-        for s in &m.subscribers {
-            s.flush();
-        }
+        drop(m);
+        batch.clear();
     }
 
     /// Adds a subscriber; it receives every message from the next one on.

@@ -48,19 +48,13 @@ impl StreamMessage {
 
 /// A consumer of one live stream (a relay to one upstream target).
 pub trait Subscriber: Send + Sync {
-    /// One message, in stream order. Called while the stream's media state is locked,
-    /// so it must not block: a subscriber that cannot keep up drops messages up to
-    /// the next restart point and counts them. `restart_point` marks a message a
-    /// consumer can start from (a video keyframe; any audio of an audio-only stream).
-    ///
-    /// It may hold what it was given until [`Subscriber::flush`]: ingest delivers
-    /// every message one socket read brought, then flushes once, so that a relay
-    /// sends them upstream in one write.
-    fn deliver(&self, message: &StreamMessage, restart_point: bool, now: Instant);
-    /// The messages delivered since the last flush are all that one read brought:
-    /// send what was held back. Called under the same lock as `deliver`; must not
-    /// block either.
-    fn flush(&self) {}
+    /// The messages one socket read brought, in stream order (often one or two: a
+    /// relay writes them upstream in one write). Called while the stream's media state
+    /// is locked, so it must not block: a subscriber that cannot keep up drops
+    /// messages up to the next restart point and counts them. `restart_points[i]`
+    /// marks a message a consumer can start from (a video keyframe; any audio of an
+    /// audio-only stream).
+    fn deliver(&self, messages: &[StreamMessage], restart_points: &[bool], now: Instant);
     /// The publish ended: no message follows.
     fn close(&self);
     /// Its state, for the API.

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use super::admission::Ticket;
 use super::IngestContext;
 use crate::auth::AuthDecision;
-use crate::hub::{EndReason, PublishHandle, PublishRequest};
+use crate::hub::{EndReason, PublishHandle, PublishRequest, ReadBatch};
 use crate::key::StreamKey;
 use rtmp_io::{write_queued, WriteError};
 
@@ -115,7 +115,7 @@ pub async fn serve<S>(
         stop: cancel.child_token(),
         ingest_bytes: crate::metric::BatchedCounter::new(ctx_bytes),
         read_at: tokio::time::Instant::now(),
-        delivered: false,
+        batch: ReadBatch::default(),
     };
     let result = conn.run(&cancel).await;
     let channel_id = conn.publish.as_ref().map(|p| p.stream.channel_id);
@@ -160,8 +160,8 @@ struct Connection<S> {
     /// When the last read returned data (the idle deadline counts from it, and the
     /// media it brought is stamped with it).
     read_at: tokio::time::Instant,
-    /// Media was handed to the publish since its subscribers were last flushed.
-    delivered: bool,
+    /// The messages of the current read, handed to the publish in one go.
+    batch: ReadBatch,
 }
 
 /// What woke a connection's turn.
@@ -351,42 +351,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Has the publish's subscribers send what they were handed since the last flush.
+    /// Hands the messages of the current read to the publish.
     fn flush_delivered(&mut self) {
-        if std::mem::take(&mut self.delivered) {
-            if let Some(p) = &self.publish {
-                p.stream.flush_subscribers();
-            }
+        match &self.publish {
+            Some(p) => p.stream.deliver_read(&mut self.batch, self.read_at),
+            None => self.batch.clear(),
         }
     }
 
-    /// Hands a media or metadata message to the publish (nothing when not publishing);
-    /// gives back any other event.
+    /// Adds a media or metadata message to the read's batch (nothing when not
+    /// publishing); gives back any other event.
     fn on_media(&mut self, ev: ServerEvent) -> Option<ServerEvent> {
+        if self.publish.is_none() {
+            return match ev {
+                ServerEvent::Metadata { .. } | ServerEvent::Video(_) | ServerEvent::Audio(_) => {
+                    None
+                }
+                other => Some(other),
+            };
+        }
         match ev {
             ServerEvent::Metadata {
                 timestamp, payload, ..
-            } => {
-                if let Some(p) = &self.publish {
-                    p.stream.on_metadata(timestamp, payload);
-                    self.delivered = true;
-                }
-            }
+            } => self.batch.push_metadata(timestamp, payload),
             // An empty media message carries nothing: dropped here, before it costs a
             // relay queue slot.
             ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
-            ServerEvent::Video(m) => {
-                if let Some(p) = &self.publish {
-                    p.stream.on_video_at(m.timestamp, m.payload, self.read_at);
-                    self.delivered = true;
-                }
-            }
-            ServerEvent::Audio(m) => {
-                if let Some(p) = &self.publish {
-                    p.stream.on_audio_at(m.timestamp, m.payload, self.read_at);
-                    self.delivered = true;
-                }
-            }
+            ServerEvent::Video(m) => self.batch.push_video(m.timestamp, m.payload),
+            ServerEvent::Audio(m) => self.batch.push_audio(m.timestamp, m.payload),
             other => return Some(other),
         }
         None

@@ -205,16 +205,16 @@ impl RelayLink {
 }
 
 impl Subscriber for RelayLink {
-    fn deliver(&self, message: &StreamMessage, restart_point: bool, now: Instant) {
-        if self.send_direct(message) {
-            return;
+    fn deliver(&self, messages: &[StreamMessage], restart_points: &[bool], now: Instant) {
+        // Straight to the socket while the direct path takes them; from the first one
+        // that cannot go that way on, the queue.
+        let queued_from = self.send_direct(messages);
+        for (m, &restart) in messages[queued_from..]
+            .iter()
+            .zip(&restart_points[queued_from..])
+        {
+            self.queue.push(RelayItem::Message(m.clone()), restart, now);
         }
-        self.queue
-            .push(RelayItem::Message(message.clone()), restart_point, now);
-    }
-
-    fn flush(&self) {
-        self.flush_direct();
     }
 
     fn close(&self) {

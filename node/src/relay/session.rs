@@ -43,19 +43,16 @@ enum Dialed {
 
 /// The sending side of a plain-TCP relay connection while it publishes, shared by the
 /// relay task and the ingest task (the same thread: a stream's relays run on its
-/// ingest runtime). Ingest chunks each message of a socket read into the session's
-/// output and writes them all at the end of the read, straight to the socket, when
-/// nothing is queued or unsent before them; otherwise the messages go to the bounded
-/// queue, which the relay task drains. What it saves per message is the queue entry,
-/// the wake-up and the poll of the relay task, and per read all writes but one.
+/// ingest runtime). Ingest chunks the messages of a socket read into the session's
+/// output and writes them in one write, straight to the socket, when nothing is
+/// queued or unsent before them; otherwise the messages go to the bounded queue, which
+/// the relay task drains. What it saves per message is the queue entry, the wake-up
+/// and the poll of the relay task, and per read all writes but one.
 pub(super) struct DirectPath {
     session: ClientSession,
     socket: Arc<TcpStream>,
     /// A write failed on the ingest side; the relay task reports it.
     failed: Option<std::io::Error>,
-    /// Messages of the current read were chunked into the session's output and not
-    /// written yet ([`RelayLink::flush_direct`] writes them).
-    batching: bool,
 }
 
 impl DirectPath {
@@ -82,43 +79,32 @@ impl DirectPath {
 }
 
 impl RelayLink {
-    /// Chunks `message` into the direct path's output if the path is open, nothing is
-    /// queued or unsent before this read's messages, and the queue is not skipping to
-    /// a keyframe; [`RelayLink::flush_direct`] writes it. Returns `false` when the
-    /// message must go through the queue.
-    pub(super) fn send_direct(&self, message: &StreamMessage) -> bool {
+    /// Sends what it can of `messages` straight to the upstream, in one write: the
+    /// messages from the first on while the direct path is open, nothing is queued or
+    /// unsent before them, and the queue is not skipping to a keyframe. Returns how
+    /// many it took; the rest must go through the queue, in order. What the socket
+    /// does not take now, the relay task finishes when it is writable again (what
+    /// follows waits in the queue meanwhile).
+    pub(super) fn send_direct(&self, messages: &[StreamMessage]) -> usize {
         let Some(mut guard) = self.direct.try_lock() else {
-            return false;
+            return 0;
         };
         let Some(direct) = guard.as_mut() else {
-            return false;
+            return 0;
         };
-        if direct.failed.is_some()
-            || (direct.unsent() && !direct.batching)
-            || !self.queue.is_flowing()
-        {
-            return false;
+        if direct.failed.is_some() || direct.unsent() {
+            return 0;
         }
-        send_message(&mut direct.session, message);
-        direct.batching = true;
-        true
-    }
-
-    /// Writes what [`RelayLink::send_direct`] chunked since the last flush, without
-    /// waiting: what the socket does not take, the relay task finishes when it is
-    /// writable again, and what follows waits in the queue meanwhile.
-    pub(super) fn flush_direct(&self) {
-        let Some(mut guard) = self.direct.try_lock() else {
-            // Never contended (the relay task holds it only between awaits, on this
-            // thread); if it were, the relay task writes what is unsent.
-            self.queue.wake();
-            return;
-        };
-        let Some(direct) = guard.as_mut() else {
-            return;
-        };
-        if !std::mem::take(&mut direct.batching) {
-            return;
+        let mut taken = 0;
+        for m in messages {
+            if !self.queue.is_flowing() {
+                break;
+            }
+            send_message(&mut direct.session, m);
+            taken += 1;
+        }
+        if taken == 0 {
+            return 0;
         }
         match direct.write_now() {
             Ok(n) => {
@@ -132,6 +118,7 @@ impl RelayLink {
                 self.queue.wake();
             }
         }
+        taken
     }
 
     fn count_sent(&self, n: u64) {
@@ -398,7 +385,6 @@ impl RelayTask {
             session,
             socket: socket.clone(),
             failed: None,
-            batching: false,
         });
         let _closes = DirectGuard(&self.link);
         let mut batch = Vec::new();
@@ -421,9 +407,6 @@ impl RelayTask {
                     direct.session.finish();
                     finished = true;
                 }
-                // This writes a read's batch too, should this task run before the
-                // read's flush.
-                direct.batching = false;
                 let n = direct.write_now()?;
                 self.link.count_sent(n);
                 (direct.unsent(), open)
