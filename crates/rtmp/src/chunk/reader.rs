@@ -21,6 +21,10 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 128;
 /// Largest chunk size a peer may set (the top bit of the field must be 0).
 pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
 
+/// Most room a message split over several chunks is given in advance, as its first
+/// chunk arrives (a 6 Mbps frame is about 25 KiB, its keyframe about 150 KiB).
+const RESERVE_AHEAD: usize = 256 * 1024;
+
 /// Smallest chunk size a peer may set. Below the protocol's initial 128 bytes nobody
 /// sends, and every chunk costs a header parse: a 1-byte chunk size would make a
 /// connection cost many times the CPU of a normal one.
@@ -461,6 +465,19 @@ impl ChunkReader {
             // Fast path: the message is one chunk; hand out a slice of the input.
             buf.split_to(c.payload_len).freeze()
         } else {
+            if c.new_message {
+                // Room for the whole message at once (no regrowth and copy as its
+                // chunks arrive), but never more than [`RESERVE_AHEAD`] nor what the
+                // connection may still hold unfinished: an announced length alone
+                // cannot make it reserve more than the bound on unfinished bytes.
+                let budget = self
+                    .limits
+                    .max_partial_bytes
+                    .saturating_sub(self.partial_bytes)
+                    / self.limits.max_chunk_streams.max(1);
+                st.partial
+                    .reserve((c.length as usize).min(budget).min(RESERVE_AHEAD));
+            }
             st.partial.extend_from_slice(&buf[..c.payload_len]);
             buf.advance(c.payload_len);
             self.partial_bytes += c.payload_len;
@@ -488,4 +505,33 @@ fn read_u24(b: &[u8]) -> u32 {
 
 fn read_u32(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Room reserved for messages split over chunks comes out of the bound on
+    /// unfinished bytes, shared by the chunk streams: announcing large messages on many
+    /// chunk streams does not make the reader reserve more than that bound.
+    #[test]
+    fn announced_lengths_cannot_reserve_more_than_the_unfinished_bytes_bound() {
+        let limits = ChunkLimits {
+            max_message_size: 1 << 20,
+            max_chunk_streams: 8,
+            max_partial_bytes: 64 * 1024,
+            ..ChunkLimits::default()
+        };
+        let mut r = ChunkReader::new(limits);
+        let mut buf = BytesMut::new();
+        for csid in 2..10u8 {
+            // Type 0: timestamp 0, length 1 MiB, video, stream 1; then its first chunk.
+            buf.extend_from_slice(&[csid, 0, 0, 0, 0x10, 0, 0, 9, 1, 0, 0, 0]);
+            buf.extend_from_slice(&[0u8; 128]);
+        }
+        assert_eq!(r.read(&mut buf), Ok(None));
+        let reserved: usize = r.streams.iter().map(|s| s.partial.capacity()).sum();
+        assert!(reserved <= 64 * 1024, "{reserved} bytes reserved");
+        assert_eq!(r.partial_bytes(), 8 * 128);
+    }
 }
