@@ -8,6 +8,7 @@ const grid = document.getElementById("grid");
 const template = document.getElementById("card");
 const cards = new Map(); // channel_id -> { el, stream, thumbKey }
 let clockSkewMs = 0; // node clock minus browser clock, from the Date header
+let clockSkewKnown = false;
 let refreshTimer = null;
 
 function setStatus(state, text) {
@@ -124,7 +125,14 @@ async function refresh() {
     const answer = await fetch("/api/v1/streams", { cache: "no-store" });
     if (!answer.ok) throw new Error("HTTP " + answer.status);
     const date = Date.parse(answer.headers.get("date") || "");
-    if (!Number.isNaN(date)) clockSkewMs = date - Date.now();
+    // The Date header is in whole seconds, so each answer says the node's clock is
+    // at least this far ahead: the largest such bound is kept, or uptimes would step
+    // back by up to a second from one answer to the next.
+    if (!Number.isNaN(date)) {
+      const atLeast = date - Date.now();
+      clockSkewMs = clockSkewKnown ? Math.max(clockSkewMs, atLeast) : atLeast;
+      clockSkewKnown = true;
+    }
     const body = await answer.json();
     render(body.streams);
     setStatus("ok", "updated " + new Date().toLocaleTimeString());
