@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Every figure of BENCHMARKS.md, in one go (about 30 minutes on a 2-core machine).
+# Every figure of BENCHMARKS.md, in one go (about 90 minutes on a 2-core machine).
 # Output: the tables, as Markdown, on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p streamgate -p streamgate-bench
 B=target/release/sgbench
 # Every relay table: streamgate (relay only, and with thumbnails as by default),
-# nginx-rtmp, SRS (../shared/peers/srs/srs, or SRS_BIN) and the byte-pipe floor.
+# nginx-rtmp, SRS (../shared/peers/srs/srs, or SRS_BIN) and the byte-pipe floor, three
+# rounds one after the other (the median round, ratios taken within each round).
 ALL=streamgate,streamgate-thumbs,nginx,srs,floor
 for n in 500 1000 2000; do
-  $B compare --streams "$n" --profile p360 --seconds 20 --ramp 200 --servers $ALL
+  $B compare --streams "$n" --profile p360 --seconds 20 --ramp 200 --servers $ALL --rounds 3
 done
 for n in 20 50; do
-  $B compare --streams "$n" --profile p1080 --seconds 20 --ramp 50 --servers $ALL
+  $B compare --streams "$n" --profile p1080 --seconds 30 --ramp 50 --servers $ALL --rounds 3
 done
-# Scaling with cores: one ingest thread, then two.
-$B compare --streams 1000 --profile p360 --seconds 20 --ramp 200 --servers streamgate-w1,streamgate-w2
+# The same ratios with the servers relaying at the same time (the machine's drift
+# affects them alike): 400 publishers each at 600 kbps, 25 each at 6 Mbps.
+$B pair --servers streamgate,nginx,floor --streams 400 --rounds 3
+$B pair --servers streamgate,nginx,floor --streams 25 --profile p1080 --ramp 50 --seconds 30 --rounds 3
+# Scaling with cores: one ingest thread, two (packed, the default), two spread.
+$B compare --streams 1000 --profile p360 --seconds 20 --ramp 200 \
+  --servers streamgate-w1,streamgate-w2,streamgate-spread --rounds 3
 $B storm --streams 1000 --within-ms 1000
 $B auth --streams 300
 $B auth --streams 300 --postgres

@@ -208,8 +208,14 @@ impl Server {
             })
             .unwrap_or_default();
         let thumbnails = thumbnails.unwrap_or("enabled = false");
+        // The default is left out, so that builds from before the setting existed run
+        // too (`sgbench ab` against an older build).
+        let placement = match placement {
+            "pack" => String::new(),
+            other => format!("placement = \"{other}\"\n"),
+        };
         let text = format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\nplacement = \"{placement}\"\n\
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\n{placement}\
              max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
