@@ -307,6 +307,8 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             tick_ms,
         } => {
+            // The servers run in folders of their own: paths must not be relative.
+            let (base, new) = (base.canonicalize()?, new.canonicalize()?);
             let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
             println!("| round | base ms per stream-s | new ms per stream-s | new / base |");
             println!("|---|---|---|---|");
