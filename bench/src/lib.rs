@@ -290,7 +290,8 @@ pub async fn side_by_side(
     for c in contenders {
         servers.push(match c {
             Contender::Build(bin) => {
-                Server::start_streamgate_bin(bin, n, Some(sink_port), None, None, 0).await?
+                Server::start_streamgate_config(bin, n, Some(sink_port), None, None, 0, "pack")
+                    .await?
             }
             Contender::Kind(kind) => Server::start(*kind, n, Some(sink_port)).await?,
         });

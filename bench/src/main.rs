@@ -25,6 +25,24 @@ struct Cli {
     command: Command,
 }
 
+/// The workload of servers relaying at the same time (`ab`, `pair`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Together {
+    /// Publishers per server.
+    #[arg(long, default_value_t = 500)]
+    streams: usize,
+    #[arg(long, value_enum, default_value_t = Profile::P360)]
+    profile: Profile,
+    #[arg(long, default_value_t = 200.0)]
+    ramp: f64,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 20)]
+    tick_ms: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Relay workload against each server, one after the other.
@@ -68,19 +86,8 @@ enum Command {
         /// The changed build.
         #[arg(long)]
         new: PathBuf,
-        /// Publishers per build.
-        #[arg(long, default_value_t = 500)]
-        streams: usize,
-        #[arg(long, value_enum, default_value_t = Profile::P360)]
-        profile: Profile,
-        #[arg(long, default_value_t = 200.0)]
-        ramp: f64,
-        #[arg(long, default_value_t = 15)]
-        seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        #[arg(long, default_value_t = 20)]
-        tick_ms: u64,
+        #[command(flatten)]
+        run: Together,
     },
     /// Servers relaying at the same time (N publishers each, one generator, one
     /// sink), in rounds that rotate their start order: the CPU per stream-second of
@@ -90,19 +97,8 @@ enum Command {
         /// Comma-separated, as for compare.
         #[arg(long, default_value = "streamgate,nginx")]
         servers: String,
-        /// Publishers per server.
-        #[arg(long, default_value_t = 500)]
-        streams: usize,
-        #[arg(long, value_enum, default_value_t = Profile::P360)]
-        profile: Profile,
-        #[arg(long, default_value_t = 200.0)]
-        ramp: f64,
-        #[arg(long, default_value_t = 15)]
-        seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        #[arg(long, default_value_t = 20)]
-        tick_ms: u64,
+        #[command(flatten)]
+        run: Together,
     },
     /// Run only the sink: an RTMP server that accepts relayed publishes and prints
     /// bytes and messages per stream every few seconds (point a relay at it).
@@ -297,16 +293,15 @@ async fn main() -> anyhow::Result<()> {
                 streamgate_bench::print_rounds(&title, &all);
             }
         }
-        Command::Ab {
-            base,
-            new,
-            streams,
-            profile,
-            ramp,
-            seconds,
-            rounds,
-            tick_ms,
-        } => {
+        Command::Ab { base, new, run } => {
+            let Together {
+                streams,
+                profile,
+                ramp,
+                seconds,
+                rounds,
+                tick_ms,
+            } = run;
             // The servers run in folders of their own: paths must not be relative.
             let (base, new) = (base.canonicalize()?, new.canonicalize()?);
             let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
@@ -340,15 +335,15 @@ async fn main() -> anyhow::Result<()> {
                 .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
             println!("new / base: mean {mean:.3} (from {lo:.3} to {hi:.3}) over {rounds} rounds");
         }
-        Command::Pair {
-            servers,
-            streams,
-            profile,
-            ramp,
-            seconds,
-            rounds,
-            tick_ms,
-        } => {
+        Command::Pair { servers, run } => {
+            let Together {
+                streams,
+                profile,
+                ramp,
+                seconds,
+                rounds,
+                tick_ms,
+            } = run;
             let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
             let kinds = parse_servers(&servers)?;
             let names: Vec<String> = kinds.iter().map(|k| k.name()).collect();

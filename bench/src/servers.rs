@@ -144,22 +144,10 @@ impl Server {
         workers: usize,
     ) -> anyhow::Result<Server> {
         let bin = sibling_binary("streamgate")?;
-        Self::start_streamgate_bin(&bin, n, sink_port, pg, thumbnails, workers).await
+        Self::start_streamgate_config(&bin, n, sink_port, pg, thumbnails, workers, "pack").await
     }
 
-    /// [`Server::start_streamgate_with`] for the streamgate binary at `bin`.
-    pub async fn start_streamgate_bin(
-        bin: &Path,
-        n: usize,
-        sink_port: Option<u16>,
-        pg: Option<&PrivatePostgres>,
-        thumbnails: Option<&str>,
-        workers: usize,
-    ) -> anyhow::Result<Server> {
-        Self::start_streamgate_config(bin, n, sink_port, pg, thumbnails, workers, "pack").await
-    }
-
-    /// [`Server::start_streamgate_bin`] with an `rtmp.placement`.
+    /// The streamgate binary at `bin`, with `rtmp.workers` and `rtmp.placement`.
     pub async fn start_streamgate_config(
         bin: &Path,
         n: usize,
