@@ -4,11 +4,12 @@
 //! (measured on the benchmark machine: a second thread for the same 1000 publishers
 //! spent 12 % more CPU, nearly all of it switching). So by default (`Pack`) a new
 //! connection goes to the first thread whose measured load, plus the expected load of
-//! the connections it was given since that was measured, stays under
-//! [`FILL`]; when every thread is that busy, to the least busy one. Until enough
-//! connections have run for a load per connection to be known, connections are dealt
-//! round-robin: a burst of reconnections after a restart is spread, never piled on one
-//! thread before its load shows.
+//! the connections it was given since that was measured, stays under [`FILL`]; when
+//! every thread is that busy, to the least busy one. Until enough connections have run
+//! for a load per connection to be known, each is expected to cost [`PRIOR`] (what a
+//! 6 Mbps stream costs): a slow ramp of publishers fills one thread, and a burst of
+//! reconnections after a restart is spread, never piled on one thread before its load
+//! shows.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -27,11 +28,14 @@ pub const FILL: f64 = 0.5;
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Connections needed before a load per connection is trusted.
 const MIN_CONNECTIONS: usize = 32;
-/// Until a load per connection is known, consecutive connections go to one thread in
-/// batches of this many, then the next: a few connections never each have a thread
-/// to themselves (a thread with little to do wakes up for every message), and a
-/// reconnection storm is still spread.
-const STARTUP_BATCH: usize = 256;
+/// Load one connection is expected to add until a load per connection is measured: a
+/// millisecond of CPU per second, about what a 6 Mbps stream costs on the benchmark
+/// machine (a 600 kbps stream costs half of it). [`FILL`] / `PRIOR` = 500 connections
+/// per thread and sampling period before the measured load says more. Dealing the
+/// first connections round-robin instead (in batches) left a thread holding a few
+/// dozen connections, and a thread with few connections wakes up for nearly every
+/// message.
+const PRIOR: f64 = 0.001;
 
 /// What one ingest thread reports: time awake (not parked) and connections.
 #[derive(Debug, Default)]
@@ -148,11 +152,7 @@ impl Placer {
         if elapsed >= SAMPLE_EVERY {
             self.sample(&mut s, elapsed);
         }
-        let i = match s.per_connection {
-            Some(per) => choose(&s.load, &s.since, per),
-            // No load per connection known yet: spread, in batches.
-            None => self.next.fetch_add(1, Relaxed) / STARTUP_BATCH % self.threads.len(),
-        };
+        let i = choose(&s.load, &s.since, s.per_connection.unwrap_or(PRIOR));
         s.since[i] += 1;
         i
     }
@@ -253,11 +253,16 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_before_any_measurement_is_spread_in_batches() {
+    fn a_burst_before_any_measurement_fills_a_thread_at_the_prior_then_the_next() {
         let p = Placer::new(Placement::Pack, 2);
-        let few: Vec<_> = (0..100).map(|_| p.place()).collect();
-        assert_eq!(p.connections(), vec![100, 0], "a few share one thread");
-        let more: Vec<_> = (0..924).map(|_| p.place()).collect();
+        let few: Vec<_> = (0..300).map(|_| p.place()).collect();
+        assert_eq!(
+            p.connections(),
+            vec![300, 0],
+            "a few hundred share one thread"
+        );
+        // FILL / PRIOR = 500 on the first, as many on the second, then alternately.
+        let more: Vec<_> = (0..724).map(|_| p.place()).collect();
         assert_eq!(p.connections(), vec![512, 512]);
         drop(few);
         drop(more);
