@@ -22,6 +22,8 @@ $B pair --servers streamgate,nginx,floor --streams 25 --profile p1080 --ramp 50 
 # Scaling with cores: one ingest thread, two (packed, the default), two spread.
 $B compare --streams 1000 --profile p360 --seconds 20 --ramp 200 \
   --servers streamgate-w1,streamgate-w2,streamgate-spread --rounds 3
+# The placements with the machine full: packed, round-robin, one thread, nginx-rtmp.
+$B pair --servers streamgate,streamgate-spread,streamgate-w1,nginx --streams 300 --rounds 3
 $B storm --streams 1000 --within-ms 1000
 $B auth --streams 300
 $B auth --streams 300 --postgres
