@@ -269,33 +269,36 @@ mod tests {
         assert_eq!(p.connections(), vec![0, 0]);
     }
 
+    /// Thread `i` awake for `ms` milliseconds.
+    fn awake(p: &Placer, i: usize, ms: u64) {
+        p.woke(i);
+        std::thread::sleep(Duration::from_millis(ms));
+        p.parks(i);
+    }
+
+    /// Takes a measurement now, as `pack` does when a period has passed.
+    fn sample_now(p: &Placer) -> parking_lot::MutexGuard<'_, Sampled> {
+        let mut s = p.state.lock();
+        let elapsed = s.at.elapsed();
+        p.sample(&mut s, elapsed);
+        s
+    }
+
     #[test]
     fn no_load_per_connection_is_estimated_while_connections_pour_in() {
         let p = Placer::new(Placement::Pack, 2);
         let mut seats: Vec<_> = (0..40).map(|_| p.place()).collect();
-        p.woke(0);
-        std::thread::sleep(Duration::from_millis(20));
-        p.parks(0);
-        let sample = |p: &Placer| {
-            let mut s = p.state.lock();
-            let elapsed = s.at.elapsed();
-            p.sample(&mut s, elapsed);
-            s.per_connection
-        };
+        awake(&p, 0, 20);
         // From none to 40: growing.
-        assert_eq!(sample(&p), None);
+        assert_eq!(sample_now(&p).per_connection, None);
         // 40 to 100: growing by more than half.
         seats.extend((0..60).map(|_| p.place()));
-        p.woke(0);
-        std::thread::sleep(Duration::from_millis(20));
-        p.parks(0);
-        assert_eq!(sample(&p), None);
+        awake(&p, 0, 20);
+        assert_eq!(sample_now(&p).per_connection, None);
         // 100 to 110: measured, over the 100 there at the start.
         seats.extend((0..10).map(|_| p.place()));
-        p.woke(0);
-        std::thread::sleep(Duration::from_millis(20));
-        p.parks(0);
-        let per = sample(&p).expect("the count is steady");
+        awake(&p, 0, 20);
+        let per = sample_now(&p).per_connection.expect("the count is steady");
         let load = p.state.lock().load[0];
         assert!(load > 0.0);
         assert!((per - load / 100.0).abs() < 1e-12, "{per} {load}");
@@ -326,19 +329,11 @@ mod tests {
         let p = Placer::new(Placement::Pack, 2);
         let seats: Vec<_> = (0..40).map(|_| p.place()).collect();
         // A first sample with the 40 there.
-        {
-            let mut s = p.state.lock();
-            let elapsed = s.at.elapsed();
-            p.sample(&mut s, elapsed);
-        }
+        drop(sample_now(&p));
         // Thread 0 awake 60 ms of the next 120 ms, thread 1 not at all.
-        p.woke(0);
+        awake(&p, 0, 60);
         std::thread::sleep(Duration::from_millis(60));
-        p.parks(0);
-        std::thread::sleep(Duration::from_millis(60));
-        let mut s = p.state.lock();
-        let elapsed = s.at.elapsed();
-        p.sample(&mut s, elapsed);
+        let s = sample_now(&p);
         assert!(s.load[0] > 0.2 && s.load[0] <= 0.6, "{}", s.load[0]);
         assert_eq!(s.load[1], 0.0);
         let per = s.per_connection.expect("40 connections are enough");

@@ -206,13 +206,11 @@ impl RelayLink {
 
 impl Subscriber for RelayLink {
     fn deliver(&self, messages: &[StreamMessage], restart_points: &[bool], now: Instant) {
-        // Straight to the socket while the direct path takes them; from the first one
-        // that cannot go that way on, the queue.
-        let queued_from = self.send_direct(messages);
-        for (m, &restart) in messages[queued_from..]
-            .iter()
-            .zip(&restart_points[queued_from..])
-        {
+        // Straight to the socket if the direct path takes them, else the queue.
+        if self.send_direct(messages) {
+            return;
+        }
+        for (m, &restart) in messages.iter().zip(restart_points) {
             self.queue.push(RelayItem::Message(m.clone()), restart, now);
         }
     }

@@ -79,32 +79,29 @@ impl DirectPath {
 }
 
 impl RelayLink {
-    /// Sends what it can of `messages` straight to the upstream, in one write: the
-    /// messages from the first on while the direct path is open, nothing is queued or
-    /// unsent before them, and the queue is not skipping to a keyframe. Returns how
-    /// many it took; the rest must go through the queue, in order. What the socket
-    /// does not take now, the relay task finishes when it is writable again (what
-    /// follows waits in the queue meanwhile).
-    pub(super) fn send_direct(&self, messages: &[StreamMessage]) -> usize {
+    /// Sends `messages` straight to the upstream, in one write, if the direct path is
+    /// open, nothing is queued or unsent before them, and the queue is not skipping to
+    /// a keyframe; `false` when they must go through the queue. What the socket does
+    /// not take now, the relay task finishes when it is writable again (what follows
+    /// waits in the queue meanwhile).
+    pub(super) fn send_direct(&self, messages: &[StreamMessage]) -> bool {
         let Some(mut guard) = self.direct.try_lock() else {
-            return 0;
+            return false;
         };
         let Some(direct) = guard.as_mut() else {
-            return 0;
+            return false;
         };
-        if direct.failed.is_some() || direct.unsent() {
-            return 0;
+        // Chunking them does not touch the queue, so whether it skips cannot change
+        // halfway: the read's messages go this way all or none.
+        if messages.is_empty()
+            || direct.failed.is_some()
+            || direct.unsent()
+            || !self.queue.is_flowing()
+        {
+            return false;
         }
-        let mut taken = 0;
         for m in messages {
-            if !self.queue.is_flowing() {
-                break;
-            }
             send_message(&mut direct.session, m);
-            taken += 1;
-        }
-        if taken == 0 {
-            return 0;
         }
         match direct.write_now() {
             Ok(n) => {
@@ -118,7 +115,7 @@ impl RelayLink {
                 self.queue.wake();
             }
         }
-        taken
+        true
     }
 
     fn count_sent(&self, n: u64) {

@@ -258,19 +258,11 @@ impl ServerSession {
         }
     }
 
-    /// Acts on a message other than media; what the driver must know goes to
-    /// `pending`.
+    /// Acts on a message other than audio and video ([`ServerSession::next_event`]
+    /// takes those before decoding); what the driver must know goes to `pending`.
     fn handle_message(&mut self, msg: Message) -> Result<(), SessionError> {
         match msg {
             Message::Command(cmd) => self.handle_command(cmd),
-            Message::Audio(raw) if self.is_publishing(raw.stream_id) => {
-                self.pending.push_back(ServerEvent::Audio(raw));
-                Ok(())
-            }
-            Message::Video(raw) if self.is_publishing(raw.stream_id) => {
-                self.pending.push_back(ServerEvent::Video(raw));
-                Ok(())
-            }
             Message::Data { values, raw } if self.is_publishing(raw.stream_id) => {
                 if let Some(payload) = message::metadata_payload(&values, &raw.payload) {
                     self.pending.push_back(ServerEvent::Metadata {
@@ -281,7 +273,7 @@ impl ServerSession {
                 }
                 Ok(())
             }
-            // Media before an accepted publish, acks, bandwidth: nothing to do.
+            // Data before an accepted publish, acks, bandwidth: nothing to do.
             _ => Ok(()),
         }
     }
