@@ -406,17 +406,6 @@ pub fn print_rounds(title: &str, rounds: &[Vec<Outcome>]) {
             .filter_map(|round| round.iter().find(|r| r.server == name))
             .collect()
     };
-    let median = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(|a, b| a.total_cmp(b));
-        let n = v.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
     // The median round of each server, shown whole.
     let mut rows = Vec::new();
     for name in &names {
@@ -456,32 +445,41 @@ pub fn print_rounds(title: &str, rounds: &[Vec<Outcome>]) {
             })
             .collect()
     };
-    let show = |a: &str, b: &str, what: &str| {
-        let v = ratio(a, b);
-        if v.is_empty() {
-            return;
-        }
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-        println!(
-            "{what} {a} / {b}: CPU per stream {:.2}x (median of {} rounds; {:.2}x to {:.2}x)",
-            median(v.clone()),
-            v.len(),
-            lo,
-            hi
-        );
-    };
     for sg in names.iter().filter(|n| n.starts_with("streamgate")) {
         for peer in names.iter().filter(|n| !n.starts_with("streamgate")) {
-            show(sg, peer, "ratio");
+            print_ratio("ratio", sg, peer, ratio(sg, peer));
         }
     }
     if names.contains(&"byte-pipe") {
         for r in names.iter().filter(|n| **n != "byte-pipe") {
-            show(r, "byte-pipe", "distance to the floor,");
+            print_ratio(
+                "distance to the floor,",
+                r,
+                "byte-pipe",
+                ratio(r, "byte-pipe"),
+            );
         }
     }
+}
+
+/// One line for the CPU ratios of `a` to `b` taken within each round: their median
+/// and range. Nothing when there are none.
+pub fn print_ratio(what: &str, a: &str, b: &str, mut ratios: Vec<f64>) {
+    if ratios.is_empty() {
+        return;
+    }
+    ratios.sort_by(|x, y| x.total_cmp(y));
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    println!(
+        "{what} {a} / {b}: CPU per stream {median:.2}x (median of {n} rounds; {:.2}x to {:.2}x)",
+        ratios[0],
+        ratios[n - 1]
+    );
 }
 
 pub fn parse_servers(list: &str) -> anyhow::Result<Vec<ServerKind>> {

@@ -403,15 +403,8 @@ async fn main() -> anyhow::Result<()> {
                     if bn.starts_with("streamgate") {
                         continue;
                     }
-                    let mut v: Vec<f64> = results.iter().map(|r| r[a] / r[b]).collect();
-                    v.sort_by(|x, y| x.total_cmp(y));
-                    println!(
-                        "ratio {an} / {bn}: CPU per stream {:.2}x (median of {} rounds; {:.2}x to {:.2}x)",
-                        v[v.len() / 2],
-                        v.len(),
-                        v[0],
-                        v[v.len() - 1]
-                    );
+                    let v = results.iter().map(|r| r[a] / r[b]).collect();
+                    streamgate_bench::print_ratio("ratio", an, bn, v);
                 }
             }
         }
