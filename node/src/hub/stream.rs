@@ -256,15 +256,9 @@ impl LiveStream {
         self.cancel.clone().cancelled_owned()
     }
 
-    /// Records an `onMetaData` body and hands it to the subscribers.
-    pub fn on_metadata(&self, timestamp: u32, payload: Bytes) {
-        let mut batch = ReadBatch::default();
-        batch.push_metadata(timestamp, payload);
-        self.deliver_read(&mut batch, tokio::time::Instant::now());
-    }
-
-    /// Records a video message and hands it to the subscribers. Tags that cannot be
-    /// classified are relayed unchanged but not interpreted.
+    /// Records a video message and hands it to the subscribers (ingest goes through
+    /// [`LiveStream::deliver_read`]).
+    #[cfg(test)]
     pub fn on_video(&self, timestamp: u32, payload: &Bytes) {
         let mut batch = ReadBatch::default();
         batch.push_video(timestamp, payload.clone());
@@ -272,6 +266,7 @@ impl LiveStream {
     }
 
     /// Records an audio message and hands it to the subscribers.
+    #[cfg(test)]
     pub fn on_audio(&self, timestamp: u32, payload: &Bytes) {
         let mut batch = ReadBatch::default();
         batch.push_audio(timestamp, payload.clone());
