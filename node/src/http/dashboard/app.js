@@ -6,7 +6,7 @@
 const POLL_MS = 5000;
 const grid = document.getElementById("grid");
 const template = document.getElementById("card");
-const cards = new Map(); // channel_id -> { el, stream, thumbKey }
+const cards = new Map(); // channel_id -> { el, stream, thumbKey, tick }
 let clockSkewMs = 0; // node clock minus browser clock, from the Date header
 let clockSkewKnown = false;
 let refreshTimer = null;
@@ -46,7 +46,7 @@ function makeCard(stream) {
     img.hidden = true;
     el.querySelector(".placeholder").hidden = false;
   });
-  return { el, stream, thumbKey: null };
+  return { el, stream, thumbKey: null, tick: null };
 }
 
 function updateCard(entry, stream) {
@@ -86,9 +86,16 @@ function updateCard(entry, stream) {
   tickCard(entry);
 }
 
+// Shows the card's uptime and comes back just after it next turns a second, so the
+// clock on the card steps on the second (a fixed one-second timer would show a value
+// up to a second old, and step by two now and then).
 function tickCard(entry) {
+  clearTimeout(entry.tick);
   const started = Date.parse(entry.stream.started_at);
-  field(entry.el, "uptime", duration(Date.now() + clockSkewMs - started));
+  const up = Date.now() + clockSkewMs - started;
+  field(entry.el, "uptime", duration(up));
+  const untilNext = up >= 0 ? 1000 - (up % 1000) : -up;
+  entry.tick = setTimeout(() => tickCard(entry), untilNext + 5);
 }
 
 function render(streams) {
@@ -116,6 +123,7 @@ function render(streams) {
 }
 
 function removeCard(id, entry) {
+  clearTimeout(entry.tick);
   entry.el.remove();
   cards.delete(id);
 }
@@ -172,4 +180,3 @@ function follow() {
 refresh();
 follow();
 setInterval(refresh, POLL_MS);
-setInterval(() => cards.forEach(tickCard), 1000);
