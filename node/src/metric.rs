@@ -18,6 +18,7 @@ pub const LIVE_STREAMS: &str = "streamgate_live_streams";
 /// Per ingest thread: connections on it, and seconds it was awake (its rate is the
 /// share of a core the thread uses; see `rtmp.placement`).
 pub const INGEST_THREAD_CONNECTIONS: &str = "streamgate_ingest_thread_connections";
+pub const INGEST_THREAD_PUMPED: &str = "streamgate_ingest_thread_pumped_connections";
 pub const INGEST_THREAD_BUSY: &str = "streamgate_ingest_thread_busy_seconds_total";
 /// Bytes read from RTMP clients (after TLS).
 pub const INGEST_BYTES: &str = "streamgate_ingest_bytes_total";
@@ -117,6 +118,10 @@ pub fn describe() {
     describe_gauge!(
         INGEST_THREAD_CONNECTIONS,
         "connections on each ingest thread (rtmp.placement)"
+    );
+    describe_gauge!(
+        INGEST_THREAD_PUMPED,
+        "publishing connections served by each ingest thread's pump (plain TCP; the others are served by their own task)"
     );
     describe_counter!(
         INGEST_THREAD_BUSY,

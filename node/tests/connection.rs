@@ -14,13 +14,15 @@ use streamgate::auth::Authorizer;
 use streamgate::channel::Channel;
 use streamgate::config::{AuthConfig, RtmpConfig};
 use streamgate::hub::{EndReason, Hub};
+use streamgate::ingest::pump::Pump;
 use streamgate::ingest::{connection, IngestContext};
 use streamgate::key::StreamKey;
 use streamgate::outbox::StatusOutbox;
 use streamgate::revocation::KeyWatch;
 use streamgate::store::sqlite::SqliteStore;
 use streamgate::store::ChannelStore;
-use tokio::io::DuplexStream;
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +100,41 @@ impl Harness {
             self.shutdown.clone(),
         ));
         (client, task)
+    }
+
+    /// A client connection over loopback TCP, served as an ingest thread serves plain
+    /// TCP: a publish waits in `pump`.
+    async fn connect_tcp(&self, pump: &Arc<Pump>) -> (TcpStream, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let ticket = self.ctx.admission.admit(peer.ip()).expect("admitted");
+        let task = tokio::spawn(connection::serve(
+            connection::PumpedTcp::new(server, pump.clone()),
+            peer,
+            bytes::BytesMut::new(),
+            ticket,
+            self.ctx.clone(),
+            self.shutdown.clone(),
+        ));
+        (client, task)
+    }
+
+    /// A new channel with a publisher live on it over TCP, through `pump`.
+    async fn live_tcp(
+        &self,
+        name: &str,
+        pump: &Arc<Pump>,
+    ) -> (Channel, Publisher<TcpStream>, JoinHandle<()>) {
+        let (ch, key) = self.channel(name).await;
+        let (io, task) = self.connect_tcp(pump).await;
+        let config = ClientConfig::new("live", "rtmp://node/live", key.expose());
+        let publisher = Publisher::publish(io, config, PublisherOptions::default())
+            .await
+            .expect("publish accepted");
+        (ch, publisher, task)
     }
 
     async fn publish(
@@ -603,4 +640,234 @@ async fn empty_media_messages_are_dropped_at_ingest() {
     );
     let stats = h.hub.get(&ch.id).unwrap().info().stats;
     assert_eq!(stats.bytes_total, video().len() as u64);
+}
+
+// The pump: a publisher on plain TCP is read, parsed and delivered by its ingest
+// thread's pump, and goes back to its task for anything else. Real loopback sockets
+// and the real clock (the pump waits on a real epoll instance).
+
+/// A pump on the test's runtime, as each ingest thread has one.
+fn pump() -> Arc<Pump> {
+    let (pump, task) = Pump::start().unwrap();
+    tokio::spawn(task);
+    pump
+}
+
+/// Waits (up to 5 s) until `done`.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_publisher_on_tcp_is_served_by_the_pump_acknowledged_and_ended_by_its_close() {
+    let recorder = Arc::new(Recorder::default());
+    let h = Harness::build(
+        RtmpConfig::default(),
+        AuthConfig::default(),
+        vec![Arc::new(Attach(recorder.clone()))],
+    );
+    let pump = pump();
+    let (ch, mut publisher, task) = h.live_tcp("pumped", &pump).await;
+    publisher.poll_incoming().await.unwrap();
+    // Past the acknowledgement window (2.5 MB): 40 messages of 64 KiB, in ten writes.
+    let payload = {
+        let mut p = vec![0u8; 64 * 1024];
+        p[..video().len()].copy_from_slice(&video());
+        Bytes::from(p)
+    };
+    for i in 0..40u32 {
+        publisher.send_media(9, i * 33, payload.clone());
+        if i % 4 == 3 {
+            publisher.flush().await.unwrap();
+        }
+    }
+    eventually("every message delivered", || {
+        recorder.messages.load(std::sync::atomic::Ordering::Relaxed) == 40
+    })
+    .await;
+    assert_eq!(pump.len(), 1, "the publish waits in the pump");
+    assert_eq!(
+        h.hub.get(&ch.id).unwrap().info().stats.bytes_total,
+        40 * 64 * 1024
+    );
+    // The acknowledgement the session queued was written by the pump.
+    tokio::time::timeout(Duration::from_secs(5), publisher.io_mut().readable())
+        .await
+        .expect("an acknowledgement from the node")
+        .unwrap();
+    publisher.poll_incoming().await.unwrap();
+    assert_eq!(pump.len(), 1, "still in the pump");
+
+    drop(publisher);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the connection ends with the client's close")
+        .unwrap();
+    assert!(pump.is_empty());
+    assert!(h.hub.live_channels().is_empty());
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+}
+
+#[tokio::test]
+async fn an_unpublish_read_by_the_pump_goes_back_to_the_connection() {
+    let h = Harness::new(RtmpConfig::default());
+    let pump = pump();
+    let (ch, mut publisher, task) = h.live_tcp("unpublished", &pump).await;
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    eventually("in the pump", || pump.len() == 1).await;
+    assert_eq!(h.hub.live_channels(), vec![ch.id]);
+
+    // FCUnpublish and deleteStream, the connection kept open.
+    let (mut io, mut session, _) = publisher.into_parts();
+    session.finish();
+    rtmp_io::write_queued(&mut io, session.output(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    eventually("offline after the unpublish", || {
+        h.hub.live_channels().is_empty()
+    })
+    .await;
+    assert!(pump.is_empty(), "no publish, nothing in the pump");
+    assert!(
+        !task.is_finished(),
+        "the connection stays, to publish again"
+    );
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+    io.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_idle_deadline_and_the_stop_signal_take_a_connection_back_from_the_pump() {
+    let idle = Duration::from_millis(300);
+    let h = Harness::with_idle(idle);
+    let pump = pump();
+
+    // Silent in the pump: closed at the idle deadline.
+    let (quiet, mut publisher, task) = h.live_tcp("quiet", &pump).await;
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    eventually("in the pump", || pump.len() == 1).await;
+    let last_sent = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), publisher.closed())
+        .await
+        .expect("closed by the node");
+    assert!(matches!(closed, PublishError::Closed), "{closed:?}");
+    let silence = last_sent.elapsed();
+    assert!(
+        silence >= idle - Duration::from_millis(50) && silence < idle + Duration::from_secs(1),
+        "closed after {silence:?} of silence"
+    );
+    task.await.unwrap();
+    assert!(pump.is_empty());
+    assert_eq!(h.final_status(&quiet).map(|s| s.0), Some(false));
+
+    // Sending in the pump, ended by the node: closed at once.
+    let h = Harness::new(RtmpConfig::default());
+    let (busy, mut publisher, task) = h.live_tcp("busy", &pump).await;
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    eventually("in the pump", || pump.len() == 1).await;
+    let ended = std::time::Instant::now();
+    h.hub.get(&busy.id).unwrap().end(EndReason::Kicked);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ended at once")
+        .unwrap();
+    assert!(ended.elapsed() < Duration::from_secs(1));
+    assert!(pump.is_empty());
+    assert!(h.hub.live_channels().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_input_read_by_the_pump_closes_only_that_connection() {
+    let h = Harness::new(RtmpConfig::default());
+    let pump = pump();
+    let (_bad_ch, mut bad, bad_task) = h.live_tcp("bad", &pump).await;
+    let (good_ch, mut good, good_task) = h.live_tcp("good", &pump).await;
+    for p in [&mut bad, &mut good] {
+        p.send_media(9, 0, video());
+        p.flush().await.unwrap();
+    }
+    eventually("both in the pump", || pump.len() == 2).await;
+    // A chunk of a message on a chunk stream never opened, continuing (fmt 3): a
+    // protocol error.
+    bad.io_mut().write_all(&[0xc5, 1, 2, 3]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), bad_task)
+        .await
+        .expect("the malformed connection is closed")
+        .unwrap();
+    good.send_media(9, 33, video());
+    good.flush().await.unwrap();
+    good.poll_incoming().await.unwrap();
+    assert_eq!(pump.len(), 1);
+    assert_eq!(h.hub.live_channels(), vec![good_ch.id]);
+    assert!(!good_task.is_finished());
+}
+
+#[tokio::test]
+async fn a_connection_task_that_ends_takes_its_socket_out_of_the_pump() {
+    let h = Harness::new(RtmpConfig::default());
+    let pump = pump();
+    let (ch, mut publisher, task) = h.live_tcp("aborted", &pump).await;
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    eventually("in the pump", || pump.len() == 1).await;
+    task.abort();
+    let _ = task.await;
+    assert!(pump.is_empty());
+    assert!(h.hub.live_channels().is_empty());
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
+    // The socket was closed with it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), publisher.closed())
+        .await
+        .expect("closed");
+    assert!(
+        matches!(closed, PublishError::Closed | PublishError::Io(_)),
+        "{closed:?}"
+    );
+}
+
+/// The last media and the client's close arrive together: the pump reads the media
+/// (less than its room, which otherwise means it read everything) and must still see
+/// the end of the stream.
+#[tokio::test]
+async fn a_close_that_arrives_with_the_last_media_ends_the_connection() {
+    let recorder = Arc::new(Recorder::default());
+    let h = Harness::build(
+        RtmpConfig::default(),
+        AuthConfig::default(),
+        vec![Arc::new(Attach(recorder.clone()))],
+    );
+    let pump = pump();
+    let (ch, mut publisher, task) = h.live_tcp("last-words", &pump).await;
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    eventually("in the pump", || pump.len() == 1).await;
+    // No await between the write and the close that lets the pump run.
+    publisher.send_media(9, 33, video());
+    publisher.flush().await.unwrap();
+    publisher.io_mut().shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the connection ends with the client's close")
+        .unwrap();
+    assert!(pump.is_empty());
+    assert_eq!(
+        recorder.messages.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the last media was delivered too"
+    );
+    assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
 }

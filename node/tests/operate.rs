@@ -72,6 +72,18 @@ fn metrics_move_with_a_publish_and_never_carry_a_key() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(on_threads, 1.0, "{during}");
+    // Publishing on plain TCP, it is served by its thread's pump.
+    let pumped = |s: &str| -> f64 {
+        s.lines()
+            .filter(|l| l.starts_with("streamgate_ingest_thread_pumped_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let in_pump = wait_for(Duration::from_secs(5), || {
+        let s = scrape(&node, admin);
+        (pumped(&s) == 1.0).then_some(s)
+    });
+    assert!(in_pump.is_some(), "{during}");
     assert!(during.contains("streamgate_ingest_thread_busy_seconds_total{thread=\"0\"}"));
     assert!(
         value(

@@ -80,10 +80,13 @@ async fn scrape(State(s): State<AdminState>) -> Response {
     let infos = s.hub.infos();
     metrics::gauge!(metric::LIVE_STREAMS).set(infos.len() as f64);
     let busy = s.ingest.busy_seconds();
+    let pumped = s.ingest.pumped();
     for (i, n) in s.ingest.connections().into_iter().enumerate() {
         let thread = i.to_string();
         metrics::gauge!(metric::INGEST_THREAD_CONNECTIONS, "thread" => thread.clone())
             .set(n as f64);
+        metrics::gauge!(metric::INGEST_THREAD_PUMPED, "thread" => thread.clone())
+            .set(pumped[i] as f64);
         // Whole seconds (a counter is an integer): over a minute's rate, the share
         // of a core to within 2 %.
         metrics::counter!(metric::INGEST_THREAD_BUSY, "thread" => thread).absolute(busy[i] as u64);

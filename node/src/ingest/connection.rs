@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::admission::Ticket;
+use super::pump::{Back, Held, Parked, Pump, Why};
 use super::IngestContext;
 use crate::auth::AuthDecision;
 use crate::hub::{EndReason, PublishHandle, PublishRequest, ReadBatch};
@@ -140,32 +141,26 @@ enum End {
 ///
 /// `received` holds what arrived already (after a PROXY header, the start of the
 /// handshake).
-pub async fn serve<S>(
+pub async fn serve<S: Transport>(
     io: S,
     peer: SocketAddr,
     received: BytesMut,
     ticket: Ticket,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let ctx_bytes = ctx.ingest_bytes.clone();
+) {
+    let mut flow = Flow::new(&ctx);
+    flow.buf = received;
     let mut conn = Connection {
         io,
         peer,
         ctx,
         ticket,
-        buf: received,
-        publish: None,
         stop: cancel.child_token(),
-        ingest_bytes: crate::metric::BatchedCounter::new(ctx_bytes),
-        read_at: tokio::time::Instant::now(),
-        batch: ReadBatch::default(),
-        read_size: ReadSize::new(),
+        flow,
     };
     let result = conn.run(&cancel).await;
-    let channel_id = conn.publish.as_ref().map(|p| p.stream.channel_id);
+    let channel_id = conn.flow.publish.as_ref().map(|p| p.stream.channel_id);
     match result {
         Ok(End::ClientClosed) => debug!(%peer, ?channel_id, "connection closed by client"),
         Ok(End::Rejected(why)) => debug!(%peer, reason = why, "connection closed after refusal"),
@@ -184,8 +179,125 @@ pub async fn serve<S>(
         Err(e) => debug!(%peer, error = %e, "connection ended"),
     }
     // Dropping the publish handle marks the channel offline (unless taken over).
-    if let Some(handle) = conn.publish.take() {
+    if let Some(handle) = conn.flow.publish.take() {
         info!(channel_id = %handle.stream.channel_id, session = %handle.stream.session_id, "publish ended");
+    }
+}
+
+/// A connection's byte stream. A transport that can hand its socket to the ingest
+/// thread's [`Pump`] says so; the others (RTMPS, in-memory pipes) keep the defaults and
+/// are served by their task alone.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Takes the socket out of the runtime's reactor for a pump; `None` when this
+    /// transport is not pumped.
+    fn park(&mut self) -> std::io::Result<Option<(Arc<Pump>, std::net::TcpStream)>> {
+        Ok(None)
+    }
+
+    /// Takes the socket back from the pump (registers it with the reactor again).
+    fn unpark(&mut self, socket: std::net::TcpStream) -> std::io::Result<()> {
+        drop(socket);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+impl Transport for tokio::io::DuplexStream {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<S> {}
+
+/// A plain TCP connection on an ingest thread: while it publishes, its socket waits in
+/// the thread's [`Pump`] instead of the runtime's reactor.
+pub struct PumpedTcp {
+    /// `None` while the pump holds the socket (the task is waiting for it then, and
+    /// neither reads nor writes).
+    stream: Option<tokio::net::TcpStream>,
+    pump: Arc<Pump>,
+}
+
+impl PumpedTcp {
+    pub fn new(stream: tokio::net::TcpStream, pump: Arc<Pump>) -> PumpedTcp {
+        PumpedTcp {
+            stream: Some(stream),
+            pump,
+        }
+    }
+
+    fn stream(&mut self) -> std::io::Result<&mut tokio::net::TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl Transport for PumpedTcp {
+    fn park(&mut self) -> std::io::Result<Option<(Arc<Pump>, std::net::TcpStream)>> {
+        if !self.pump.is_running() {
+            return Ok(None);
+        }
+        match self.stream.take() {
+            Some(s) => Ok(Some((self.pump.clone(), s.into_std()?))),
+            None => Ok(None),
+        }
+    }
+
+    fn unpark(&mut self, socket: std::net::TcpStream) -> std::io::Result<()> {
+        self.stream = Some(tokio::net::TcpStream::from_std(socket)?);
+        Ok(())
+    }
+}
+
+impl AsyncRead for PumpedTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for PumpedTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_write(cx, data),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -195,219 +307,99 @@ struct Connection<S> {
     ctx: Arc<IngestContext>,
     /// Its place in the per-address counts.
     ticket: Ticket,
+    /// Cancelled by the shutdown (its parent) or when the node ends this connection's
+    /// publish (the publish's own token).
+    stop: CancellationToken,
+    /// What its reads go through (what the pump takes with the socket).
+    flow: Flow,
+}
+
+/// What a connection's reads go through, from the bytes to the publish: the task's
+/// while the connection is its own, the [`Pump`]'s while the pump holds the socket.
+pub(crate) struct Flow {
     /// Received bytes not yet interpreted.
     buf: BytesMut,
     /// The publish this connection holds, if any.
     publish: Option<PublishHandle>,
-    /// Cancelled by the shutdown (its parent) or when the node ends this connection's
-    /// publish (the publish's own token).
-    stop: CancellationToken,
+    /// The messages of the current read, handed to the publish in one go.
+    batch: ReadBatch,
+    /// Room each read gets.
+    read_size: ReadSize,
     /// Bytes read, on their way to the shared counter.
     ingest_bytes: crate::metric::BatchedCounter,
     /// When the last read returned data (the idle deadline counts from it, and the
     /// media it brought is stamped with it).
     read_at: tokio::time::Instant,
-    /// The messages of the current read, handed to the publish in one go.
-    batch: ReadBatch,
-    /// Room each read gets.
-    read_size: ReadSize,
 }
 
-/// What woke a connection's turn.
-enum Turn {
-    Read(std::io::Result<usize>),
-    /// The idle deadline passed (it may have been extended by traffic since).
-    Idle,
-    /// Shutdown, or the node ended this connection's publish.
-    Stop,
-    /// No publish accepted by the auth deadline.
-    NoPublish,
-}
-
-/// The waker the deadlines and the stop signal are given: it wakes the connection's
-/// task and notes that one of them (not the socket) fired, so that the many turns woken
-/// by data poll the socket only, and never the timers or the token.
-struct SideWake {
-    fired: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for SideWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    async fn run(&mut self, cancel: &CancellationToken) -> Result<End, ConnectionError> {
-        let ctx = self.ctx.clone();
-        let cfg = &ctx.config;
-        // From accept to an accepted publish; traffic does not extend it.
-        let auth_deadline = tokio::time::sleep(cfg.auth_deadline);
-        tokio::pin!(auth_deadline);
-        let hs_timeout = cfg.handshake_timeout;
-        tokio::select! {
-            r = tokio::time::timeout(hs_timeout, self.handshake()) => {
-                r.map_err(|_| ConnectionError::HandshakeTimeout(hs_timeout))??;
-            }
-            _ = cancel.cancelled() => return Ok(End::Shutdown),
+impl Flow {
+    fn new(ctx: &IngestContext) -> Flow {
+        Flow {
+            buf: BytesMut::new(),
+            publish: None,
+            batch: ReadBatch::default(),
+            read_size: ReadSize::new(),
+            ingest_bytes: crate::metric::BatchedCounter::new(ctx.ingest_bytes.clone()),
+            read_at: tokio::time::Instant::now(),
         }
+    }
 
-        let mut session = ServerSession::new(ServerConfig {
-            chunk_limits: ChunkLimits {
-                max_message_size: cfg.max_message_size,
-                max_chunk_streams: cfg.max_chunk_streams,
-                max_partial_bytes: cfg.max_partial_bytes,
-                ..ChunkLimits::default()
-            },
-            out_chunk_size: cfg.chunk_size,
-            ..ServerConfig::default()
-        });
-        let idle = cfg.idle_timeout;
-        // Set up once, not per read: the idle deadline (re-armed only when it fires),
-        // the shutdown signal, and (once publishing) the end of this publish.
-        let idle_deadline = tokio::time::sleep(idle);
-        tokio::pin!(idle_deadline);
+    /// Makes room for the next read; returns how much there is.
+    fn prepare_read(&mut self) -> usize {
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.read_size.room {
+            // Reads got small again: give the large buffer back.
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(self.read_size.room);
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Notes a read of `n` bytes (more than none) into `room`.
+    fn after_read(&mut self, n: usize, room: usize) {
+        // Only a publisher's reads earn room: before its key is accepted a connection
+        // holds no more than the start.
+        if self.publish.is_some() {
+            self.read_size.after_read(n, room);
+        }
         self.read_at = tokio::time::Instant::now();
-        // One token of this connection's own, for the shutdown (its parent) and for
-        // the end of its publish (a publish of this connection is ended through it): one
-        // future to poll per turn, and a lock no other connection takes.
-        let stop = self.stop.clone().cancelled_owned();
-        tokio::pin!(stop);
-        let side = Arc::new(SideWake {
-            // Polled on the first turn, which arms them.
-            fired: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        let side_waker = Waker::from(side.clone());
-        loop {
-            // Interpret everything buffered, one event at a time: a request that needs
-            // an answer is answered before later messages are read.
-            while let Some(ev) = session.next_event(&mut self.buf)? {
-                // Media, the bulk of the traffic, is handled without an await.
-                let Some(ev) = self.on_media(ev) else {
-                    continue;
-                };
-                self.flush_delivered();
-                let was_publishing = self.publish.is_some();
-                if let Some(end) = self.on_event(&mut session, ev).await? {
-                    return Ok(end);
-                }
-                if was_publishing && self.publish.is_none() {
-                    // Unpublished but still connected: publish again within the deadline.
-                    auth_deadline
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + cfg.auth_deadline);
-                    side.fired.store(true, Ordering::Release);
-                }
-            }
-            // Everything this read brought was handed over: relays send it in one write.
-            self.flush_delivered();
-            if !session.is_trusted() && session.output().len() > PRE_PUBLISH_MAX_OUTPUT {
-                return Err(ConnectionError::PrePublishOutput(PRE_PUBLISH_MAX_OUTPUT));
-            }
-            if !session.output().is_empty() {
-                self.flush(session.output()).await?;
-            }
-
-            if self.buf.is_empty() && self.buf.capacity() > 2 * self.read_size.room {
-                // Reads got small again: give the large buffer back.
-                self.buf = BytesMut::new();
-            }
-            self.buf.reserve(self.read_size.room);
-            let room = self.buf.capacity() - self.buf.len();
-            let waiting_publish = self.publish.is_none();
-            let turn = std::future::poll_fn(|cx| {
-                // Reading first: a turn woken by data looks at nothing else.
-                if let Poll::Ready(r) =
-                    tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
-                {
-                    return Poll::Ready(Turn::Read(r));
-                }
-                // The deadlines and the stop signal wake the task through `side`,
-                // which remembers it: they are polled only when one of them fired.
-                side.task.register(cx.waker());
-                if !side.fired.swap(false, Ordering::AcqRel) {
-                    return Poll::Pending;
-                }
-                let mut side_cx = Context::from_waker(&side_waker);
-                if idle_deadline.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready(Turn::Idle);
-                }
-                if stop.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready(Turn::Stop);
-                }
-                if waiting_publish && auth_deadline.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready(Turn::NoPublish);
-                }
-                Poll::Pending
-            })
-            .await;
-            match turn {
-                Turn::Read(Ok(0)) => return Ok(End::ClientClosed),
-                Turn::Read(Ok(n)) => {
-                    // Only a publisher's reads earn room: before its key is accepted a
-                    // connection holds no more than the start.
-                    if self.publish.is_some() {
-                        self.read_size.after_read(n, room);
-                    }
-                    self.read_at = tokio::time::Instant::now();
-                    self.ingest_bytes.add_owned(n as u64);
-                }
-                // RTMPS: encoders close without a TLS close_notify (OBS always does).
-                // RTMP frames its own messages, so nothing is truncated unseen: an
-                // ordinary close.
-                Turn::Read(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Ok(End::ClientClosed)
-                }
-                Turn::Read(Err(e)) => return Err(e.into()),
-                Turn::Idle => {
-                    let quiet = self.read_at.elapsed();
-                    if quiet >= idle {
-                        return Err(ConnectionError::Idle(idle));
-                    }
-                    idle_deadline
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + (idle - quiet));
-                    // Polled again next turn, so that it is armed for the new deadline.
-                    side.fired.store(true, Ordering::Release);
-                }
-                Turn::Stop => {
-                    return Ok(match &self.publish {
-                        Some(p) => {
-                            End::EndedByNode(p.stream.end_reason().unwrap_or(EndReason::Shutdown))
-                        }
-                        None => End::Shutdown,
-                    });
-                }
-                Turn::NoPublish => return Err(ConnectionError::NoPublish(cfg.auth_deadline)),
-            }
-        }
+        self.ingest_bytes.add_owned(n as u64);
     }
 
-    async fn handshake(&mut self) -> Result<(), ConnectionError> {
-        let mut hs = ServerHandshake::new();
-        let mut out = BytesMut::new();
-        loop {
-            let done = hs.read(&mut self.buf, &mut out)?;
-            if !out.is_empty() {
-                self.io.write_all(&out).await?;
-                out.clear();
-            }
-            if done {
-                debug!(peer = %self.peer, kind = ?hs.kind(), "handshake done");
-                return Ok(());
-            }
-            self.buf.reserve(READ_RESERVE);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Err(ConnectionError::ClosedInHandshake);
+    /// Reads once from `socket` (non-blocking) through `scratch`: the bytes read (0 at
+    /// the end of the stream) and the room they had. The pump's read: a socket outside
+    /// the runtime cannot read into the buffer's spare room without `unsafe`, so it
+    /// reads into an initialised scratch buffer and copies what came (the bytes only,
+    /// not the room).
+    pub(crate) fn read_from(
+        &mut self,
+        socket: &std::net::TcpStream,
+        scratch: &mut [u8],
+    ) -> std::io::Result<(usize, usize)> {
+        use std::io::Read;
+        let room = self.prepare_read().min(scratch.len());
+        let n = (&*socket).read(&mut scratch[..room])?;
+        if n > 0 {
+            self.buf.extend_from_slice(&scratch[..n]);
+            self.after_read(n, room);
+        }
+        Ok((n, room))
+    }
+
+    /// Interprets what is buffered up to the next event that needs the connection's
+    /// attention (returned); the media on the way is handed to the publish (in one go
+    /// per read: relays send it in one write).
+    pub(crate) fn next_event(
+        &mut self,
+        session: &mut ServerSession,
+    ) -> Result<Option<ServerEvent>, SessionError> {
+        while let Some(ev) = session.next_event(&mut self.buf)? {
+            if let Some(ev) = self.on_media(ev) {
+                self.flush_delivered();
+                return Ok(Some(ev));
             }
         }
+        self.flush_delivered();
+        Ok(None)
     }
 
     /// Hands the messages of the current read to the publish.
@@ -442,6 +434,308 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         None
     }
+}
+
+/// What woke a connection's turn.
+enum Turn {
+    Read(std::io::Result<usize>),
+    /// The pump gave the connection back (with an event to act on, or output to
+    /// write).
+    Resume,
+    /// The idle deadline passed (it may have been extended by traffic since).
+    Idle,
+    /// Shutdown, or the node ended this connection's publish.
+    Stop,
+    /// No publish accepted by the auth deadline.
+    NoPublish,
+}
+
+/// The waker the deadlines and the stop signal are given: it wakes the connection's
+/// task and notes that one of them (not the socket) fired, so that the many turns woken
+/// by data poll the socket only, and never the timers or the token.
+struct SideWake {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Waits while the pump holds the connection: until the pump gives it back, or the
+/// idle deadline or the stop signal fires (then the connection is taken back from the
+/// pump, unless the pump gave it back meanwhile).
+async fn wait_pumped(
+    held: &mut Held,
+    mut idle: Pin<&mut tokio::time::Sleep>,
+    mut stop: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+    side: &SideWake,
+    side_waker: &Waker,
+) -> Result<Back, ConnectionError> {
+    enum Woke {
+        Back(Option<Back>),
+        Idle,
+        Stop,
+    }
+    let woke = std::future::poll_fn(|cx| {
+        if let Poll::Ready(back) = held.poll_back(cx) {
+            return Poll::Ready(Woke::Back(back));
+        }
+        side.task.register(cx.waker());
+        if !side.fired.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let mut side_cx = Context::from_waker(side_waker);
+        if idle.as_mut().poll(&mut side_cx).is_ready() {
+            return Poll::Ready(Woke::Idle);
+        }
+        if stop.as_mut().poll(&mut side_cx).is_ready() {
+            return Poll::Ready(Woke::Stop);
+        }
+        Poll::Pending
+    })
+    .await;
+    let why = match woke {
+        Woke::Back(Some(back)) => return Ok(back),
+        Woke::Back(None) => return Err(ConnectionError::Io(lost())),
+        Woke::Idle => Why::Idle,
+        Woke::Stop => Why::Stop,
+    };
+    if let Some(parked) = held.reclaim() {
+        return Ok(Back { parked, why });
+    }
+    // The pump gave it back meanwhile: its answer first; what fired is looked at
+    // again on the next turn.
+    side.fired.store(true, Ordering::Release);
+    std::future::poll_fn(|cx| held.poll_back(cx))
+        .await
+        .ok_or_else(|| ConnectionError::Io(lost()))
+}
+
+/// The pump dropped a connection without giving it back (it cannot: the pump only
+/// drops what it holds when its thread ends).
+fn lost() -> std::io::Error {
+    std::io::Error::other("the ingest thread stopped")
+}
+
+impl<S: Transport> Connection<S> {
+    async fn run(&mut self, cancel: &CancellationToken) -> Result<End, ConnectionError> {
+        let ctx = self.ctx.clone();
+        let cfg = &ctx.config;
+        // From accept to an accepted publish; traffic does not extend it.
+        let auth_deadline = tokio::time::sleep(cfg.auth_deadline);
+        tokio::pin!(auth_deadline);
+        let hs_timeout = cfg.handshake_timeout;
+        tokio::select! {
+            r = tokio::time::timeout(hs_timeout, self.handshake()) => {
+                r.map_err(|_| ConnectionError::HandshakeTimeout(hs_timeout))??;
+            }
+            _ = cancel.cancelled() => return Ok(End::Shutdown),
+        }
+
+        let mut session = ServerSession::new(ServerConfig {
+            chunk_limits: ChunkLimits {
+                max_message_size: cfg.max_message_size,
+                max_chunk_streams: cfg.max_chunk_streams,
+                max_partial_bytes: cfg.max_partial_bytes,
+                ..ChunkLimits::default()
+            },
+            out_chunk_size: cfg.chunk_size,
+            ..ServerConfig::default()
+        });
+        let idle = cfg.idle_timeout;
+        // Set up once, not per read: the idle deadline (re-armed only when it fires),
+        // the shutdown signal, and (once publishing) the end of this publish.
+        let idle_deadline = tokio::time::sleep(idle);
+        tokio::pin!(idle_deadline);
+        self.flow.read_at = tokio::time::Instant::now();
+        // One token of this connection's own, for the shutdown (its parent) and for
+        // the end of its publish (a publish of this connection is ended through it): one
+        // future to poll per turn, and a lock no other connection takes.
+        let stop = self.stop.clone().cancelled_owned();
+        tokio::pin!(stop);
+        let side = Arc::new(SideWake {
+            // Polled on the first turn, which arms them.
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let side_waker = Waker::from(side.clone());
+        // An event the pump read and gave back with the connection.
+        let mut returned: Option<ServerEvent> = None;
+        loop {
+            // Interpret everything buffered, one event at a time: a request that needs
+            // an answer is answered before later messages are read. Media, the bulk of
+            // the traffic, is handed over on the way, without an await.
+            loop {
+                let ev = match returned.take() {
+                    Some(ev) => ev,
+                    None => match self.flow.next_event(&mut session)? {
+                        Some(ev) => ev,
+                        None => break,
+                    },
+                };
+                let was_publishing = self.flow.publish.is_some();
+                if let Some(end) = self.on_event(&mut session, ev).await? {
+                    return Ok(end);
+                }
+                if was_publishing && self.flow.publish.is_none() {
+                    // Unpublished but still connected: publish again within the deadline.
+                    auth_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + cfg.auth_deadline);
+                    side.fired.store(true, Ordering::Release);
+                }
+            }
+            if !session.is_trusted() && session.output().len() > PRE_PUBLISH_MAX_OUTPUT {
+                return Err(ConnectionError::PrePublishOutput(PRE_PUBLISH_MAX_OUTPUT));
+            }
+            if !session.output().is_empty() {
+                self.flush(session.output()).await?;
+            }
+
+            let mut room = 0;
+            let pump = match self.flow.publish {
+                // A publisher's socket waits in the thread's pump, which reads, parses
+                // and delivers its media until something needs this task.
+                Some(_) => self.io.park()?,
+                None => None,
+            };
+            let turn = if let Some((pump, socket)) = pump {
+                let flow = std::mem::replace(&mut self.flow, Flow::new(&ctx));
+                let parked = Box::new(Parked {
+                    socket,
+                    session,
+                    flow,
+                });
+                let Back { parked, why } = match pump.hold(parked) {
+                    Ok(mut held) => {
+                        wait_pumped(
+                            &mut held,
+                            idle_deadline.as_mut(),
+                            stop.as_mut(),
+                            &side,
+                            &side_waker,
+                        )
+                        .await?
+                    }
+                    Err(parked) => Back {
+                        parked,
+                        why: Why::Resume,
+                    },
+                };
+                let Parked {
+                    socket,
+                    session: pumped,
+                    flow,
+                } = *parked;
+                session = pumped;
+                self.flow = flow;
+                self.io.unpark(socket)?;
+                match why {
+                    Why::Event(ev) => {
+                        returned = Some(ev);
+                        Turn::Resume
+                    }
+                    Why::Resume => Turn::Resume,
+                    Why::Closed => Turn::Read(Ok(0)),
+                    Why::Failed(e) => Turn::Read(Err(e)),
+                    Why::Protocol(e) => return Err(e.into()),
+                    Why::Idle => Turn::Idle,
+                    Why::Stop => Turn::Stop,
+                }
+            } else {
+                room = self.flow.prepare_read();
+                let waiting_publish = self.flow.publish.is_none();
+                std::future::poll_fn(|cx| {
+                    // Reading first: a turn woken by data looks at nothing else.
+                    if let Poll::Ready(r) = tokio_util::io::poll_read_buf(
+                        Pin::new(&mut self.io),
+                        cx,
+                        &mut self.flow.buf,
+                    ) {
+                        return Poll::Ready(Turn::Read(r));
+                    }
+                    // The deadlines and the stop signal wake the task through `side`,
+                    // which remembers it: they are polled only when one of them fired.
+                    side.task.register(cx.waker());
+                    if !side.fired.swap(false, Ordering::AcqRel) {
+                        return Poll::Pending;
+                    }
+                    let mut side_cx = Context::from_waker(&side_waker);
+                    if idle_deadline.as_mut().poll(&mut side_cx).is_ready() {
+                        return Poll::Ready(Turn::Idle);
+                    }
+                    if stop.as_mut().poll(&mut side_cx).is_ready() {
+                        return Poll::Ready(Turn::Stop);
+                    }
+                    if waiting_publish && auth_deadline.as_mut().poll(&mut side_cx).is_ready() {
+                        return Poll::Ready(Turn::NoPublish);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            match turn {
+                Turn::Read(Ok(0)) => return Ok(End::ClientClosed),
+                Turn::Read(Ok(n)) => self.flow.after_read(n, room),
+                // RTMPS: encoders close without a TLS close_notify (OBS always does).
+                // RTMP frames its own messages, so nothing is truncated unseen: an
+                // ordinary close.
+                Turn::Read(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(End::ClientClosed)
+                }
+                Turn::Read(Err(e)) => return Err(e.into()),
+                Turn::Resume => {}
+                Turn::Idle => {
+                    let quiet = self.flow.read_at.elapsed();
+                    if quiet >= idle {
+                        return Err(ConnectionError::Idle(idle));
+                    }
+                    idle_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + (idle - quiet));
+                    // Polled again next turn, so that it is armed for the new deadline.
+                    side.fired.store(true, Ordering::Release);
+                }
+                Turn::Stop => {
+                    return Ok(match &self.flow.publish {
+                        Some(p) => {
+                            End::EndedByNode(p.stream.end_reason().unwrap_or(EndReason::Shutdown))
+                        }
+                        None => End::Shutdown,
+                    });
+                }
+                Turn::NoPublish => return Err(ConnectionError::NoPublish(cfg.auth_deadline)),
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<(), ConnectionError> {
+        let mut hs = ServerHandshake::new();
+        let mut out = BytesMut::new();
+        loop {
+            let done = hs.read(&mut self.flow.buf, &mut out)?;
+            if !out.is_empty() {
+                self.io.write_all(&out).await?;
+                out.clear();
+            }
+            if done {
+                debug!(peer = %self.peer, kind = ?hs.kind(), "handshake done");
+                return Ok(());
+            }
+            self.flow.buf.reserve(READ_RESERVE);
+            if self.io.read_buf(&mut self.flow.buf).await? == 0 {
+                return Err(ConnectionError::ClosedInHandshake);
+            }
+        }
+    }
 
     /// Acts on one session event; `Some` ends the connection.
     async fn on_event(
@@ -465,7 +759,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             ServerEvent::PublishRequested { stream_id, name } => {
-                if self.publish.is_some() {
+                if self.flow.publish.is_some() {
                     return self
                         .refuse_publish(
                             session,
@@ -528,7 +822,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         };
                         session.accept_publish(stream_id);
                         info!(peer = %self.peer, channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
-                        self.publish = Some(handle);
+                        self.flow.publish = Some(handle);
                     }
                     AuthDecision::UnknownKey => {
                         warn!(peer = %self.peer, key_fp = %key.fingerprint(), "publish rejected: no channel has this key");
@@ -578,10 +872,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             ServerEvent::Metadata { .. } | ServerEvent::Video(_) | ServerEvent::Audio(_) => {
                 // Handled there (and only there); nothing comes back for media.
-                let _ = self.on_media(ev);
+                let _ = self.flow.on_media(ev);
             }
             ServerEvent::Unpublished { .. } => {
-                if let Some(handle) = self.publish.take() {
+                if let Some(handle) = self.flow.publish.take() {
                     info!(channel_id = %handle.stream.channel_id, session = %handle.stream.session_id, "publish ended by client");
                 }
             }

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod connection;
 pub mod placement;
 pub mod proxy;
+pub mod pump;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::config::{Placement, RtmpConfig, StatusConfig};
 use crate::hub::Hub;
 use crate::metric;
 use admission::{Admission, AdmissionLimits};
+use pump::Pump;
 use tls::TlsIdentity;
 
 /// What every connection task shares.
@@ -71,9 +73,11 @@ impl IngestContext {
 /// Single-threaded runtimes, one per core, that run the connections (and their relay
 /// tasks, which they spawn): a stream's ingest and relays share a thread, so handing a
 /// message to a relay never wakes another thread. Which thread a connection goes to is
-/// the [`placement::Placer`]'s choice (`rtmp.placement`).
+/// the [`placement::Placer`]'s choice (`rtmp.placement`). Each thread has a [`Pump`]
+/// for its publishing connections on plain TCP.
 pub struct IngestWorkers {
     handles: Vec<tokio::runtime::Handle>,
+    pumps: Vec<Arc<Pump>>,
     stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     placer: Arc<placement::Placer>,
@@ -89,6 +93,7 @@ impl IngestWorkers {
         };
         let placer = Arc::new(placement::Placer::new(policy, n));
         let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pumps = Vec::new();
         for i in 0..n {
             let (woke, parks) = (placer.clone(), placer.clone());
             // Sockets and timers only: no process or signal driver to look at on
@@ -100,6 +105,12 @@ impl IngestWorkers {
                 .on_thread_unpark(move || woke.woke(i))
                 .on_thread_park(move || parks.parks(i))
                 .build()?;
+            let (pump, pumping) = {
+                let _inside = rt.enter();
+                Pump::start()?
+            };
+            rt.spawn(pumping);
+            pumps.push(pump);
             handles.push(rt.handle().clone());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             stops.push(tx);
@@ -114,6 +125,7 @@ impl IngestWorkers {
         }
         Ok(Arc::new(IngestWorkers {
             handles,
+            pumps,
             stops: std::sync::Mutex::new(stops),
             threads: std::sync::Mutex::new(threads),
             placer,
@@ -128,11 +140,16 @@ impl IngestWorkers {
         self.handles.is_empty()
     }
 
-    /// The runtime for a new connection, and its seat there (held for the
+    /// The runtime for a new connection, its pump, and its seat there (held for the
     /// connection's life).
-    fn pick(&self) -> (&tokio::runtime::Handle, placement::Seat) {
+    fn pick(&self) -> (&tokio::runtime::Handle, Arc<Pump>, placement::Seat) {
         let (i, seat) = self.placer.place();
-        (&self.handles[i], seat)
+        (&self.handles[i], self.pumps[i].clone(), seat)
+    }
+
+    /// Publishing connections in each thread's pump.
+    pub fn pumped(&self) -> Vec<usize> {
+        self.pumps.iter().map(|p| p.len()).collect()
     }
 
     /// Connections on each ingest thread.
@@ -263,10 +280,10 @@ impl Listener {
         let ctx = self.ctx.clone();
         let cancel = shutdown.clone();
         let tls = self.tls.clone();
-        let (runtime, seat) = self.workers.pick();
+        let (runtime, pump, seat) = self.workers.pick();
         let task = tracker.track_future(async move {
             match tokio::net::TcpStream::from_std(socket) {
-                Ok(socket) => admit(socket, peer, tls, ctx, cancel).await,
+                Ok(socket) => admit(socket, peer, tls, pump, ctx, cancel).await,
                 Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
             }
             drop(seat);
@@ -283,6 +300,7 @@ async fn admit(
     mut socket: tokio::net::TcpStream,
     from: SocketAddr,
     tls: Option<Arc<TlsIdentity>>,
+    pump: Arc<Pump>,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
 ) {
@@ -322,6 +340,7 @@ async fn admit(
         }
     };
     let Some(tls) = tls else {
+        let socket = connection::PumpedTcp::new(socket, pump);
         return connection::serve(socket, peer, received, ticket, ctx, cancel).await;
     };
     // RTMPS: the TLS handshake comes first, under the RTMP handshake's deadline.
