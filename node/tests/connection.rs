@@ -871,3 +871,29 @@ async fn a_close_that_arrives_with_the_last_media_ends_the_connection() {
     );
     assert_eq!(h.final_status(&ch).map(|s| s.0), Some(false));
 }
+
+/// A pumped publisher that keeps sending stays in the pump across its idle deadlines
+/// (the deadline moves on; the connection is not taken back and given again), and
+/// is closed at the deadline once it goes silent.
+#[tokio::test]
+async fn traffic_keeps_a_pumped_publisher_in_the_pump_past_its_idle_deadlines() {
+    let idle = Duration::from_millis(200);
+    let h = Harness::with_idle(idle);
+    let pump = pump();
+    let (ch, mut publisher, task) = h.live_tcp("steady", &pump).await;
+    for i in 0..20u32 {
+        publisher.send_media(9, i * 50, video());
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second after the publish: five idle deadlines went by.
+    assert_eq!(pump.taken(), 1, "given to the pump once");
+    assert_eq!(pump.len(), 1);
+    assert_eq!(h.hub.live_channels(), vec![ch.id]);
+    let closed = tokio::time::timeout(Duration::from_secs(5), publisher.closed())
+        .await
+        .expect("closed once silent");
+    assert!(matches!(closed, PublishError::Closed), "{closed:?}");
+    task.await.unwrap();
+    assert!(pump.is_empty());
+}

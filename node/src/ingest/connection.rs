@@ -344,6 +344,11 @@ impl Flow {
         }
     }
 
+    /// When the last read returned data.
+    pub(crate) fn read_at(&self) -> tokio::time::Instant {
+        self.read_at
+    }
+
     /// Makes room for the next read; returns how much there is.
     fn prepare_read(&mut self) -> usize {
         if self.buf.is_empty() && self.buf.capacity() > 2 * self.read_size.room {
@@ -469,12 +474,14 @@ impl Wake for SideWake {
     }
 }
 
-/// Waits while the pump holds the connection: until the pump gives it back, or the
-/// idle deadline or the stop signal fires (then the connection is taken back from the
-/// pump, unless the pump gave it back meanwhile).
+/// Waits while the pump holds the connection: until the pump gives it back, the stop
+/// signal fires or nothing arrived for `idle` (then the connection is taken back from
+/// the pump, unless the pump gave it back meanwhile). An idle deadline that finds
+/// traffic since is moved on without taking the connection back.
 async fn wait_pumped(
     held: &mut Held,
-    mut idle: Pin<&mut tokio::time::Sleep>,
+    idle: Duration,
+    mut idle_deadline: Pin<&mut tokio::time::Sleep>,
     mut stop: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
     side: &SideWake,
     side_waker: &Waker,
@@ -484,29 +491,39 @@ async fn wait_pumped(
         Idle,
         Stop,
     }
-    let woke = std::future::poll_fn(|cx| {
-        if let Poll::Ready(back) = held.poll_back(cx) {
-            return Poll::Ready(Woke::Back(back));
+    let why = loop {
+        let woke = std::future::poll_fn(|cx| {
+            if let Poll::Ready(back) = held.poll_back(cx) {
+                return Poll::Ready(Woke::Back(back));
+            }
+            side.task.register(cx.waker());
+            if !side.fired.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            let mut side_cx = Context::from_waker(side_waker);
+            if idle_deadline.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Woke::Idle);
+            }
+            if stop.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Woke::Stop);
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Back(Some(back)) => return Ok(back),
+            Woke::Back(None) => return Err(ConnectionError::Io(lost())),
+            Woke::Idle => match held.last_read() {
+                // Traffic since: the deadline moves on, the pump keeps the connection.
+                Some(at) if at.elapsed() < idle => {
+                    idle_deadline.as_mut().reset(at + idle);
+                    // Polled again, so that it is armed for the new deadline.
+                    side.fired.store(true, Ordering::Release);
+                }
+                _ => break Why::Idle,
+            },
+            Woke::Stop => break Why::Stop,
         }
-        side.task.register(cx.waker());
-        if !side.fired.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let mut side_cx = Context::from_waker(side_waker);
-        if idle.as_mut().poll(&mut side_cx).is_ready() {
-            return Poll::Ready(Woke::Idle);
-        }
-        if stop.as_mut().poll(&mut side_cx).is_ready() {
-            return Poll::Ready(Woke::Stop);
-        }
-        Poll::Pending
-    })
-    .await;
-    let why = match woke {
-        Woke::Back(Some(back)) => return Ok(back),
-        Woke::Back(None) => return Err(ConnectionError::Io(lost())),
-        Woke::Idle => Why::Idle,
-        Woke::Stop => Why::Stop,
     };
     if let Some(parked) = held.reclaim() {
         return Ok(Back { parked, why });
@@ -618,6 +635,7 @@ impl<S: Transport> Connection<S> {
                     Ok(mut held) => {
                         wait_pumped(
                             &mut held,
+                            idle,
                             idle_deadline.as_mut(),
                             stop.as_mut(),
                             &side,

@@ -34,6 +34,7 @@ use rtmp::{ServerEvent, ServerSession, SessionError};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::connection::Flow;
@@ -137,6 +138,11 @@ impl Pump {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many times a connection was given to the pump since it started.
+    pub fn taken(&self) -> u64 {
+        self.state.lock().next_id
     }
 
     /// Takes a connection; gives it back at once if the pump cannot take it.
@@ -346,6 +352,16 @@ impl Held {
     /// The connection given back by the pump; `None` if the pump dropped it.
     pub(crate) fn poll_back(&mut self, cx: &mut Context<'_>) -> Poll<Option<Back>> {
         std::pin::Pin::new(&mut self.back).poll(cx).map(Result::ok)
+    }
+
+    /// When the connection last read data; `None` when the pump gave it back already.
+    pub(crate) fn last_read(&self) -> Option<Instant> {
+        let state = self.pump.state.lock();
+        state
+            .held
+            .get(self.key)
+            .filter(|e| e.id == self.id)
+            .map(|e| e.parked.flow.read_at())
     }
 
     /// Takes the connection back now; `None` when the pump gave it back already
