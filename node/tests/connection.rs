@@ -78,6 +78,17 @@ impl Harness {
         })
     }
 
+    /// A node whose every publish is recorded by the returned [`Recorder`].
+    fn recording() -> (Harness, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let h = Harness::build(
+            RtmpConfig::default(),
+            AuthConfig::default(),
+            vec![Arc::new(Attach(recorder.clone()))],
+        );
+        (h, recorder)
+    }
+
     async fn channel(&self, name: &str) -> (Channel, StreamKey) {
         self.store.create_channel(name).await.unwrap()
     }
@@ -615,12 +626,7 @@ impl streamgate::hub::PublishObserver for Attach {
 /// queue slot.
 #[tokio::test(start_paused = true)]
 async fn empty_media_messages_are_dropped_at_ingest() {
-    let recorder = Arc::new(Recorder::default());
-    let h = Harness::build(
-        RtmpConfig::default(),
-        AuthConfig::default(),
-        vec![Arc::new(Attach(recorder.clone()))],
-    );
+    let (h, recorder) = Harness::recording();
     let (ch, _, mut publisher, _task) = h.live("flooded").await;
     for i in 0..1000u32 {
         publisher.send_media(if i % 2 == 0 { 8 } else { 9 }, i, Bytes::new());
@@ -653,6 +659,13 @@ fn pump() -> Arc<Pump> {
     pump
 }
 
+/// Sends a first frame and waits until the pump holds the connection.
+async fn in_the_pump(publisher: &mut Publisher<TcpStream>, pump: &Pump) {
+    publisher.send_media(9, 0, video());
+    publisher.flush().await.unwrap();
+    eventually("in the pump", || pump.len() == 1).await;
+}
+
 /// Waits (up to 5 s) until `done`.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -667,12 +680,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_publisher_on_tcp_is_served_by_the_pump_acknowledged_and_ended_by_its_close() {
-    let recorder = Arc::new(Recorder::default());
-    let h = Harness::build(
-        RtmpConfig::default(),
-        AuthConfig::default(),
-        vec![Arc::new(Attach(recorder.clone()))],
-    );
+    let (h, recorder) = Harness::recording();
     let pump = pump();
     let (ch, mut publisher, task) = h.live_tcp("pumped", &pump).await;
     publisher.poll_incoming().await.unwrap();
@@ -720,9 +728,7 @@ async fn an_unpublish_read_by_the_pump_goes_back_to_the_connection() {
     let h = Harness::new(RtmpConfig::default());
     let pump = pump();
     let (ch, mut publisher, task) = h.live_tcp("unpublished", &pump).await;
-    publisher.send_media(9, 0, video());
-    publisher.flush().await.unwrap();
-    eventually("in the pump", || pump.len() == 1).await;
+    in_the_pump(&mut publisher, &pump).await;
     assert_eq!(h.hub.live_channels(), vec![ch.id]);
 
     // FCUnpublish and deleteStream, the connection kept open.
@@ -756,9 +762,7 @@ async fn the_idle_deadline_and_the_stop_signal_take_a_connection_back_from_the_p
 
     // Silent in the pump: closed at the idle deadline.
     let (quiet, mut publisher, task) = h.live_tcp("quiet", &pump).await;
-    publisher.send_media(9, 0, video());
-    publisher.flush().await.unwrap();
-    eventually("in the pump", || pump.len() == 1).await;
+    in_the_pump(&mut publisher, &pump).await;
     let last_sent = std::time::Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(5), publisher.closed())
         .await
@@ -776,9 +780,7 @@ async fn the_idle_deadline_and_the_stop_signal_take_a_connection_back_from_the_p
     // Sending in the pump, ended by the node: closed at once.
     let h = Harness::new(RtmpConfig::default());
     let (busy, mut publisher, task) = h.live_tcp("busy", &pump).await;
-    publisher.send_media(9, 0, video());
-    publisher.flush().await.unwrap();
-    eventually("in the pump", || pump.len() == 1).await;
+    in_the_pump(&mut publisher, &pump).await;
     let ended = std::time::Instant::now();
     h.hub.get(&busy.id).unwrap().end(EndReason::Kicked);
     tokio::time::timeout(Duration::from_secs(5), task)
@@ -821,9 +823,7 @@ async fn a_connection_task_that_ends_takes_its_socket_out_of_the_pump() {
     let h = Harness::new(RtmpConfig::default());
     let pump = pump();
     let (ch, mut publisher, task) = h.live_tcp("aborted", &pump).await;
-    publisher.send_media(9, 0, video());
-    publisher.flush().await.unwrap();
-    eventually("in the pump", || pump.len() == 1).await;
+    in_the_pump(&mut publisher, &pump).await;
     task.abort();
     let _ = task.await;
     assert!(pump.is_empty());
@@ -844,17 +844,10 @@ async fn a_connection_task_that_ends_takes_its_socket_out_of_the_pump() {
 /// the end of the stream.
 #[tokio::test]
 async fn a_close_that_arrives_with_the_last_media_ends_the_connection() {
-    let recorder = Arc::new(Recorder::default());
-    let h = Harness::build(
-        RtmpConfig::default(),
-        AuthConfig::default(),
-        vec![Arc::new(Attach(recorder.clone()))],
-    );
+    let (h, recorder) = Harness::recording();
     let pump = pump();
     let (ch, mut publisher, task) = h.live_tcp("last-words", &pump).await;
-    publisher.send_media(9, 0, video());
-    publisher.flush().await.unwrap();
-    eventually("in the pump", || pump.len() == 1).await;
+    in_the_pump(&mut publisher, &pump).await;
     // No await between the write and the close that lets the pump run.
     publisher.send_media(9, 33, video());
     publisher.flush().await.unwrap();
