@@ -476,8 +476,9 @@ impl Wake for SideWake {
 
 /// Waits while the pump holds the connection: until the pump gives it back, the stop
 /// signal fires or nothing arrived for `idle` (then the connection is taken back from
-/// the pump, unless the pump gave it back meanwhile). An idle deadline that finds
-/// traffic since is moved on without taking the connection back.
+/// the pump; if the pump gave it back meanwhile, the pump's reason comes first). An
+/// idle deadline that finds traffic since is moved on without taking the connection
+/// back.
 async fn wait_pumped(
     held: &mut Held,
     idle: Duration,
@@ -487,14 +488,14 @@ async fn wait_pumped(
     side_waker: &Waker,
 ) -> Result<Back, ConnectionError> {
     enum Woke {
-        Back(Option<Back>),
+        Back,
         Idle,
         Stop,
     }
-    let why = loop {
+    let fired = loop {
         let woke = std::future::poll_fn(|cx| {
-            if let Poll::Ready(back) = held.poll_back(cx) {
-                return Poll::Ready(Woke::Back(back));
+            if held.poll_back(cx).is_ready() {
+                return Poll::Ready(Woke::Back);
             }
             side.task.register(cx.waker());
             if !side.fired.swap(false, Ordering::AcqRel) {
@@ -511,8 +512,7 @@ async fn wait_pumped(
         })
         .await;
         match woke {
-            Woke::Back(Some(back)) => return Ok(back),
-            Woke::Back(None) => return Err(ConnectionError::Io(lost())),
+            Woke::Back => break None,
             Woke::Idle => match held.last_read() {
                 // Traffic since: the deadline moves on, the pump keeps the connection.
                 Some(at) if at.elapsed() < idle => {
@@ -520,26 +520,31 @@ async fn wait_pumped(
                     // Polled again, so that it is armed for the new deadline.
                     side.fired.store(true, Ordering::Release);
                 }
-                _ => break Why::Idle,
+                _ => break Some(Why::Idle),
             },
-            Woke::Stop => break Why::Stop,
+            Woke::Stop => break Some(Why::Stop),
         }
     };
-    if let Some(parked) = held.reclaim() {
-        return Ok(Back { parked, why });
-    }
-    // The pump gave it back meanwhile: its answer first; what fired is looked at
-    // again on the next turn.
-    side.fired.store(true, Ordering::Release);
-    std::future::poll_fn(|cx| held.poll_back(cx))
-        .await
-        .ok_or_else(|| ConnectionError::Io(lost()))
+    let (parked, given) = held.take().ok_or_else(|| ConnectionError::Io(lost()))?;
+    let why = match (given, fired) {
+        (Some(why), None) => why,
+        // The pump gave it back meanwhile: its reason first; what fired is looked at
+        // again on the next turn.
+        (Some(why), Some(_)) => {
+            side.fired.store(true, Ordering::Release);
+            why
+        }
+        (None, Some(why)) => why,
+        // Ready without a reason: the pump never leaves one out.
+        (None, None) => Why::Resume,
+    };
+    Ok(Back { parked, why })
 }
 
-/// The pump dropped a connection without giving it back (it cannot: the pump only
-/// drops what it holds when its thread ends).
+/// The connection was taken from the pump already (it cannot happen: only its task
+/// takes it).
 fn lost() -> std::io::Error {
-    std::io::Error::other("the ingest thread stopped")
+    std::io::Error::other("the connection left the ingest pump unseen")
 }
 
 impl<S: Transport> Connection<S> {
@@ -626,33 +631,25 @@ impl<S: Transport> Connection<S> {
             };
             let turn = if let Some((pump, socket)) = pump {
                 let flow = std::mem::replace(&mut self.flow, Flow::new(&ctx));
-                let parked = Box::new(Parked {
+                let mut held = pump.hold(Parked {
                     socket,
                     session,
                     flow,
                 });
-                let Back { parked, why } = match pump.hold(parked) {
-                    Ok(mut held) => {
-                        wait_pumped(
-                            &mut held,
-                            idle,
-                            idle_deadline.as_mut(),
-                            stop.as_mut(),
-                            &side,
-                            &side_waker,
-                        )
-                        .await?
-                    }
-                    Err(parked) => Back {
-                        parked,
-                        why: Why::Resume,
-                    },
-                };
+                let Back { parked, why } = wait_pumped(
+                    &mut held,
+                    idle,
+                    idle_deadline.as_mut(),
+                    stop.as_mut(),
+                    &side,
+                    &side_waker,
+                )
+                .await?;
                 let Parked {
                     socket,
                     session: pumped,
                     flow,
-                } = *parked;
+                } = parked;
                 session = pumped;
                 self.flow = flow;
                 self.io.unpark(socket)?;

@@ -19,12 +19,11 @@
 //! connection's socket is in exactly one reactor at a time: the runtime's or the
 //! pump's.
 
-use std::future::Future as _;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -33,7 +32,6 @@ use parking_lot::Mutex;
 use rtmp::{ServerEvent, ServerSession, SessionError};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -75,10 +73,12 @@ pub(crate) enum Why {
 
 /// A connection given back.
 pub(crate) struct Back {
-    pub(crate) parked: Box<Parked>,
+    pub(crate) parked: Parked,
     pub(crate) why: Why,
 }
 
+/// A connection in the pump. It stays in its slot until its task takes it, also
+/// after the pump gave it back (`back`): holding a connection allocates nothing.
 struct Entry {
     /// Tells this hold from a later one in the same slot.
     id: u64,
@@ -86,8 +86,13 @@ struct Entry {
     /// there is nothing more to read (the end of the stream is; it brings no new
     /// event).
     closing: bool,
-    parked: Box<Parked>,
-    back: oneshot::Sender<Back>,
+    /// In the epoll instance (until given back).
+    registered: bool,
+    parked: Parked,
+    /// Why the pump gave it back; its task takes it then.
+    back: Option<Why>,
+    /// The task, woken when the pump gives the connection back.
+    task: Option<Waker>,
 }
 
 struct State {
@@ -145,11 +150,9 @@ impl Pump {
         self.state.lock().next_id
     }
 
-    /// Takes a connection; gives it back at once if the pump cannot take it.
-    pub(crate) fn hold(self: &Arc<Self>, parked: Box<Parked>) -> Result<Held, Box<Parked>> {
-        if !self.is_running() {
-            return Err(parked);
-        }
+    /// Takes a connection. If the pump cannot take it, it is given back at once
+    /// ([`Why::Resume`]).
+    pub(crate) fn hold(self: &Arc<Self>, parked: Parked) -> Held {
         let mut state = self.state.lock();
         let id = state.next_id;
         state.next_id += 1;
@@ -158,39 +161,60 @@ impl Pump {
         let fd = parked.socket.as_raw_fd();
         // Edge-triggered: an event when data arrives, and one at once if some is
         // waiting already.
-        if let Err(e) = self
-            .registry
-            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
-        {
-            warn!(error = %e, "the ingest pump cannot take a connection; its task serves it");
-            return Err(parked);
-        }
-        let (tx, rx) = oneshot::channel();
+        let registered = self.is_running()
+            && match self
+                .registry
+                .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "the ingest pump cannot take a connection; its task serves it");
+                    false
+                }
+            };
         slot.insert(Entry {
             id,
             closing: false,
+            registered,
             parked,
-            back: tx,
+            back: (!registered).then_some(Why::Resume),
+            task: None,
         });
-        Ok(Held {
+        Held {
             pump: self.clone(),
             key,
             id,
-            back: rx,
-        })
+        }
     }
 
-    /// Removes the connection in `key` (if it is hold `id`) from the epoll instance.
-    fn remove(&self, state: &mut State, key: usize, id: u64) -> Option<Entry> {
-        if state.held.get(key).is_none_or(|e| e.id != id) {
-            return None;
+    /// Gives the connection in `key` back to its task for `why`.
+    fn give_back(&self, entry: &mut Entry, why: Why) {
+        self.deregister(entry);
+        entry.back = Some(why);
+        if let Some(task) = entry.task.take() {
+            task.wake();
         }
-        let entry = state.held.remove(key);
+    }
+
+    fn deregister(&self, entry: &mut Entry) {
+        if !entry.registered {
+            return;
+        }
+        entry.registered = false;
         let fd = entry.parked.socket.as_raw_fd();
         // It can only fail for a socket that is not registered, which cannot be.
         if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
             warn!(error = %e, "ingest pump: deregistering a connection failed");
         }
+    }
+
+    /// Removes the connection in `key` (if it is hold `id`).
+    fn remove(&self, state: &mut State, key: usize, id: u64) -> Option<Entry> {
+        if state.held.get(key).is_none_or(|e| e.id != id) {
+            return None;
+        }
+        let mut entry = state.held.remove(key);
+        self.deregister(&mut entry);
         Some(entry)
     }
 
@@ -232,7 +256,7 @@ impl Pump {
             let mut state = self.state.lock();
             for event in events.iter() {
                 let key = event.token().0;
-                if let Some(entry) = state.held.get_mut(key) {
+                if let Some(entry) = state.held.get_mut(key).filter(|e| e.back.is_none()) {
                     entry.closing |= event.is_read_closed() || event.is_error();
                     let id = entry.id;
                     self.serve(&mut state, key, id, &mut scratch, &mut next);
@@ -255,23 +279,17 @@ impl Pump {
         scratch: &mut [u8],
         again: &mut Vec<(usize, u64)>,
     ) {
-        let Some(entry) = state.held.get_mut(key).filter(|e| e.id == id) else {
+        let Some(entry) = state
+            .held
+            .get_mut(key)
+            .filter(|e| e.id == id && e.back.is_none())
+        else {
             return;
         };
-        let why = match pump(&mut entry.parked, entry.closing, scratch) {
-            Step::Wait => return,
-            Step::More => {
-                again.push((key, id));
-                return;
-            }
-            Step::Back(why) => why,
-        };
-        if let Some(entry) = self.remove(state, key, id) {
-            // The task waits for it unless it was dropped (then this drops it).
-            let _ = entry.back.send(Back {
-                parked: entry.parked,
-                why,
-            });
+        match pump(&mut entry.parked, entry.closing, scratch) {
+            Step::Wait => {}
+            Step::More => again.push((key, id)),
+            Step::Back(why) => self.give_back(entry, why),
         }
     }
 
@@ -279,13 +297,9 @@ impl Pump {
     fn stop(&self) {
         self.running.store(false, Ordering::Release);
         let mut state = self.state.lock();
-        let keys: Vec<(usize, u64)> = state.held.iter().map(|(k, e)| (k, e.id)).collect();
-        for (key, id) in keys {
-            if let Some(entry) = self.remove(&mut state, key, id) {
-                let _ = entry.back.send(Back {
-                    parked: entry.parked,
-                    why: Why::Resume,
-                });
+        for (_, entry) in state.held.iter_mut() {
+            if entry.back.is_none() {
+                self.give_back(entry, Why::Resume);
             }
         }
     }
@@ -345,13 +359,22 @@ pub(crate) struct Held {
     pump: Arc<Pump>,
     key: usize,
     id: u64,
-    back: oneshot::Receiver<Back>,
 }
 
 impl Held {
-    /// The connection given back by the pump; `None` if the pump dropped it.
-    pub(crate) fn poll_back(&mut self, cx: &mut Context<'_>) -> Poll<Option<Back>> {
-        std::pin::Pin::new(&mut self.back).poll(cx).map(Result::ok)
+    /// Ready when the pump gave the connection back (take it with [`Held::take`]).
+    pub(crate) fn poll_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.pump.state.lock();
+        match state.held.get_mut(self.key).filter(|e| e.id == self.id) {
+            Some(entry) if entry.back.is_none() => {
+                match &mut entry.task {
+                    Some(task) if task.will_wake(cx.waker()) => {}
+                    task => *task = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
     }
 
     /// When the connection last read data; `None` when the pump gave it back already.
@@ -360,17 +383,17 @@ impl Held {
         state
             .held
             .get(self.key)
-            .filter(|e| e.id == self.id)
+            .filter(|e| e.id == self.id && e.back.is_none())
             .map(|e| e.parked.flow.read_at())
     }
 
-    /// Takes the connection back now; `None` when the pump gave it back already
-    /// (see [`Held::poll_back`]).
-    pub(crate) fn reclaim(&mut self) -> Option<Box<Parked>> {
+    /// Takes the connection back, with why the pump gave it back if it did; `None`
+    /// only if it was taken already.
+    pub(crate) fn take(&mut self) -> Option<(Parked, Option<Why>)> {
         let mut state = self.pump.state.lock();
         self.pump
             .remove(&mut state, self.key, self.id)
-            .map(|e| e.parked)
+            .map(|e| (e.parked, e.back))
     }
 }
 
