@@ -15,9 +15,11 @@
 //! Anything else goes back to the task ([`Why`]), with the connection: an event that
 //! needs an answer or an await (a command, an unpublish), output the socket did not
 //! take, the end of the stream, an error. The task takes the connection back itself
-//! when its idle deadline or its stop signal fires, and when it is dropped. The
+//! when its stop signal fires, when nothing arrived for its idle timeout (an idle
+//! deadline that finds traffic since just moves on), and when it is dropped. The
 //! connection's socket is in exactly one reactor at a time: the runtime's or the
-//! pump's.
+//! pump's. Holding a connection allocates nothing: its state stays in the pump's slab
+//! until its task takes it.
 
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
