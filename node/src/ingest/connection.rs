@@ -231,9 +231,6 @@ impl PumpedTcp {
 
 impl Transport for PumpedTcp {
     fn park(&mut self) -> std::io::Result<Option<(Arc<Pump>, std::net::TcpStream)>> {
-        if !self.pump.is_running() {
-            return Ok(None);
-        }
         match self.stream.take() {
             Some(s) => Ok(Some((self.pump.clone(), s.into_std()?))),
             None => Ok(None),
@@ -591,6 +588,9 @@ impl<S: Transport> Connection<S> {
         let side_waker = Waker::from(side.clone());
         // An event the pump read and gave back with the connection.
         let mut returned: Option<ServerEvent> = None;
+        // Whether to offer this connection to the thread's pump (until the pump
+        // refuses it).
+        let mut pumpable = true;
         loop {
             // Interpret everything buffered, one event at a time: a request that needs
             // an answer is answered before later messages are read. Media, the bulk of
@@ -626,8 +626,8 @@ impl<S: Transport> Connection<S> {
             let pump = match self.flow.publish {
                 // A publisher's socket waits in the thread's pump, which reads, parses
                 // and delivers its media until something needs this task.
-                Some(_) => self.io.park()?,
-                None => None,
+                Some(_) if pumpable => self.io.park()?,
+                _ => None,
             };
             let turn = if let Some((pump, socket)) = pump {
                 let flow = std::mem::replace(&mut self.flow, Flow::new(&ctx));
@@ -659,6 +659,11 @@ impl<S: Transport> Connection<S> {
                         Turn::Resume
                     }
                     Why::Resume => Turn::Resume,
+                    Why::Refused => {
+                        // Not again: the task reads this connection itself.
+                        pumpable = false;
+                        Turn::Resume
+                    }
                     Why::Closed => Turn::Read(Ok(0)),
                     Why::Failed(e) => Turn::Read(Err(e)),
                     Why::Protocol(e) => return Err(e.into()),

@@ -58,9 +58,12 @@ pub(crate) struct Parked {
 pub(crate) enum Why {
     /// An event that needs the task (not media).
     Event(ServerEvent),
-    /// Output the socket did not take at once (the task writes it under its
-    /// deadline), or the pump could not take the connection: the task goes on.
+    /// Output the socket did not take at once: the task writes it under its
+    /// deadline, then gives the connection to the pump again.
     Resume,
+    /// The pump cannot take connections (registering the socket failed, or the pump
+    /// stopped): the task serves this one itself from now on.
+    Refused,
     /// The client closed the connection.
     Closed,
     /// Reading or writing failed.
@@ -134,7 +137,7 @@ impl Pump {
         Ok((pump, task))
     }
 
-    pub fn is_running(&self) -> bool {
+    fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
     }
 
@@ -153,7 +156,7 @@ impl Pump {
     }
 
     /// Takes a connection. If the pump cannot take it, it is given back at once
-    /// ([`Why::Resume`]).
+    /// ([`Why::Refused`]).
     pub(crate) fn hold(self: &Arc<Self>, parked: Parked) -> Held {
         let mut state = self.state.lock();
         let id = state.next_id;
@@ -179,7 +182,7 @@ impl Pump {
             closing: false,
             registered,
             parked,
-            back: (!registered).then_some(Why::Resume),
+            back: (!registered).then_some(Why::Refused),
             task: None,
         });
         Held {
@@ -257,40 +260,47 @@ impl Pump {
             }
             let mut state = self.state.lock();
             for event in events.iter() {
-                let key = event.token().0;
-                if let Some(entry) = state.held.get_mut(key).filter(|e| e.back.is_none()) {
-                    entry.closing |= event.is_read_closed() || event.is_error();
-                    let id = entry.id;
-                    self.serve(&mut state, key, id, &mut scratch, &mut next);
-                }
+                let closed = event.is_read_closed() || event.is_error();
+                self.serve(
+                    &mut state,
+                    event.token().0,
+                    None,
+                    closed,
+                    &mut scratch,
+                    &mut next,
+                );
             }
             for (key, id) in again.drain(..) {
-                self.serve(&mut state, key, id, &mut scratch, &mut next);
+                self.serve(&mut state, key, Some(id), false, &mut scratch, &mut next);
             }
             drop(state);
             std::mem::swap(&mut again, &mut next);
         }
     }
 
-    /// Serves one ready connection; gives it back when something needs its task.
+    /// Serves the ready connection in `key` (if it is still hold `id`, for one noted
+    /// in an earlier turn); `closed`: its event says the peer closed or the socket
+    /// failed. Gives it back when something needs its task.
     fn serve(
         &self,
         state: &mut State,
         key: usize,
-        id: u64,
+        id: Option<u64>,
+        closed: bool,
         scratch: &mut [u8],
         again: &mut Vec<(usize, u64)>,
     ) {
         let Some(entry) = state
             .held
             .get_mut(key)
-            .filter(|e| e.id == id && e.back.is_none())
+            .filter(|e| e.back.is_none() && id.is_none_or(|id| e.id == id))
         else {
             return;
         };
+        entry.closing |= closed;
         match pump(&mut entry.parked, entry.closing, scratch) {
             Step::Wait => {}
-            Step::More => again.push((key, id)),
+            Step::More => again.push((key, entry.id)),
             Step::Back(why) => self.give_back(entry, why),
         }
     }
@@ -301,7 +311,7 @@ impl Pump {
         let mut state = self.state.lock();
         for (_, entry) in state.held.iter_mut() {
             if entry.back.is_none() {
-                self.give_back(entry, Why::Resume);
+                self.give_back(entry, Why::Refused);
             }
         }
     }
