@@ -256,25 +256,10 @@ pub enum Contender {
     Kind(ServerKind),
 }
 
-/// One round of `sgbench ab`: two streamgate builds relaying at the same time, `n`
-/// publishers each, from one generator to one sink, so that both see the same machine
-/// at the same moment (a sequential comparison drifts with the machine's load by more
-/// than a small change saves). Returns the CPU per stream-second of each, in ms.
-pub async fn ab_round(
-    bins: [&std::path::Path; 2],
-    n: usize,
-    source: Arc<FlvSource>,
-    ramp: f64,
-    window: Duration,
-    tick: Duration,
-) -> anyhow::Result<[f64; 2]> {
-    let contenders = bins.map(|b| Contender::Build(b.to_path_buf()));
-    let r = side_by_side(&contenders, n, source, ramp, window, tick).await?;
-    Ok([r[0], r[1]])
-}
-
 /// Every contender relaying at the same time, `n` publishers each, from one generator
-/// to one sink; returns the CPU per stream-second of each, in ms.
+/// to one sink, so that all see the same machine at the same moment (a sequential
+/// comparison drifts with the machine's load by more than a small change saves);
+/// returns the CPU per stream-second of each, in ms.
 pub async fn side_by_side(
     contenders: &[Contender],
     n: usize,

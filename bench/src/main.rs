@@ -43,6 +43,31 @@ struct Together {
     tick_ms: u64,
 }
 
+impl Together {
+    /// The media every publisher sends, read once.
+    fn source(&self) -> anyhow::Result<Arc<FlvSource>> {
+        Ok(Arc::new(FlvSource::load(&media_path(self.profile)?)?))
+    }
+
+    /// One round: every contender relaying at the same time; the CPU per
+    /// stream-second of each, in ms.
+    async fn round(
+        &self,
+        contenders: &[streamgate_bench::Contender],
+        source: &Arc<FlvSource>,
+    ) -> anyhow::Result<Vec<f64>> {
+        streamgate_bench::side_by_side(
+            contenders,
+            self.streams,
+            source.clone(),
+            self.ramp,
+            Duration::from_secs(self.seconds),
+            Duration::from_millis(self.tick_ms),
+        )
+        .await
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Relay workload against each server, one after the other.
@@ -294,37 +319,18 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Ab { base, new, run } => {
-            let Together {
-                streams,
-                profile,
-                ramp,
-                seconds,
-                rounds,
-                tick_ms,
-            } = run;
             // The servers run in folders of their own: paths must not be relative.
             let (base, new) = (base.canonicalize()?, new.canonicalize()?);
-            let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
+            let source = run.source()?;
             println!("| round | base ms per stream-s | new ms per stream-s | new / base |");
             println!("|---|---|---|---|");
             let mut ratios = Vec::new();
-            for round in 0..rounds {
+            for round in 0..run.rounds {
                 // Alternate which build starts first (and gets the first ports).
                 let swap = round % 2 == 1;
-                let bins = if swap {
-                    [new.as_path(), base.as_path()]
-                } else {
-                    [base.as_path(), new.as_path()]
-                };
-                let r = streamgate_bench::ab_round(
-                    bins,
-                    streams,
-                    source.clone(),
-                    ramp,
-                    Duration::from_secs(seconds),
-                    Duration::from_millis(tick_ms),
-                )
-                .await?;
+                let bins = if swap { [&new, &base] } else { [&base, &new] };
+                let contenders = bins.map(|b| streamgate_bench::Contender::Build(b.clone()));
+                let r = run.round(&contenders, &source).await?;
                 let (b, n) = if swap { (r[1], r[0]) } else { (r[0], r[1]) };
                 ratios.push(n / b);
                 println!("| {} | {b:.3} | {n:.3} | {:.3} |", round + 1, n / b);
@@ -333,24 +339,21 @@ async fn main() -> anyhow::Result<()> {
             let (lo, hi) = ratios
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
-            println!("new / base: mean {mean:.3} (from {lo:.3} to {hi:.3}) over {rounds} rounds");
+            println!(
+                "new / base: mean {mean:.3} (from {lo:.3} to {hi:.3}) over {} rounds",
+                run.rounds
+            );
         }
         Command::Pair { servers, run } => {
-            let Together {
-                streams,
-                profile,
-                ramp,
-                seconds,
-                rounds,
-                tick_ms,
-            } = run;
-            let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
+            let source = run.source()?;
             let kinds = parse_servers(&servers)?;
             let names: Vec<String> = kinds.iter().map(|k| k.name()).collect();
             println!(
-                "\nside by side, {streams} publishers of {:?} each ({} servers at once), {seconds} s window",
-                profile,
-                kinds.len()
+                "\nside by side, {} publishers of {:?} each ({} servers at once), {} s window",
+                run.streams,
+                run.profile,
+                kinds.len(),
+                run.seconds
             );
             println!(
                 "| round | {} |",
@@ -362,7 +365,7 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("|---|{}", "---|".repeat(kinds.len()));
             let mut results: Vec<Vec<f64>> = Vec::new();
-            for round in 0..rounds {
+            for round in 0..run.rounds {
                 // Rotate which server starts first (and gets the first ports).
                 let order: Vec<usize> = (0..kinds.len())
                     .map(|i| (i + round) % kinds.len())
@@ -371,15 +374,7 @@ async fn main() -> anyhow::Result<()> {
                     .iter()
                     .map(|&i| streamgate_bench::Contender::Kind(kinds[i]))
                     .collect();
-                let r = streamgate_bench::side_by_side(
-                    &contenders,
-                    streams,
-                    source.clone(),
-                    ramp,
-                    Duration::from_secs(seconds),
-                    Duration::from_millis(tick_ms),
-                )
-                .await?;
+                let r = run.round(&contenders, &source).await?;
                 let mut by_kind = vec![0.0; kinds.len()];
                 for (j, &i) in order.iter().enumerate() {
                     by_kind[i] = r[j];
