@@ -8,9 +8,10 @@ use streamgate::config::Config;
 
 /// mimalloc instead of glibc's malloc. With the ingest pump (many connections served
 /// in one turn) glibc kept about 2 MiB more free memory resident per 500 publishers
-/// (`malloc_trim` gave it back; the live heap was unchanged); mimalloc holds less than
-/// glibc did before the pump and spends less CPU on the relay path (BENCHMARKS.md,
-/// "Relay hot path, round 4").
+/// (`malloc_trim` gave it back; the live heap was unchanged). At 600 kbps mimalloc
+/// holds less than glibc did before the pump; at 6 Mbps it keeps 2-3 MiB more in all
+/// (large blocks after their free). Its CPU on the relay path is 0.97x glibc's at
+/// 600 kbps and about equal at 6 Mbps (BENCHMARKS.md, "Relay hot path, round 4").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
