@@ -14,7 +14,7 @@ use crate::peer::Cidr;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
-    /// Fill the first thread up to half a core of measured load, then the next, and
+    /// Fill the first thread up to 0.7 of a core of measured load, then the next, and
     /// when every thread is that busy, the least busy one: a thread that has more to do
     /// sleeps and wakes up less often per message, and each wake-up costs the kernel
     /// a context switch. Until a load per connection is measured, each new one is

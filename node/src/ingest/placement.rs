@@ -20,17 +20,21 @@ use parking_lot::Mutex;
 use crate::config::Placement;
 
 /// Share of one core a thread is filled to before the next one takes connections.
-/// Half a core leaves room for bursts (keyframes, a reconnect wave) without queueing
-/// delays that matter (the relay delay p99 stayed under 5 ms at 1000 publishers on one
-/// thread of the benchmark machine).
-pub const FILL: f64 = 0.5;
+/// 0.7 leaves room for bursts (keyframes, a reconnect wave) without queueing delays
+/// that matter: 1000 publishers of 600 kbps on one thread of the benchmark machine
+/// (0.45-0.59 of a core awake) had a relay delay p99 of 3-5 ms, and cost 0.85-0.90x
+/// nginx-rtmp's CPU per stream where half a core (the earlier value) put the last
+/// hundred on a second thread and cost 1.00-1.05x. The load is measured, so a ramp
+/// overshoots it (new connections count only once their traffic shows): at 2000
+/// publishers the first thread ended at 0.83-0.86.
+pub const FILL: f64 = 0.7;
 /// How often the threads' load is measured.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Connections needed before a load per connection is trusted.
 const MIN_CONNECTIONS: usize = 32;
 /// Load one connection is expected to add until a load per connection is measured: a
 /// millisecond of CPU per second, about what a 6 Mbps stream costs on the benchmark
-/// machine (a 600 kbps stream costs half of it). [`FILL`] / `PRIOR` = 500 connections
+/// machine (a 600 kbps stream costs half of it). [`FILL`] / `PRIOR` = 700 connections
 /// per thread and sampling period before the measured load says more. Dealing the
 /// first connections round-robin instead (in batches) left a thread holding a few
 /// dozen connections, and a thread with few connections wakes up for nearly every
@@ -244,12 +248,12 @@ mod tests {
         let per = 0.01;
         assert_eq!(choose(&[0.0, 0.0], &[0, 0], per), 0);
         assert_eq!(choose(&[0.30, 0.0], &[0, 0], per), 0);
-        // Measured 0.30 plus 20 connections given since: 0.50, full.
-        assert_eq!(choose(&[0.30, 0.0], &[20, 0], per), 1);
-        assert_eq!(choose(&[0.495, 0.10], &[0, 0], per), 1);
+        // Measured 0.50 plus 20 connections given since: 0.70, full.
+        assert_eq!(choose(&[0.50, 0.0], &[20, 0], per), 1);
+        assert_eq!(choose(&[0.695, 0.10], &[0, 0], per), 1);
         // Both full: the least loaded.
-        assert_eq!(choose(&[0.70, 0.60], &[0, 0], per), 1);
-        assert_eq!(choose(&[0.70, 0.60], &[0, 15], per), 0);
+        assert_eq!(choose(&[0.90, 0.80], &[0, 0], per), 1);
+        assert_eq!(choose(&[0.90, 0.80], &[0, 15], per), 0);
     }
 
     #[test]
@@ -261,9 +265,9 @@ mod tests {
             vec![300, 0],
             "a few hundred share one thread"
         );
-        // FILL / PRIOR = 500 on the first, as many on the second, then alternately.
-        let more: Vec<_> = (0..724).map(|_| p.place()).collect();
-        assert_eq!(p.connections(), vec![512, 512]);
+        // FILL / PRIOR = 700 on the first, as many on the second, then alternately.
+        let more: Vec<_> = (0..1124).map(|_| p.place()).collect();
+        assert_eq!(p.connections(), vec![712, 712]);
         drop(few);
         drop(more);
         assert_eq!(p.connections(), vec![0, 0]);
@@ -309,10 +313,12 @@ mod tests {
     fn with_a_known_load_a_burst_fills_one_thread_then_the_next() {
         let p = Placer::new(Placement::Pack, 3);
         p.state.lock().per_connection = Some(0.001);
-        let seats: Vec<_> = (0..1200).map(|_| p.place()).collect();
-        // 500 fill half a core on the first thread, as many the second; the rest go
-        // to the third.
-        assert_eq!(p.connections(), vec![500, 500, 200]);
+        let seats: Vec<_> = (0..1600).map(|_| p.place()).collect();
+        // FILL / 0.001 = 700 (699 after rounding) fill the first thread, as many the
+        // second; the rest go to the third.
+        let c = p.connections();
+        assert!((c[0] as f64 - FILL / 0.001).abs() <= 1.0, "{c:?}");
+        assert_eq!((c[1], c[2]), (c[0], 1600 - 2 * c[0]), "{c:?}");
         drop(seats);
     }
 
