@@ -44,8 +44,6 @@ const EVENTS: usize = 1024;
 /// Reads of one connection in one turn when they keep filling their room; then the
 /// others get a turn first.
 const READS_PER_TURN: usize = 8;
-/// The largest read (the scratch buffer): [`super::connection`]'s largest read room.
-const SCRATCH: usize = 64 * 1024;
 
 /// What the pump holds of a connection.
 pub(crate) struct Parked {
@@ -225,7 +223,6 @@ impl Pump {
 
     async fn run(self: Arc<Pump>, mut poll: AsyncFd<mio::Poll>) {
         let mut events = Events::with_capacity(EVENTS);
-        let mut scratch = vec![0u8; SCRATCH];
         // Connections whose reads kept filling their room: served again next turn.
         let (mut again, mut next) = (Vec::new(), Vec::new());
         loop {
@@ -261,17 +258,10 @@ impl Pump {
             let mut state = self.state.lock();
             for event in events.iter() {
                 let closed = event.is_read_closed() || event.is_error();
-                self.serve(
-                    &mut state,
-                    event.token().0,
-                    None,
-                    closed,
-                    &mut scratch,
-                    &mut next,
-                );
+                self.serve(&mut state, event.token().0, None, closed, &mut next);
             }
             for (key, id) in again.drain(..) {
-                self.serve(&mut state, key, Some(id), false, &mut scratch, &mut next);
+                self.serve(&mut state, key, Some(id), false, &mut next);
             }
             drop(state);
             std::mem::swap(&mut again, &mut next);
@@ -287,7 +277,6 @@ impl Pump {
         key: usize,
         id: Option<u64>,
         closed: bool,
-        scratch: &mut [u8],
         again: &mut Vec<(usize, u64)>,
     ) {
         let Some(entry) = state
@@ -298,7 +287,7 @@ impl Pump {
             return;
         };
         entry.closing |= closed;
-        match pump(&mut entry.parked, entry.closing, scratch) {
+        match pump(&mut entry.parked, entry.closing) {
             Step::Wait => {}
             Step::More => again.push((key, entry.id)),
             Step::Back(why) => self.give_back(entry, why),
@@ -328,9 +317,9 @@ enum Step {
 /// Reads what arrived for one connection, interprets it, delivers the media and
 /// writes what the session queued, as far as that goes without waiting. `closing`:
 /// read on to the end of the stream.
-fn pump(p: &mut Parked, closing: bool, scratch: &mut [u8]) -> Step {
+fn pump(p: &mut Parked, closing: bool) -> Step {
     for _ in 0..READS_PER_TURN {
-        let (n, room) = match p.flow.read_from(&p.socket, scratch) {
+        let (n, room) = match p.flow.read_from(&p.socket) {
             Ok((0, _)) => return Step::Back(Why::Closed),
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Wait,
