@@ -378,11 +378,12 @@ impl Flow {
         let len = self.buf.len();
         let n = socket2::SockRef::from(socket).recv(&mut self.buf.spare_capacity_mut()[..room])?;
         // The node's one `unsafe` (STYLE: forbidden unless justified per use). Reading
-        // into an initialised buffer instead costs a copy of every byte received: a
-        // scratch buffer copied out was 12 % of the node's CPU samples at 6 Mbps
-        // (BENCHMARKS.md, "Relay hot path, round 5"), and zeroing the spare room first
-        // would make every connection's whole room resident. tokio reads into spare
-        // room the same way for the sockets it owns (`try_read_buf`).
+        // into an initialised buffer instead costs a copy of every byte received: with
+        // a scratch buffer copied out, `memmove` was 12 % of the node's CPU samples at
+        // 6 Mbps, and reading here costs 0.93-0.96x (BENCHMARKS.md, "Relay hot path,
+        // round 5"); zeroing the spare room first would make every connection's whole
+        // room resident. tokio reads into spare room the same way for the sockets it
+        // owns (`try_read_buf`).
         #[allow(unsafe_code)]
         // SAFETY: `recv` returns how many bytes it wrote, from the start of the slice
         // it was given (the spare capacity just after `len`) and never more than the
