@@ -217,7 +217,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         authorizer,
         &config.status,
     ));
-    let workers = IngestWorkers::start(config.rtmp.workers, config.rtmp.placement)?;
+    let workers = IngestWorkers::start(
+        config.rtmp.workers,
+        config.rtmp.placement,
+        config.rtmp.busy_wakeup_interval,
+    )?;
     let listener = Listener::bind(ctx.clone(), workers.clone(), config.rtmp.listen, None).await?;
     let rtmps = if config.rtmps.enabled {
         let identity = TlsIdentity::load(&config.rtmps.cert_file, &config.rtmps.key_file)

@@ -20,6 +20,10 @@ pub const LIVE_STREAMS: &str = "streamgate_live_streams";
 pub const INGEST_THREAD_CONNECTIONS: &str = "streamgate_ingest_thread_connections";
 pub const INGEST_THREAD_PUMPED: &str = "streamgate_ingest_thread_pumped_connections";
 pub const INGEST_THREAD_BUSY: &str = "streamgate_ingest_thread_busy_seconds_total";
+/// Per ingest thread: seconds it slept to pace its wake-ups; and 1 while the threads
+/// are paced (`rtmp.busy_wakeup_interval`).
+pub const INGEST_THREAD_PAUSED: &str = "streamgate_ingest_thread_paused_seconds_total";
+pub const INGEST_PACING: &str = "streamgate_ingest_pacing";
 /// Bytes read from RTMP clients (after TLS).
 pub const INGEST_BYTES: &str = "streamgate_ingest_bytes_total";
 /// Publish requests by outcome (`accepted`, `unknown_key`, `unavailable`), and how long
@@ -126,6 +130,14 @@ pub fn describe() {
     describe_counter!(
         INGEST_THREAD_BUSY,
         "seconds each ingest thread was awake; its rate is the share of a core it uses"
+    );
+    describe_counter!(
+        INGEST_THREAD_PAUSED,
+        "seconds each ingest thread slept to pace its wake-ups while the node was busy (rtmp.busy_wakeup_interval)"
+    );
+    describe_gauge!(
+        INGEST_PACING,
+        "1 while the ingest threads pace their wake-ups (together awake more than 0.7 of a core)"
     );
     describe_counter!(
         TAKEOVERS,

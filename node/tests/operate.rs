@@ -85,6 +85,9 @@ fn metrics_move_with_a_publish_and_never_carry_a_key() {
     });
     assert!(in_pump.is_some(), "{during}");
     assert!(during.contains("streamgate_ingest_thread_busy_seconds_total{thread=\"0\"}"));
+    assert!(during.contains("streamgate_ingest_thread_paused_seconds_total{thread=\"0\"}"));
+    // One publisher is far from busy: its threads are not paced.
+    assert_eq!(value(&during, "streamgate_ingest_pacing"), 0.0, "{during}");
     assert!(
         value(
             &during,

@@ -324,6 +324,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rtmp.auth_deadline"), "{e}");
+        let e = load("[rtmp]\nbusy_wakeup_interval = \"50ms\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rtmp.busy_wakeup_interval") && e.contains("at most 10ms"),
+            "{e}"
+        );
+        let c = load("[rtmp]\nbusy_wakeup_interval = \"0s\"\n", &[]).unwrap();
+        assert_eq!(
+            c.rtmp.busy_wakeup_interval,
+            Duration::ZERO,
+            "0 turns it off"
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum Placement {
     Spread,
 }
 
+/// Longest `rtmp.busy_wakeup_interval`: each message may wait that long.
+const MAX_BUSY_WAKEUP_INTERVAL: Duration = Duration::from_millis(10);
+
 /// `[rtmp]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -71,6 +74,12 @@ pub struct RtmpConfig {
     pub workers: usize,
     /// How new connections are dealt to the ingest threads.
     pub placement: Placement,
+    /// When the ingest threads together are awake more than 0.7 of a core, the
+    /// shortest time from a thread's wake-up to its next look for new data: one
+    /// wake-up then serves every socket that became ready meanwhile. Adds at most this
+    /// much relay delay, only while the node is that busy; 0: off.
+    #[serde(with = "duration_str")]
+    pub busy_wakeup_interval: Duration,
     /// Load balancers whose connections start with a PROXY protocol header (v1 or
     /// v2) naming the real client.
     pub trusted_proxies: Vec<Cidr>,
@@ -97,6 +106,7 @@ impl Default for RtmpConfig {
             max_partial_bytes: 16 * 1024 * 1024,
             workers: 0,
             placement: Placement::Pack,
+            busy_wakeup_interval: Duration::from_millis(2),
             trusted_proxies: Vec::new(),
         }
     }
@@ -129,6 +139,13 @@ impl RtmpConfig {
                 "rtmp.max_pending_per_address",
                 self.max_pending_per_address,
                 "must not be more than rtmp.max_connections_per_address",
+            ));
+        }
+        if self.busy_wakeup_interval > MAX_BUSY_WAKEUP_INTERVAL {
+            return Err(invalid(
+                "rtmp.busy_wakeup_interval",
+                humantime::format_duration(self.busy_wakeup_interval),
+                "must be at most 10ms (it adds up to that much relay delay); \"2ms\" is the default, \"0s\" turns pacing off",
             ));
         }
         positive("rtmp.auth_deadline", self.auth_deadline)?;

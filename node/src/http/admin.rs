@@ -80,6 +80,8 @@ async fn scrape(State(s): State<AdminState>) -> Response {
     let infos = s.hub.infos();
     metrics::gauge!(metric::LIVE_STREAMS).set(infos.len() as f64);
     let busy = s.ingest.busy_seconds();
+    let paused = s.ingest.paused_seconds();
+    metrics::gauge!(metric::INGEST_PACING).set(if s.ingest.pacing() { 1.0 } else { 0.0 });
     let pumped = s.ingest.pumped();
     for (i, n) in s.ingest.connections().into_iter().enumerate() {
         let thread = i.to_string();
@@ -89,7 +91,10 @@ async fn scrape(State(s): State<AdminState>) -> Response {
             .set(pumped[i] as f64);
         // Whole seconds (a counter is an integer): over a minute's rate, the share
         // of a core to within 2 %.
-        metrics::counter!(metric::INGEST_THREAD_BUSY, "thread" => thread).absolute(busy[i] as u64);
+        metrics::counter!(metric::INGEST_THREAD_BUSY, "thread" => thread.clone())
+            .absolute(busy[i] as u64);
+        metrics::counter!(metric::INGEST_THREAD_PAUSED, "thread" => thread)
+            .absolute(paused[i] as u64);
     }
     let mut targets: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
     for info in &infos {

@@ -84,21 +84,26 @@ pub struct IngestWorkers {
 }
 
 impl IngestWorkers {
-    /// Starts `n` worker threads (0: one per core).
-    pub fn start(n: usize, policy: Placement) -> std::io::Result<Arc<IngestWorkers>> {
+    /// Starts `n` worker threads (0: one per core); `pace`: `rtmp.busy_wakeup_interval`.
+    pub fn start(
+        n: usize,
+        policy: Placement,
+        pace: std::time::Duration,
+    ) -> std::io::Result<Arc<IngestWorkers>> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             n
         };
-        let placer = Arc::new(placement::Placer::new(policy, n));
+        let placer = Arc::new(placement::Placer::new(policy, n, pace));
         let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
         let mut pumps = Vec::new();
         for i in 0..n {
             let (woke, parks) = (placer.clone(), placer.clone());
             // Sockets and timers only: no process or signal driver to look at on
             // every turn (the node's subprocesses and signals live on the main
-            // runtime). The park hooks measure how busy the thread is.
+            // runtime). The park hooks measure how busy the thread is, and pace it
+            // when the threads are busy.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
@@ -155,6 +160,16 @@ impl IngestWorkers {
     /// Connections on each ingest thread.
     pub fn connections(&self) -> Vec<usize> {
         self.placer.connections()
+    }
+
+    /// Seconds each ingest thread slept in pauses (`rtmp.busy_wakeup_interval`).
+    pub fn paused_seconds(&self) -> Vec<f64> {
+        self.placer.paused_seconds()
+    }
+
+    /// Whether the ingest threads are paced now.
+    pub fn pacing(&self) -> bool {
+        self.placer.pacing()
     }
 
     /// Seconds each ingest thread has been awake.

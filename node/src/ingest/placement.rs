@@ -10,12 +10,21 @@
 //! 6 Mbps stream costs): a slow ramp of publishers fills one thread, and a burst of
 //! reconnections after a restart is spread, never piled on one thread before its load
 //! shows.
+//!
+//! The same wake-ups are why a busy node paces its threads: when the ingest threads
+//! together are awake more than [`FILL`] of a core, a thread whose last wait for
+//! events ended sooner than `rtmp.busy_wakeup_interval` (they come that often) sleeps,
+//! before it waits again, until that interval has passed since it woke; the wait then
+//! finds every socket that became ready meanwhile, and one wake-up serves them all.
+//! That adds at most the interval to a message's relay delay, only while the node is
+//! that busy (the threads stop being paced below 0.8 of that load).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tracing::debug;
 
 use crate::config::Placement;
 
@@ -28,6 +37,12 @@ use crate::config::Placement;
 /// overshoots it (new connections count only once their traffic shows): at 2000
 /// publishers the first thread ended at 0.83-0.86.
 pub const FILL: f64 = 0.7;
+/// The threads together are paced from this load on (shares of a core)...
+const PACE_FROM: f64 = FILL;
+/// ...until it falls below this one.
+const PACE_UNTIL: f64 = FILL * 0.8;
+/// Over how long the threads' load is measured for pacing.
+const PACE_WINDOW: Duration = Duration::from_millis(250);
 /// How often the threads' load is measured.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Connections needed before a load per connection is trusted.
@@ -51,6 +66,13 @@ pub struct ThreadLoad {
     busy: AtomicU64,
     /// Connections running on the thread.
     connections: AtomicUsize,
+    /// Nanoseconds since the epoch at which the thread last went to wait for events
+    /// (after any pause); 0 before its first park.
+    waiting_since: AtomicU64,
+    /// How long its last wait for events lasted, in nanoseconds.
+    last_wait: AtomicU64,
+    /// Nanoseconds spent in pauses (pacing).
+    paused: AtomicU64,
 }
 
 /// The ingest threads' loads and the choice made from them.
@@ -61,6 +83,15 @@ pub struct Placer {
     threads: Vec<Arc<ThreadLoad>>,
     next: AtomicUsize,
     state: Mutex<Sampled>,
+    /// Pacing: the shortest time from a busy thread's wake-up to its next wait, in
+    /// nanoseconds (0: off).
+    pace: u64,
+    /// Whether the threads are busy enough to be paced now.
+    pacing: AtomicBool,
+    /// Start of the current pacing window (nanoseconds since the epoch; the first
+    /// starts at it) and the threads' busy nanoseconds together then.
+    pace_window_at: AtomicU64,
+    pace_window_busy: AtomicU64,
 }
 
 /// The last measurement.
@@ -90,9 +121,15 @@ impl Drop for Seat {
 }
 
 impl Placer {
-    pub fn new(policy: Placement, threads: usize) -> Placer {
+    /// A placer for `threads` threads; `pace`: `rtmp.busy_wakeup_interval` (zero: no
+    /// pacing).
+    pub fn new(policy: Placement, threads: usize, pace: Duration) -> Placer {
         let now = Instant::now();
         Placer {
+            pace: pace.as_nanos().min(u64::MAX as u128) as u64,
+            pacing: AtomicBool::new(false),
+            pace_window_at: AtomicU64::new(0),
+            pace_window_busy: AtomicU64::new(0),
             policy,
             epoch: now,
             threads: (0..threads.max(1))
@@ -116,20 +153,98 @@ impl Placer {
 
     /// Called by thread `i` when it wakes up (tokio's `on_thread_unpark`).
     pub fn woke(&self, i: usize) {
-        self.threads[i]
-            .awake_since
-            .store(self.nanos().max(1), Relaxed);
+        let t = &self.threads[i];
+        let now = self.nanos().max(1);
+        t.awake_since.store(now, Relaxed);
+        let waiting_since = t.waiting_since.load(Relaxed);
+        let waited = if waiting_since > 0 {
+            now.saturating_sub(waiting_since)
+        } else {
+            u64::MAX
+        };
+        t.last_wait.store(waited, Relaxed);
     }
 
-    /// Called by thread `i` before it parks (tokio's `on_thread_park`).
+    /// Called by thread `i` before it parks (tokio's `on_thread_park`): ends its time
+    /// awake, and paces it (sleeps) when the threads are busy (see the module
+    /// documentation).
     pub fn parks(&self, i: usize) {
         let t = &self.threads[i];
+        let now = self.nanos();
         let since = t.awake_since.load(Relaxed);
-        if since > 0 {
-            t.busy
-                .fetch_add(self.nanos().saturating_sub(since), Relaxed);
+        let awake = if since > 0 {
+            t.busy.fetch_add(now.saturating_sub(since), Relaxed);
             t.awake_since.store(0, Relaxed);
+            now.saturating_sub(since)
+        } else {
+            u64::MAX
+        };
+        if self.pace == 0 {
+            return;
         }
+        self.measure_for_pacing(now);
+        let mut waits_from = now;
+        if let Some(pause) = pause(
+            self.pacing.load(Relaxed),
+            t.last_wait.load(Relaxed),
+            awake,
+            self.pace,
+        ) {
+            std::thread::sleep(pause);
+            waits_from = self.nanos();
+            t.paused.fetch_add(waits_from.saturating_sub(now), Relaxed);
+        }
+        t.waiting_since.store(waits_from.max(1), Relaxed);
+    }
+
+    /// Once per [`PACE_WINDOW`] (by whichever thread parks first after it): the
+    /// threads' load together over the window, and whether they are paced.
+    fn measure_for_pacing(&self, now: u64) {
+        let at = self.pace_window_at.load(Relaxed);
+        let window = PACE_WINDOW.as_nanos() as u64;
+        if now.saturating_sub(at) < window
+            || self
+                .pace_window_at
+                .compare_exchange(at, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let busy: u64 = self.busy_nanos(now).iter().sum();
+        let before = self.pace_window_busy.swap(busy, Relaxed);
+        let load = busy.saturating_sub(before) as f64 / now.saturating_sub(at) as f64;
+        let was = self.pacing.load(Relaxed);
+        let pacing = if was {
+            load >= PACE_UNTIL
+        } else {
+            load >= PACE_FROM
+        };
+        if pacing != was {
+            self.pacing.store(pacing, Relaxed);
+            debug!(
+                load = format_args!("{load:.2}"),
+                pacing,
+                "ingest threads: pacing wake-ups {}",
+                if pacing { "on" } else { "off" }
+            );
+        }
+    }
+
+    /// Each thread's busy nanoseconds up to `now` (a thread awake counts its current
+    /// stretch so far).
+    fn busy_nanos(&self, now: u64) -> Vec<u64> {
+        self.threads
+            .iter()
+            .map(|t| {
+                let since = t.awake_since.load(Relaxed);
+                let current = if since > 0 {
+                    now.saturating_sub(since)
+                } else {
+                    0
+                };
+                t.busy.load(Relaxed) + current
+            })
+            .collect()
     }
 
     /// The thread for a new connection, and its seat there.
@@ -163,21 +278,14 @@ impl Placer {
 
     /// Measures each thread's load over the last period and the load per connection.
     fn sample(&self, s: &mut Sampled, elapsed: Duration) {
-        let now = self.nanos();
         let secs = elapsed.as_secs_f64();
         let mut total_load = 0.0;
         let mut total_connections = 0;
-        for (i, t) in self.threads.iter().enumerate() {
-            // A thread awake right now counts its current stretch so far (its park
-            // adds the whole stretch later, and the difference to this reading is
-            // what the next period gets).
-            let since = t.awake_since.load(Relaxed);
-            let current = if since > 0 {
-                now.saturating_sub(since)
-            } else {
-                0
-            };
-            let busy = t.busy.load(Relaxed) + current;
+        // A thread awake right now counts its current stretch so far (its park adds
+        // the whole stretch later, and the difference to this reading is what the next
+        // period gets).
+        let busy_now = self.busy_nanos(self.nanos());
+        for ((i, t), busy) in self.threads.iter().enumerate().zip(busy_now) {
             let load = (busy.saturating_sub(s.busy[i]) as f64 / 1e9 / secs).min(1.0);
             s.busy[i] = busy;
             s.load[i] = load;
@@ -201,18 +309,22 @@ impl Placer {
 
     /// Seconds each thread has been awake since the start.
     pub fn busy_seconds(&self) -> Vec<f64> {
-        let now = self.nanos();
+        self.busy_nanos(self.nanos())
+            .into_iter()
+            .map(|b| b as f64 / 1e9)
+            .collect()
+    }
+
+    /// Whether the threads are paced now.
+    pub fn pacing(&self) -> bool {
+        self.pacing.load(Relaxed)
+    }
+
+    /// Seconds each thread has slept in pauses (pacing) since the start.
+    pub fn paused_seconds(&self) -> Vec<f64> {
         self.threads
             .iter()
-            .map(|t| {
-                let since = t.awake_since.load(Relaxed);
-                let current = if since > 0 {
-                    now.saturating_sub(since)
-                } else {
-                    0
-                };
-                (t.busy.load(Relaxed) + current) as f64 / 1e9
-            })
+            .map(|t| t.paused.load(Relaxed) as f64 / 1e9)
             .collect()
     }
 
@@ -223,6 +335,13 @@ impl Placer {
             .map(|t| t.connections.load(Relaxed))
             .collect()
     }
+}
+
+/// How long a thread about to wait for events sleeps first: when the threads are
+/// busy (`pacing`), its last wait ended sooner than `pace` (events come faster than
+/// that) and it has been awake less than `pace`, the rest of `pace`.
+fn pause(pacing: bool, last_wait: u64, awake: u64, pace: u64) -> Option<Duration> {
+    (pacing && last_wait < pace && awake < pace).then(|| Duration::from_nanos(pace - awake))
 }
 
 /// The first thread whose measured load plus the expected load of the connections it
@@ -258,7 +377,7 @@ mod tests {
 
     #[test]
     fn a_burst_before_any_measurement_fills_a_thread_at_the_prior_then_the_next() {
-        let p = Placer::new(Placement::Pack, 2);
+        let p = Placer::new(Placement::Pack, 2, Duration::ZERO);
         let few: Vec<_> = (0..300).map(|_| p.place()).collect();
         assert_eq!(
             p.connections(),
@@ -290,7 +409,7 @@ mod tests {
 
     #[test]
     fn no_load_per_connection_is_estimated_while_connections_pour_in() {
-        let p = Placer::new(Placement::Pack, 2);
+        let p = Placer::new(Placement::Pack, 2, Duration::ZERO);
         let mut seats: Vec<_> = (0..40).map(|_| p.place()).collect();
         awake(&p, 0, 20);
         // From none to 40: growing.
@@ -311,7 +430,7 @@ mod tests {
 
     #[test]
     fn with_a_known_load_a_burst_fills_one_thread_then_the_next() {
-        let p = Placer::new(Placement::Pack, 3);
+        let p = Placer::new(Placement::Pack, 3, Duration::ZERO);
         p.state.lock().per_connection = Some(0.001);
         let seats: Vec<_> = (0..1600).map(|_| p.place()).collect();
         // FILL / 0.001 = 700 (699 after rounding) fill the first thread, as many the
@@ -324,15 +443,67 @@ mod tests {
 
     #[test]
     fn spread_deals_round_robin() {
-        let p = Placer::new(Placement::Spread, 3);
+        let p = Placer::new(Placement::Spread, 3, Duration::ZERO);
         let seats: Vec<_> = (0..9).map(|_| p.place()).collect();
         assert_eq!(p.connections(), vec![3, 3, 3]);
         drop(seats);
     }
 
     #[test]
+    fn a_thread_pauses_only_when_busy_woken_fast_and_awake_briefly() {
+        let ms = |m: f64| (m * 1e6) as u64;
+        let pace = ms(1.0);
+        assert_eq!(pause(false, ms(0.1), ms(0.3), pace), None, "not busy");
+        assert_eq!(
+            pause(true, ms(2.0), ms(0.3), pace),
+            None,
+            "events come slowly"
+        );
+        assert_eq!(
+            pause(true, ms(0.1), ms(1.5), pace),
+            None,
+            "awake long enough"
+        );
+        assert_eq!(
+            pause(true, ms(0.1), ms(0.3), pace),
+            Some(Duration::from_micros(700)),
+            "the rest of the interval"
+        );
+    }
+
+    #[test]
+    fn busy_threads_are_paced_and_stop_being_paced_when_idle() {
+        let pace = Duration::from_millis(2);
+        let p = Placer::new(Placement::Pack, 2, pace);
+        let paused = |p: &Placer| p.paused_seconds()[0];
+        // The first window starts; then thread 0 awake through a whole window.
+        awake(&p, 0, 1);
+        awake(&p, 0, PACE_WINDOW.as_millis() as u64 + 20);
+        assert!(p.pacing(), "awake a whole window: more than the fill");
+        // Woken at once after it went to wait, awake briefly: it sleeps out the rest.
+        p.woke(0);
+        let before = paused(&p);
+        p.parks(0);
+        let slept = paused(&p) - before;
+        assert!(slept >= 0.0015, "paused {slept} s");
+        // Idle through a window: no longer paced, and no pause.
+        std::thread::sleep(PACE_WINDOW + Duration::from_millis(20));
+        awake(&p, 1, 0);
+        assert!(!p.pacing(), "idle for a window");
+        p.woke(0);
+        let before = paused(&p);
+        p.parks(0);
+        assert_eq!(paused(&p), before);
+        // Off (zero): never paced.
+        let off = Placer::new(Placement::Pack, 1, Duration::ZERO);
+        awake(&off, 0, 1);
+        awake(&off, 0, PACE_WINDOW.as_millis() as u64 + 20);
+        assert!(!off.pacing());
+    }
+
+    #[test]
     fn load_is_measured_from_the_time_threads_are_awake() {
-        let p = Placer::new(Placement::Pack, 2);
+        let p = Placer::new(Placement::Pack, 2, Duration::ZERO);
         let seats: Vec<_> = (0..40).map(|_| p.place()).collect();
         // A first sample with the 40 there.
         drop(sample_now(&p));
