@@ -205,12 +205,11 @@ impl Server {
         // SG_RTMP_EXTRA: more [rtmp] settings, for experiments (e.g.
         // "busy_wakeup_interval = \"0s\""). The node's own STREAMGATE_* variables are
         // not passed on (below), so that the shell's settings never leak into a run.
-        let placement = match std::env::var("SG_RTMP_EXTRA") {
-            Ok(extra) => format!("{placement}{extra}\n"),
-            Err(_) => placement,
-        };
+        let rtmp_extra = std::env::var("SG_RTMP_EXTRA")
+            .map(|extra| format!("{extra}\n"))
+            .unwrap_or_default();
         let text = format!(
-            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\n{placement}\
+            "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections = 20000\nworkers = {workers}\n{placement}{rtmp_extra}\
              max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\

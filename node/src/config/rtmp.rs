@@ -145,7 +145,10 @@ impl RtmpConfig {
             return Err(invalid(
                 "rtmp.busy_wakeup_interval",
                 humantime::format_duration(self.busy_wakeup_interval),
-                "must be at most 10ms (it adds up to that much relay delay); \"2ms\" is the default, \"0s\" turns pacing off",
+                &format!(
+                    "must be at most {} (it adds up to that much relay delay); \"2ms\" is the default, \"0s\" turns pacing off",
+                    humantime::format_duration(MAX_BUSY_WAKEUP_INTERVAL)
+                ),
             ));
         }
         positive("rtmp.auth_deadline", self.auth_deadline)?;

@@ -67,10 +67,9 @@ pub struct ThreadLoad {
     /// Connections running on the thread.
     connections: AtomicUsize,
     /// Nanoseconds since the epoch at which the thread last went to wait for events
-    /// (after any pause); 0 before its first park.
+    /// (after any pause); 0 before its first park. Its last wait lasted from then to
+    /// `awake_since`.
     waiting_since: AtomicU64,
-    /// How long its last wait for events lasted, in nanoseconds.
-    last_wait: AtomicU64,
     /// Nanoseconds spent in pauses (pacing).
     paused: AtomicU64,
 }
@@ -153,16 +152,9 @@ impl Placer {
 
     /// Called by thread `i` when it wakes up (tokio's `on_thread_unpark`).
     pub fn woke(&self, i: usize) {
-        let t = &self.threads[i];
-        let now = self.nanos().max(1);
-        t.awake_since.store(now, Relaxed);
-        let waiting_since = t.waiting_since.load(Relaxed);
-        let waited = if waiting_since > 0 {
-            now.saturating_sub(waiting_since)
-        } else {
-            u64::MAX
-        };
-        t.last_wait.store(waited, Relaxed);
+        self.threads[i]
+            .awake_since
+            .store(self.nanos().max(1), Relaxed);
     }
 
     /// Called by thread `i` before it parks (tokio's `on_thread_park`): ends its time
@@ -183,13 +175,15 @@ impl Placer {
             return;
         }
         self.measure_for_pacing(now);
+        // The last wait: from going to wait to this wake-up (unknown before both).
+        let waiting_since = t.waiting_since.load(Relaxed);
+        let last_wait = if since > 0 && waiting_since > 0 {
+            since.saturating_sub(waiting_since)
+        } else {
+            u64::MAX
+        };
         let mut waits_from = now;
-        if let Some(pause) = pause(
-            self.pacing.load(Relaxed),
-            t.last_wait.load(Relaxed),
-            awake,
-            self.pace,
-        ) {
+        if let Some(pause) = pause(self.pacing.load(Relaxed), last_wait, awake, self.pace) {
             std::thread::sleep(pause);
             waits_from = self.nanos();
             t.paused.fetch_add(waits_from.saturating_sub(now), Relaxed);
