@@ -107,9 +107,19 @@ fn init_logging(config: &Config) {
 }
 
 pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    // Loading's warnings go to the log of `serve`, to standard error otherwise (the
+    // other commands print their results on standard output).
+    if !matches!(command, Command::Serve) {
+        for w in &config.warnings {
+            eprintln!("streamgate: warning: {w}");
+        }
+    }
     match command {
         Command::Serve => {
             init_logging(&config);
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             app::serve(config).await
         }
         Command::Check => {

@@ -491,3 +491,50 @@ fn dot_env_is_read_from_the_working_directory_only() {
         "not read from a parent"
     );
 }
+
+/// Kubernetes gives every pod of a Service named `streamgate` variables such as
+/// `STREAMGATE_SERVICE_HOST` and `STREAMGATE_PORT`: the node warns about them (naming
+/// each, with the closest setting for a typo) and starts; a known setting with a bad
+/// value still stops it.
+#[test]
+fn unknown_streamgate_variables_warn_and_do_not_stop_the_node() {
+    let dir = TempDir::new("k8s-env");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .current_dir(&dir.0)
+        .env("STREAMGATE_SERVICE_HOST", "10.0.0.1")
+        .env("STREAMGATE_PORT", "tcp://10.0.0.1:1935")
+        .env("STREAMGATE_RTMP_IDLE_TIMOUT", "15s")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exited {:?}: {stderr}", out.status);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("idle_timeout = \"10s\""),
+        "the unknown ones change nothing"
+    );
+    for var in ["STREAMGATE_SERVICE_HOST", "STREAMGATE_PORT"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("warning") && l.contains(var)),
+            "{var} named: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("did you mean STREAMGATE_RTMP_IDLE_TIMEOUT?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().all(|l| l.len() < 400),
+        "short lines: {stderr}"
+    );
+    // A known name with a wrong value is still an error (exit 2).
+    let bad = Command::new(bin())
+        .arg("check-config")
+        .current_dir(&dir.0)
+        .env("STREAMGATE_RTMP_MAX_CONNECTIONS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

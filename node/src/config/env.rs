@@ -1,7 +1,10 @@
 //! Environment overrides: `STREAMGATE_<SECTION>_<KEY>=value` replaces that key of the
 //! file before anything is parsed. The names and value types come from the defaults,
-//! so a new setting is overridable without a line here; an unknown name is an error
-//! that lists the valid ones.
+//! so a new setting is overridable without a line here. An unknown name is a warning
+//! that names it and the closest valid one, not an error: Kubernetes gives every pod of
+//! a Service named `streamgate` variables such as `STREAMGATE_PORT` and
+//! `STREAMGATE_SERVICE_HOST`, and the node must start there. A known name with a value
+//! of the wrong type is an error.
 
 use super::{Config, ConfigError, ENV_PREFIX};
 
@@ -25,10 +28,23 @@ fn env_keys() -> Vec<(String, String, String)> {
     keys
 }
 
+/// The valid variable closest to `suffix` (by edit distance), when one is close enough
+/// to be a likely typo.
+fn closest<'a>(suffix: &str, keys: &'a [(String, String, String)]) -> Option<&'a str> {
+    keys.iter()
+        .map(|(s, _, _)| (strsim::levenshtein(suffix, s), s.as_str()))
+        .filter(|(d, s)| *d <= (s.len() / 3).max(2))
+        .min()
+        .map(|(_, s)| s)
+}
+
+/// Applies the overrides to `table`; returns a warning for each `STREAMGATE_*`
+/// variable that names no setting (ignored).
 pub(super) fn apply_env(
     table: &mut toml::Table,
     env: &[(String, String)],
-) -> Result<(), ConfigError> {
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
     let keys = env_keys();
     let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
     for (var, raw) in env {
@@ -39,15 +55,14 @@ pub(super) fn apply_env(
             continue; // the config file path, read by the CLI
         }
         let Some((_, section, key)) = keys.iter().find(|(s, _, _)| s == suffix) else {
-            let mut valid: Vec<String> = keys
-                .iter()
-                .map(|(s, _, _)| format!("{ENV_PREFIX}{s}"))
-                .collect();
-            valid.sort();
-            return Err(ConfigError::Env {
-                var: var.clone(),
-                message: format!("no such setting; valid names: {}", valid.join(", ")),
-            });
+            let hint = match closest(suffix, &keys) {
+                Some(s) => format!("did you mean {ENV_PREFIX}{s}?"),
+                None => "streamgate.example.toml lists every setting; a key `k` of section `[s]` is STREAMGATE_S_K".to_string(),
+            };
+            warnings.push(format!(
+                "environment variable {var} names no setting and is ignored ({hint})"
+            ));
+            continue;
         };
         let default = &defaults[section.as_str()][key.as_str()];
         let value = if default.is_str() {
@@ -85,5 +100,5 @@ pub(super) fn apply_env(
             }
         }
     }
-    Ok(())
+    Ok(warnings)
 }

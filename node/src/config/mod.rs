@@ -1,8 +1,8 @@
 //! Configuration: one TOML file (every key documented in `streamgate.example.toml`),
 //! `STREAMGATE_<SECTION>_<KEY>` environment overrides, `.env` support. Loaded once at
 //! start into typed sections (addresses are `SocketAddr`, choices are enums, relay
-//! targets are checked templates), then validated; unknown keys, in the file or the
-//! environment, are errors that name the key and the fix.
+//! targets are checked templates), then validated; an unknown key in the file is an
+//! error that names the key and the fix, an unknown `STREAMGATE_*` variable a warning.
 
 mod admin;
 mod auth;
@@ -115,6 +115,10 @@ pub struct Config {
     pub thumbnails: ThumbnailConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// What loading found worth saying but not fatal (an unknown `STREAMGATE_*`
+    /// variable); the caller prints or logs them.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -142,15 +146,16 @@ impl Config {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        env::apply_env(&mut table, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let warnings = env::apply_env(&mut table, env)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::Parse {
                     path: origin.to_string(),
                     message: format!("{key}: {}", e.inner().message()),
                 }
             })?;
+        config.warnings = warnings;
         config.validate()
     }
 
@@ -296,13 +301,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rtmp.listen") && e.contains("host:port"), "{e}");
-        let e = load("", &[("STREAMGATE_RTMP_MAX_CONNECTION", "5")])
-            .unwrap_err()
-            .to_string();
+        // An unknown variable is ignored with a warning naming it and the closest
+        // setting (Kubernetes injects STREAMGATE_PORT & co. into a Service's pods).
+        let c = load(
+            "",
+            &[
+                ("STREAMGATE_RTMP_MAX_CONNECTION", "5"),
+                ("STREAMGATE_SERVICE_HOST", "10.0.0.1"),
+                ("STREAMGATE_PORT", "tcp://10.0.0.1:1935"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.rtmp.max_connections,
+            RtmpConfig::default().max_connections
+        );
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
         assert!(
-            e.contains("STREAMGATE_RTMP_MAX_CONNECTION")
-                && e.contains("STREAMGATE_RTMP_MAX_CONNECTIONS"),
-            "{e}"
+            c.warnings[0].contains("STREAMGATE_RTMP_MAX_CONNECTION ")
+                && c.warnings[0].contains("did you mean STREAMGATE_RTMP_MAX_CONNECTIONS?"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.warnings[1].contains("STREAMGATE_SERVICE_HOST"));
+        assert!(
+            c.warnings.iter().all(|w| w.len() < 300),
+            "one short line each"
         );
         let e = load("", &[("STREAMGATE_RTMP_MAX_CONNECTIONS", "many")])
             .unwrap_err()
