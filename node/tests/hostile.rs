@@ -217,7 +217,28 @@ fn behind_a_proxy_the_real_client_address_counts() {
     // Garbage after the handshake makes the node log the connection, by client.
     let _ = s.write_all(&[0x45; 64]);
     wait_logged(&node, "peer=198.51.100.7:4321", Duration::from_secs(5));
+
+    // Version 2 with 3 KiB of TLVs (AWS NLB, HAProxy's send-proxy-v2-ssl send
+    // hundreds of bytes of them), arriving in pieces, then a real publish.
+    let mut addresses = vec![198, 51, 100, 8, 127, 0, 0, 1];
+    addresses.extend_from_slice(&4322u16.to_be_bytes());
+    addresses.extend_from_slice(&1935u16.to_be_bytes());
+    for tlv in [0x20u8, 0x30, 0xEE] {
+        addresses.push(tlv);
+        addresses.extend_from_slice(&1000u16.to_be_bytes());
+        addresses.extend(std::iter::repeat_n(b'x', 1000));
+    }
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    v2.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+    v2.extend_from_slice(&addresses);
+    let forwarder = PrefixForwarder::start(ATTACKER, node.rtmp_port, v2);
+    let (id2, key2) = node.create_channel("proxied-v2");
+    let _p2 = RawPublisher::publish(forwarder.port, "live", &key2)
+        .expect("a publish after a long version 2 header");
+    wait_listed(&node, &id2, Duration::from_secs(5));
+    wait_logged(&node, "peer=198.51.100.8:4322", Duration::from_secs(5));
     node.assert_never_printed(&key);
+    node.assert_never_printed(&key2);
 }
 
 /// Slow HTTP clients (a request head that never ends, an idle kept-alive connection)

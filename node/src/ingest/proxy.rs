@@ -5,7 +5,12 @@
 //! header is not looked for (a client could claim any address with it).
 //!
 //! Sans-IO: [`parse`] takes the bytes received so far and says "need more", "here is
-//! the header and its length", or why it is not one.
+//! the header and its length", or why it is not one. A version 2 header may be as long
+//! as its 16-bit length field says (balancers that add TLVs, such as AWS NLB or
+//! HAProxy's `send-proxy-v2-ssl`, send more than a few hundred bytes): it is answered
+//! as soon as its addresses have arrived, and [`read_header`] skips the TLVs as they
+//! arrive instead of holding them, so a header costs the node a few hundred bytes
+//! whatever its length (the accept deadline bounds its time).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -16,9 +21,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// A version 1 header is at most 107 bytes, CRLF included.
 const V1_MAX: usize = 107;
-/// Most address and TLV bytes accepted in a version 2 header (addresses take 36 at
-/// most; the rest are TLVs we skip).
-const V2_MAX_PAYLOAD: usize = 512;
+/// The address block of a version 2 header is at most this long (two IPv6 addresses
+/// and two ports); TLVs follow it, up to the header's 16-bit length.
+const V2_ADDRESSES_MAX: usize = 36;
+/// Bytes read at once while skipping a version 2 header's TLVs.
+const SKIP_CHUNK: usize = 512;
 
 /// Why a trusted proxy's connection did not start with a usable PROXY header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +53,9 @@ pub enum ProxiedPeer {
 }
 
 /// Reads one header from the start of `buf`: `Ok(None)` means more bytes are needed;
-/// otherwise the header and its length in bytes.
+/// otherwise the header and its whole length in bytes. A version 2 header is answered
+/// once its addresses are in `buf`: its length may be more than `buf` holds yet (the
+/// TLVs that follow, which the caller skips).
 pub fn parse(buf: &[u8]) -> Result<Option<(ProxiedPeer, usize)>, ProxyError> {
     let n = buf.len().min(V2_SIGNATURE.len());
     if buf[..n] == V2_SIGNATURE[..n] {
@@ -104,13 +113,18 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxiedPeer, usize)>, ProxyError> {
     if ver_cmd >> 4 != 2 {
         return Err(ProxyError::Malformed("version"));
     }
-    if len > V2_MAX_PAYLOAD {
-        return Err(ProxyError::TooLong);
-    }
-    if buf.len() < 16 + len {
+    // Only the addresses are needed (of a proxied TCP connection over IPv4 or IPv6);
+    // the rest, TLVs, is skipped by the caller.
+    let addresses = match (ver_cmd & 0x0f, family >> 4) {
+        (1, 1) => 12,
+        (1, 2) => V2_ADDRESSES_MAX,
+        _ => 0,
+    };
+    let wanted = len.min(addresses);
+    if buf.len() < 16 + wanted {
         return Ok(None);
     }
-    let body = &buf[16..16 + len];
+    let body = &buf[16..16 + wanted];
     let total = 16 + len;
     let peer = match (ver_cmd & 0x0f, family >> 4) {
         // LOCAL: the proxy's own connection.
@@ -141,27 +155,42 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxiedPeer, usize)>, ProxyError> {
 }
 
 /// Reads the header from `io` under no deadline of its own (the caller bounds it);
-/// returns it and the bytes that followed it (the start of the RTMP handshake).
+/// returns it and the bytes that followed it (the start of the RTMP handshake). The
+/// TLVs of a long version 2 header are read and dropped, never held.
 pub async fn read_header<S: AsyncRead + Unpin>(
     io: &mut S,
 ) -> Result<(ProxiedPeer, BytesMut), ProxyError> {
     let mut buf = BytesMut::with_capacity(256);
-    loop {
-        if let Some((peer, len)) = parse(&buf)? {
-            let _ = buf.split_to(len);
-            return Ok((peer, buf));
+    let (peer, len) = loop {
+        if let Some(found) = parse(&buf)? {
+            break found;
         }
-        if buf.len() > 16 + V2_MAX_PAYLOAD {
+        // Neither a version 1 line nor a version 2 address block is longer.
+        if buf.len() > 16 + V2_ADDRESSES_MAX + V1_MAX {
             return Err(ProxyError::TooLong);
         }
-        let n = io
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| ProxyError::Io(e.to_string()))?;
-        if n == 0 {
-            return Err(ProxyError::Closed);
-        }
+        read_some(io, &mut buf).await?;
+    };
+    let mut skip = len;
+    while buf.len() < skip {
+        skip -= buf.len();
+        buf.clear();
+        buf.reserve(SKIP_CHUNK.min(skip));
+        read_some(io, &mut buf).await?;
     }
+    let _ = buf.split_to(skip);
+    Ok((peer, buf))
+}
+
+async fn read_some<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> Result<(), ProxyError> {
+    let n = io
+        .read_buf(buf)
+        .await
+        .map_err(|e| ProxyError::Io(e.to_string()))?;
+    if n == 0 {
+        return Err(ProxyError::Closed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -204,6 +233,42 @@ mod tests {
         for n in 0..h.len() {
             assert_eq!(parse(&h[..n]).unwrap(), None, "{n}");
         }
+    }
+
+    /// A header with the most TLVs its length field allows (AWS NLB and HAProxy send
+    /// hundreds of bytes of them): answered once the addresses are in, and read over a
+    /// stream with the TLVs dropped as they come, what follows it kept.
+    #[tokio::test]
+    async fn a_version_2_header_may_be_as_long_as_its_length_field_says() {
+        use tokio::io::AsyncWriteExt;
+        let mut a = vec![192, 0, 2, 10, 198, 51, 100, 1];
+        a.extend_from_slice(&56324u16.to_be_bytes());
+        a.extend_from_slice(&1935u16.to_be_bytes());
+        // One TLV (type 0xEE, custom) filling the rest of a 65535-byte payload.
+        let tlv_len = u16::MAX as usize - a.len() - 3;
+        a.push(0xEE);
+        a.extend_from_slice(&(tlv_len as u16).to_be_bytes());
+        a.extend(std::iter::repeat_n(0x5a, tlv_len));
+        let h = v2(1, 0x11, &a);
+        assert_eq!(h.len(), 16 + 65535);
+        let client = ProxiedPeer::Client("192.0.2.10:56324".parse().unwrap());
+        assert_eq!(parse(&h[..28]).unwrap(), Some((client, h.len())));
+        assert_eq!(parse(&h[..27]).unwrap(), None);
+
+        let (mut tx, mut rx) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            tx.write_all(&h).await.unwrap();
+            tx.write_all(b"\x03after").await.unwrap();
+        });
+        let (peer, rest) = read_header(&mut rx).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(peer, client);
+        assert!(b"\x03after".starts_with(&rest), "{rest:?}");
+        assert!(
+            rest.capacity() <= 4 * SKIP_CHUNK,
+            "the TLVs were not held: {}",
+            rest.capacity()
+        );
     }
 
     #[test]
@@ -256,9 +321,6 @@ mod tests {
         ));
         let long = [b"PROXY ".as_slice(), &[b'x'; 200]].concat();
         assert_eq!(parse(&long), Err(ProxyError::TooLong));
-        let mut h = v2(1, 0x11, &[0; 12]);
-        h[14..16].copy_from_slice(&4000u16.to_be_bytes());
-        assert_eq!(parse(&h), Err(ProxyError::TooLong));
         assert!(matches!(
             parse(&v2(1, 0x11, &[1, 2, 3])),
             Err(ProxyError::Malformed(_))

@@ -173,3 +173,54 @@ impl Drop for SourceForwarder {
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
+
+/// Forwards every connection it accepts (on 127.0.0.1:`port`) to 127.0.0.1:`to` from
+/// `source`, sending `prefix` first, in pieces of 100 bytes with a pause between them
+/// (a PROXY header as a balancer would send it, arriving as the network splits it).
+pub struct PrefixForwarder {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl PrefixForwarder {
+    pub fn start(source: IpAddr, to: u16, prefix: Vec<u8>) -> PrefixForwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (Ok(client), Ok(mut upstream)) = (client, connect_from(source, to)) else {
+                    continue;
+                };
+                let _ = upstream.set_nodelay(true);
+                for piece in prefix.chunks(100) {
+                    if upstream.write_all(piece).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        PrefixForwarder { port, stop }
+    }
+}
+
+impl Drop for PrefixForwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
