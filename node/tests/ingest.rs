@@ -538,3 +538,30 @@ fn unknown_streamgate_variables_warn_and_do_not_stop_the_node() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// RTMP 1.0 allows a chunk size up to 2^31-1, set before `connect` if the client likes
+/// (the pre-publish limits used to reset such a client). It publishes, its media of
+/// any size arrives in one chunk each, and the stream is listed.
+#[test]
+fn a_client_that_sets_the_largest_chunk_size_before_connect_publishes() {
+    let node = Node::start("");
+    let (id, key) = node.create_channel("big-chunks");
+    let mut p =
+        RawPublisher::publish_with([127, 0, 0, 1].into(), node.rtmp_port, "live", &key, |c| {
+            c.out_chunk_size = rtmp::chunk::MAX_CHUNK_SIZE;
+        })
+        .expect("publish with chunk size 2^31-1");
+    wait_listed(&node, &id, Duration::from_secs(5));
+    // A 200 kB keyframe, in one chunk.
+    for ts in 0..3 {
+        let mut frame = vec![0x17u8, 1, 0, 0, 0];
+        frame.resize(200_000, 0x42);
+        assert!(
+            p.try_send(9, ts * 40, &frame),
+            "the node keeps the connection"
+        );
+    }
+    let s = wait_listed(&node, &id, Duration::from_secs(2));
+    assert_eq!(s["channel_id"], id.as_str());
+    node.assert_never_printed(&key);
+}

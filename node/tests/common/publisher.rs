@@ -31,12 +31,25 @@ impl RawPublisher {
         app: &str,
         key: &str,
     ) -> Result<RawPublisher, String> {
+        Self::publish_with(source, port, app, key, |_| {})
+    }
+
+    /// [`RawPublisher::publish_from`] with the client's settings changed by `adjust`
+    /// (its outgoing chunk size, say).
+    pub fn publish_with(
+        source: std::net::IpAddr,
+        port: u16,
+        app: &str,
+        key: &str,
+        adjust: impl FnOnce(&mut ClientConfig),
+    ) -> Result<RawPublisher, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
-        let config = ClientConfig::new(app, &tc_url, key);
+        let mut config = ClientConfig::new(app, &tc_url, key);
+        adjust(&mut config);
         let publisher = runtime.block_on(async {
             let attempt = async {
                 let socket = tokio::net::TcpSocket::new_v4()?;

@@ -23,12 +23,17 @@ pub const MAX_STREAMS_PER_CONNECTION: usize = 8;
 /// Chunk-layer limits before a publish is accepted. What a publisher sends before then
 /// (connect, releaseStream, FCPublish, createStream, publish) is a few hundred bytes a
 /// message on one or two chunk streams; these bounds keep what an unauthenticated peer
-/// can make the server hold to a few tens of KiB.
+/// can make the server hold to a few tens of KiB. They bound what costs memory (the
+/// message size, the unfinished bytes, the chunk streams), never what costs nothing by
+/// itself: any chunk size the protocol allows (up to 2^31-1, RTMP 1.0 5.4.1) is
+/// accepted, since a chunk can never carry more than its message. The smallest chunk
+/// size stays [`crate::chunk::MIN_CHUNK_SIZE`]: below it every few bytes would cost a
+/// header parse, on the publish that follows too.
 pub const PRE_PUBLISH_LIMITS: ChunkLimits = ChunkLimits {
     max_message_size: 32 * 1024,
     max_chunk_streams: 8,
     max_partial_bytes: 32 * 1024,
-    max_chunk_size: 64 * 1024,
+    max_chunk_size: crate::chunk::MAX_CHUNK_SIZE,
     min_chunk_size: crate::chunk::MIN_CHUNK_SIZE,
 };
 

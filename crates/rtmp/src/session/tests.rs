@@ -21,11 +21,15 @@ struct Pair {
 
 impl Pair {
     fn new() -> Self {
-        let mut client = ClientSession::new(ClientConfig::new(
+        Self::with(ClientConfig::new(
             "live",
             "rtmp://127.0.0.1/live",
             "pub-name",
-        ));
+        ))
+    }
+
+    fn with(config: ClientConfig) -> Self {
+        let mut client = ClientSession::new(config);
         client.start();
         Pair {
             client,
@@ -283,18 +287,30 @@ fn the_server_is_strict_until_a_publish_is_accepted() {
             crate::chunk::ChunkError::MessageTooLarge { .. }
         ))
     ));
-    // Before: a chunk size above 64 KiB closes it too.
+    // Before: a chunk size as large as the protocol allows is no error (it costs
+    // nothing by itself), but the message that would use it still is.
     let mut p2 = Pair::new();
     p2.until_publish_request();
     let mut q = crate::chunk::OutputQueue::new();
-    w.write(&message::set_chunk_size(1 << 20), &mut q);
+    let mut w = crate::chunk::ChunkWriter::new();
+    w.write(
+        &message::set_chunk_size(crate::chunk::MAX_CHUNK_SIZE),
+        &mut q,
+    );
+    w.set_chunk_size(crate::chunk::MAX_CHUNK_SIZE);
+    w.write(&big(0), &mut q);
     let mut buf = q.take_contiguous();
-    assert!(matches!(
-        p2.server.handle_bytes(&mut buf, &mut Vec::new()),
-        Err(SessionError::Chunk(
-            crate::chunk::ChunkError::ChunkSizeTooLarge { .. }
-        ))
-    ));
+    buf.truncate(40);
+    let r = p2.server.handle_bytes(&mut buf, &mut Vec::new());
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Chunk(
+                crate::chunk::ChunkError::MessageTooLarge { .. }
+            ))
+        ),
+        "{r:?}"
+    );
     // Before: a data message with broken AMF is not decoded, so it is no error.
     let mut p3 = Pair::new();
     p3.until_publish_request();
@@ -328,5 +344,30 @@ fn the_server_is_strict_until_a_publish_is_accepted() {
     assert!(
         matches!(&events[..], [ServerEvent::Video(m)] if m.payload.len() == 40_000),
         "{events:?}"
+    );
+}
+
+/// RTMP 1.0 5.4.1 allows a chunk size up to 2^31-1, and a client may set it before
+/// `connect`: the server accepts it and the publish goes through (nginx-rtmp resets
+/// such a client; SRS 6 accepts it). Memory is bounded by the message size and
+/// unfinished bytes, not by the chunk size.
+#[test]
+fn a_client_may_set_the_largest_chunk_size_before_connect() {
+    let mut p = Pair::with(ClientConfig {
+        out_chunk_size: crate::chunk::MAX_CHUNK_SIZE,
+        ..ClientConfig::new("live", "rtmp://127.0.0.1/live", "pub-name")
+    });
+    let ServerEvent::PublishRequested { stream_id, name } = p.until_publish_request() else {
+        panic!("no publish request")
+    };
+    assert_eq!(name.expose(), "pub-name");
+    p.server.accept_publish(stream_id);
+    assert_eq!(p.client_step(), vec![ClientEvent::Publishing]);
+    p.client
+        .send_media(message::MSG_VIDEO, 0, Bytes::from(vec![0x17u8; 300_000]));
+    let ev = p.server_step();
+    assert!(
+        matches!(&ev[..], [ServerEvent::Video(m)] if m.payload.len() == 300_000),
+        "{ev:?}"
     );
 }
