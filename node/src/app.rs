@@ -249,6 +249,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         thumbnails_dir: config.thumbnails.dir.clone(),
         thumbnails,
         node: config.http.show_node.then(|| node_id.clone()),
+        event_streams: http::EventStreamCaps::new(
+            config.http.event_streams(),
+            config.http.event_streams_per_address(),
+        ),
     });
     let admin_router = http::admin::router(http::admin::AdminState {
         hub: hub.clone(),
@@ -263,14 +267,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         node_id,
         dead_after: config.status.dead_after(),
         ingest: workers.clone(),
+        token_failures: Arc::new(crate::auth::FailureLimiter::new(&config.auth)),
     });
-    let limits = http::server::HttpLimits {
-        max_connections: config.http.max_connections,
-        header_timeout: config.http.header_timeout,
-    };
+    let limits = http::server::HttpLimits::of(&config.http);
     let grace = config.status.shutdown_grace;
+    // What a reserved connection (taken while the public slots are full) serves: the
+    // health check and the operator's routes.
+    let operator_routes = axum::Router::new()
+        .route("/healthz", axum::routing::get(http::healthz))
+        .merge(admin_router.clone())
+        .fallback(http::reserved_only);
     // /metrics and the admin API: on their own private address, or beside the rest.
-    let (router, admin_task) = match config.admin.listen {
+    let (public, admin_task) = match config.admin.listen {
         Some(addr) => {
             let listener = crate::listen::bind(addr).map_err(|e| {
                 anyhow::anyhow!(
@@ -281,19 +289,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             // The dashboard there reads the public API from its own origin.
             let task = tokio::spawn(http::server::serve(
                 listener,
-                admin_router.merge(router.clone()),
+                http::server::Routes {
+                    all: admin_router.merge(router.clone()),
+                    reserved: operator_routes,
+                },
                 limits,
                 stop_accepting.clone(),
                 cancel.clone(),
                 grace,
             ));
-            (router, Some(task))
+            let public = http::server::Routes {
+                all: router,
+                reserved: axum::Router::new()
+                    .route("/healthz", axum::routing::get(http::healthz))
+                    .fallback(http::reserved_only),
+            };
+            (public, Some(task))
         }
-        None => (router.merge(admin_router), None),
+        None => (
+            http::server::Routes {
+                all: router.merge(admin_router),
+                reserved: operator_routes,
+            },
+            None,
+        ),
     };
     let http_task = tokio::spawn(http::server::serve(
         http_listener,
-        router,
+        public,
         limits,
         stop_accepting.clone(),
         cancel.clone(),

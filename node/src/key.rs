@@ -56,7 +56,17 @@ impl fmt::Display for StreamKey {
     }
 }
 
-/// Compares two strings in time independent of where they differ.
+/// Whether `given` is `secret`, in a time that depends on neither's content nor on the
+/// secret's length: the SHA-256 digests of both are compared (the digest of `given`
+/// takes time in its own length, which its sender knows already).
+pub fn secret_eq(given: &[u8], secret: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    constant_time_eq(&Sha256::digest(given), &Sha256::digest(secret))
+}
+
+/// Compares two strings of the same length in time independent of where they differ
+/// (strings of different lengths are unequal at once: use it on digests, or
+/// [`secret_eq`]).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -67,6 +77,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_by_digest_whatever_the_lengths() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        assert!(secret_eq(secret, secret));
+        for given in [
+            &b""[..],
+            b"0",
+            b"0123456789abcdef0123456789abcde",
+            b"0123456789abcdef0123456789abcdef0",
+            b"0123456789abcdef0123456789abcdeF",
+        ] {
+            assert!(!secret_eq(given, secret), "{given:?}");
+        }
+    }
 
     #[test]
     fn generated_keys_are_long_random_and_never_printed() {

@@ -50,6 +50,12 @@ pub const STATUS_WRITE_FAILURES: &str = "streamgate_status_write_failures_total"
 pub const TAKEOVERS: &str = "streamgate_takeovers_total";
 pub const ALREADY_LIVE: &str = "streamgate_publishes_refused_already_live_total";
 pub const NODES_SWEPT: &str = "streamgate_dead_nodes_swept_total";
+/// HTTP: requests refused, by reason (`address_full`, `event_streams_full`,
+/// `event_streams_address_full`); connections served from the reserve (the public
+/// slots were full); wrong admin tokens.
+pub const HTTP_REFUSED: &str = "streamgate_http_refused_total";
+pub const HTTP_RESERVED: &str = "streamgate_http_reserved_connections_total";
+pub const ADMIN_TOKEN_FAILURES: &str = "streamgate_admin_token_failures_total";
 /// Per channel (opt-in): bitrate, frames per second, media bytes since the start.
 pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
 pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
@@ -186,6 +192,18 @@ pub fn describe() {
         "time of one live/offline write"
     );
     describe_counter!(STATUS_WRITE_FAILURES, "failed live/offline writes, by kind");
+    describe_counter!(
+        HTTP_REFUSED,
+        "HTTP connections or requests refused, by reason"
+    );
+    describe_counter!(
+        HTTP_RESERVED,
+        "HTTP connections served from the reserve for operator routes (the public slots were full)"
+    );
+    describe_counter!(
+        ADMIN_TOKEN_FAILURES,
+        "admin API requests with a wrong token"
+    );
     describe_gauge!(CHANNEL_BITRATE, "bitrate of a live channel (opt-in)");
     describe_gauge!(CHANNEL_FPS, "frames per second of a live channel (opt-in)");
     describe_gauge!(

@@ -26,6 +26,67 @@ impl AddressKey {
     }
 }
 
+/// Counts what each address holds (connections, streams) against a cap; an address
+/// holding nothing is forgotten, so the table never outgrows what is held. Each
+/// [`AddressSlot`] gives its place back when dropped.
+#[derive(Debug)]
+pub struct PerAddress {
+    cap: usize,
+    held: parking_lot::Mutex<std::collections::HashMap<AddressKey, usize>>,
+}
+
+/// One place of one address in a [`PerAddress`] count.
+#[derive(Debug)]
+pub struct AddressSlot {
+    owner: std::sync::Arc<PerAddress>,
+    key: AddressKey,
+}
+
+impl PerAddress {
+    pub fn new(cap: usize) -> std::sync::Arc<PerAddress> {
+        std::sync::Arc::new(PerAddress {
+            cap,
+            held: Default::default(),
+        })
+    }
+
+    /// A place for `ip`, or `None` when it holds the cap already.
+    pub fn take(self: &std::sync::Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = AddressKey::of(ip);
+        let mut held = self.held.lock();
+        let n = held.entry(key).or_default();
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+
+    /// Places held by `ip`'s address.
+    pub fn held_by(&self, ip: IpAddr) -> usize {
+        self.held
+            .lock()
+            .get(&AddressKey::of(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// An address range: `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.0.2.7`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -104,6 +165,23 @@ impl<'de> Deserialize<'de> for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_address_counts_up_to_the_cap_per_64_and_forgets_empty_addresses() {
+        let caps = PerAddress::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+        let other: IpAddr = "198.51.100.4".parse().unwrap();
+        let s1 = caps.take(a).unwrap();
+        let _s2 = caps.take(same_64).unwrap();
+        assert!(caps.take(a).is_none(), "the /64 holds its two");
+        let _o = caps.take(other).unwrap();
+        drop(s1);
+        assert_eq!(caps.held_by(a), 1);
+        let _s3 = caps.take(a).unwrap();
+        drop((_s2, _s3, _o));
+        assert!(caps.held.lock().is_empty());
+    }
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {

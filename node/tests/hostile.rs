@@ -322,3 +322,213 @@ fn slow_http_clients_are_bounded_and_closed() {
     assert_eq!(node.http_get("/healthz").0, 200);
     node.assert_never_printed(&key);
 }
+
+/// The issue's attack: one address opens 200 event streams and reads nothing, sends
+/// half request heads, and pipelines requests whose answers it never reads, against
+/// `http.max_connections = 64`. Before, every slot was taken and another address got
+/// no answer at all (3 s timeout). Now that address holds its share (an eighth), and
+/// another is answered at once: `/healthz`, the streams list, a thumbnail and
+/// `/metrics`.
+#[test]
+fn one_address_cannot_take_the_http_port() {
+    use std::io::Write;
+
+    let node = Node::start(
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\nwrite_timeout = \"3s\"\n\
+         [thumbnails]\ndir = \"thumbs\"\n",
+    );
+    let (id, key) = node.create_channel("under-attack");
+    let _p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish");
+    wait_listed(&node, &id, Duration::from_secs(5));
+    // A thumbnail to fetch (the file name is what /thumbs/ serves).
+    let thumb = wait_listed(&node, &id, Duration::from_secs(1))["thumbnail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::create_dir_all(node.dir.0.join("thumbs")).unwrap();
+    std::fs::write(
+        node.dir.0.join("thumbs").join(&thumb),
+        [0xff, 0xd8, 0xff, 0xd9],
+    )
+    .unwrap();
+    let before = open_fds(node.pid());
+
+    let streams = idle_event_streams(ATTACKER, node.http_port, 200);
+    let heads: Vec<_> = (0..50)
+        .filter_map(|_| {
+            let mut s = connect_from(ATTACKER, node.http_port).ok()?;
+            s.write_all(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    let readers: Vec<_> = (0..5)
+        .map(|_| pipelined_non_reader(ATTACKER, node.http_port, "/api/v1/streams", 20_000))
+        .collect();
+    assert_eq!(
+        streams.len() + heads.len() + readers.len(),
+        255,
+        "the attack ran"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let held = open_fds(node.pid()).saturating_sub(before);
+    assert!(
+        held <= 8 + 4,
+        "the attacking address holds {held} descriptors"
+    );
+
+    for round in 0..3 {
+        for path in [
+            "/healthz".to_string(),
+            "/api/v1/streams".to_string(),
+            format!("/thumbs/{thumb}"),
+            "/metrics".to_string(),
+        ] {
+            let (status, body, took) =
+                http_get_from(STREAMER, node.http_port, &path, Duration::from_secs(3))
+                    .unwrap_or_else(|e| panic!("round {round}, {path}: {e}"));
+            assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+            assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        node.transcript.contains("http.max_connections_per_address")
+            || scrape_has(
+                &node,
+                "streamgate_http_refused_total{reason=\"address_full\"}"
+            ),
+        "refusals are counted"
+    );
+    drop((streams, heads, readers));
+    node.assert_never_printed(&key);
+}
+
+/// Whether `/metrics` (read from 127.0.0.3) has a series starting with `series`.
+fn scrape_has(node: &Node, series: &str) -> bool {
+    http_get_from(
+        [127, 0, 0, 3].into(),
+        node.http_port,
+        "/metrics",
+        Duration::from_secs(3),
+    )
+    .map(|(_, body, _)| {
+        String::from_utf8_lossy(&body)
+            .lines()
+            .any(|l| l.starts_with(series))
+    })
+    .unwrap_or(false)
+}
+
+/// A client that pipelines requests and never reads the answers is closed once the
+/// node could write nothing to it for `http.write_timeout`; before, it held its
+/// connection (and the answers' memory) for as long as it liked.
+#[test]
+fn a_client_that_stops_reading_is_closed_at_the_write_deadline() {
+    use std::io::Read;
+
+    let node = Node::start("[http]\nlisten = \"127.0.0.1:0\"\nwrite_timeout = \"2s\"\n");
+    // About 11 MB of answers: more than the kernel buffers both ends hold (4 MiB at
+    // most for the node's send buffer here).
+    const ASKED: usize = 60_000;
+    let mut s = pipelined_non_reader(ATTACKER, node.http_port, "/api/v1/streams", ASKED);
+    // The node fills the socket, then waits 2 s for room, then closes.
+    wait_logged(&node, "http.write_timeout", Duration::from_secs(30));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answers = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(answers > 0, "it was answered while it read");
+    assert!(
+        answers < ASKED,
+        "the connection was kept open for a client that did not read: all {answers} answers came"
+    );
+}
+
+/// When the public slots are all held (here by eight addresses, two connections
+/// each, that send half a request head), a health checker and the operator still get
+/// in through the reserve: `/healthz` and `/metrics` answer at once, the public API
+/// answers 503 at once instead of leaving the client waiting.
+#[test]
+fn the_operator_routes_get_in_while_the_public_slots_are_full() {
+    use std::io::Write;
+
+    let node = Node::start(
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 16\nheader_timeout = \"20s\"\n",
+    );
+    let mut held = Vec::new();
+    for host in 10..18u8 {
+        for _ in 0..2 {
+            let mut s = connect_from([127, 0, 0, host].into(), node.http_port).unwrap();
+            s.write_all(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            held.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (path, want) in [
+        ("/healthz", 200),
+        ("/metrics", 200),
+        ("/api/v1/streams", 503),
+    ] {
+        let (status, body, took) =
+            http_get_from(STREAMER, node.http_port, path, Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(status, want, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+    }
+    drop(held);
+}
+
+/// Event streams are capped per address and in all (each holds a connection for as
+/// long as it is open): the fifth from one address and the one past
+/// `http.max_event_streams` are answered 503 at once.
+#[test]
+fn event_streams_are_capped_per_address_and_in_all() {
+    use std::io::Read;
+
+    let node = Node::start("[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n");
+    // 64 / 4 = 16 streams in all, 4 per address.
+    let head = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let mut open = Vec::new();
+    for host in 20..24u8 {
+        for _ in 0..4 {
+            let mut s = idle_event_streams([127, 0, 0, host].into(), node.http_port, 1).remove(0);
+            let h = head(&mut s);
+            assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+            assert!(h.contains("text/event-stream"), "{h}");
+            open.push(s);
+        }
+        if open.len() < 16 {
+            let mut fifth =
+                idle_event_streams([127, 0, 0, host].into(), node.http_port, 1).remove(0);
+            let h = head(&mut fifth);
+            assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+            assert!(h.contains("max_event_streams_per_address"), "{h}");
+        }
+    }
+    let mut past = idle_event_streams([127, 0, 0, 30].into(), node.http_port, 1).remove(0);
+    let h = head(&mut past);
+    assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+    assert!(h.contains("(http.max_event_streams)"), "{h}");
+    // One closes: its place is free again.
+    drop(open.pop());
+    let stream = wait_for(Duration::from_secs(5), || {
+        let mut s = idle_event_streams([127, 0, 0, 30].into(), node.http_port, 1).remove(0);
+        head(&mut s).starts_with("HTTP/1.1 200").then_some(s)
+    });
+    assert!(stream.is_some(), "a closed stream gives its place back");
+}

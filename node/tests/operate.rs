@@ -224,6 +224,115 @@ fn the_admin_api_lists_sessions_and_kicks_with_its_token_only() {
     node.assert_never_printed(token);
 }
 
+/// Every wrong admin token makes its address wait longer before its next admin
+/// requests are answered (the right token too, so the speed of an answer tells a
+/// guesser nothing), as a wrong stream key does on the RTMP side; other addresses,
+/// and requests without a token, are not slowed down. Before, wrong tokens were
+/// answered at once, as fast as they came.
+#[test]
+fn wrong_admin_tokens_slow_their_address_down() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let node = Node::start(&format!(
+        "[admin]\ntoken = \"{token}\"\n[auth]\nfailure_delay = \"1s\"\nmax_failure_delay = \"3s\"\n"
+    ));
+    let guesser: std::net::IpAddr = [127, 0, 0, 2].into();
+    let ask = |from: std::net::IpAddr, given: &str| {
+        let headers = if given.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {given}\r\n")
+        };
+        let (status, _, took) = http_request_from(
+            from,
+            node.http_port,
+            "GET",
+            "/admin/v1/sessions",
+            &headers,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        (status, took)
+    };
+    // Token lengths from 1 to 40 bytes: the first answered at once, then 1 s, 2 s...
+    let (status, took) = ask(guesser, "x");
+    assert_eq!(status, 401);
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    let (status, took) = ask(guesser, "0123456789abcdef0123456789abcdeX");
+    assert_eq!(status, 401);
+    assert!(
+        took >= Duration::from_secs(1),
+        "second wrong token waited {took:?}"
+    );
+    let (status, took) = ask(guesser, &"y".repeat(40));
+    assert_eq!(status, 401);
+    assert!(
+        took >= Duration::from_secs(2),
+        "third wrong token waited {took:?}"
+    );
+    // The right token from the guessing address waits too (3 s, the longest).
+    let (status, took) = ask(guesser, token);
+    assert_eq!(status, 200);
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    // Another address is not slowed down, nor is a request without a token.
+    let (status, took) = ask([127, 0, 0, 3].into(), token);
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    for _ in 0..3 {
+        let (status, took) = ask([127, 0, 0, 4].into(), "");
+        assert_eq!(status, 401);
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+    let metrics = scrape(&node, node.http_port);
+    assert_eq!(
+        value(&metrics, "streamgate_admin_token_failures_total"),
+        3.0
+    );
+    assert!(node.transcript.contains("admin API: wrong token"));
+    node.assert_never_printed(token);
+}
+
+/// `kick?refuse_for` suspends the channel's key on this node whether or not it is live
+/// here, and says so (scope: this node, until it restarts); `refuse_for=0s` lifts it.
+#[test]
+fn a_suspension_says_what_it_covers_and_can_be_lifted() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let node = Node::start(&format!("[admin]\ntoken = \"{token}\"\n"));
+    let (id, key) = node.create_channel("suspended");
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let kick = |query: &str| {
+        let (status, _, body) = node.http_request(
+            node.http_port,
+            "POST",
+            &format!("/admin/v1/channels/{id}/kick{query}"),
+            &bearer,
+        );
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    let (status, v) = kick("");
+    assert_eq!(status, 404, "nothing to kick, nothing to suspend: {v}");
+    let (status, v) = kick("?refuse_for=1h");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["kicked"], false, "{v}");
+    assert_eq!(v["suspension"]["refused_for_s"], 3600, "{v}");
+    assert_eq!(
+        v["suspension"]["scope"], "this node, until it restarts",
+        "{v}"
+    );
+    let refused = RawPublisher::publish(node.rtmp_port, "live", &key)
+        .err()
+        .expect("refused while suspended");
+    assert!(refused.contains("suspended"), "{refused}");
+    let (status, v) = kick("?refuse_for=0s");
+    assert_eq!(status, 200, "{v}");
+    assert!(v["suspension"].is_null(), "{v}");
+    let _p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("lifted");
+    wait_listed(&node, &id, Duration::from_secs(5));
+    node.assert_never_printed(&key);
+}
+
 #[test]
 fn without_a_token_there_is_no_admin_api() {
     let node = Node::start("");

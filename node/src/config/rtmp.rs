@@ -243,10 +243,26 @@ pub struct HttpConfig {
     /// Most HTTP connections at once (their file descriptors are not the RTMP
     /// listener's to lose).
     pub max_connections: usize,
+    /// Most connections from one address (IPv6: one /64), so that one client cannot
+    /// take every slot; 0: an eighth of `max_connections` ([`HttpConfig::per_address`]).
+    pub max_connections_per_address: usize,
+    /// Connections taken beyond `max_connections` that serve only `/healthz`,
+    /// `/metrics`, the admin API and the dashboard (anything else gets 503), so a
+    /// health checker and the operator get in while the public slots are full.
+    pub reserved_connections: usize,
     /// A request's head must arrive within this time, and an idle kept-alive
     /// connection is closed after it.
     #[serde(with = "duration_str")]
     pub header_timeout: Duration,
+    /// A client that takes no byte of its answer for this long is closed (a large
+    /// answer, an event stream).
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    /// Most `/api/v1/events` streams open at once (each holds a connection while it is
+    /// open); 0: a quarter of `max_connections` ([`HttpConfig::event_streams`]).
+    pub max_event_streams: usize,
+    /// Most event streams from one address (at most what the address may hold).
+    pub max_event_streams_per_address: usize,
     /// Whether `/api/v1/streams` says which node carries each stream (its node id).
     pub show_node: bool,
 }
@@ -256,17 +272,68 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_connections: 512,
+            max_connections_per_address: 0,
+            reserved_connections: 16,
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            max_event_streams: 0,
+            max_event_streams_per_address: 4,
             show_node: false,
         }
     }
 }
 
 impl HttpConfig {
+    /// Connections one address may hold: as configured, or an eighth of the cap.
+    pub fn per_address(&self) -> usize {
+        match self.max_connections_per_address {
+            0 => (self.max_connections / 8).max(1),
+            n => n,
+        }
+    }
+
+    /// Event streams open at once: as configured, or a quarter of the cap.
+    pub fn event_streams(&self) -> usize {
+        match self.max_event_streams {
+            0 => (self.max_connections / 4).max(1),
+            n => n,
+        }
+    }
+
+    /// Event streams from one address: as configured, within what the address may
+    /// hold and the streams in all.
+    pub fn event_streams_per_address(&self) -> usize {
+        self.max_event_streams_per_address
+            .min(self.per_address())
+            .min(self.event_streams())
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_connections == 0 {
             return Err(invalid("http.max_connections", 0, "must be at least 1"));
         }
-        positive("http.header_timeout", self.header_timeout)
+        if self.max_connections_per_address >= self.max_connections && self.max_connections > 1 {
+            return Err(invalid(
+                "http.max_connections_per_address",
+                self.max_connections_per_address,
+                "must be below http.max_connections, so that one address cannot take every connection (0: an eighth of it)",
+            ));
+        }
+        if self.max_event_streams >= self.max_connections && self.max_connections > 1 {
+            return Err(invalid(
+                "http.max_event_streams",
+                self.max_event_streams,
+                "must be below http.max_connections: event streams hold their connections, leave room for the rest (0: a quarter of it)",
+            ));
+        }
+        if self.max_event_streams_per_address == 0 {
+            return Err(invalid(
+                "http.max_event_streams_per_address",
+                0,
+                "must be at least 1",
+            ));
+        }
+        positive("http.header_timeout", self.header_timeout)?;
+        positive("http.write_timeout", self.write_timeout)
     }
 }

@@ -1,6 +1,10 @@
 //! The operator's side of HTTP: `GET /metrics` (Prometheus text, through the
 //! `metrics` exporter) and the admin API behind a bearer token (`admin.token`; off when
-//! empty; compared in constant time):
+//! empty). The token is compared by its SHA-256 digest, so the time a comparison takes
+//! says nothing of the token's length or content; every wrong token makes its
+//! address's next admin requests wait, as a wrong stream key does on the RTMP side
+//! (`auth.failure_delay` doubling up to `auth.max_failure_delay`, then that for
+//! `auth.ban_duration`; a request without a token is not a guess and is not counted):
 //!
 //! - `GET /admin/v1/sessions`: every live publish with its peer address, channel,
 //!   start, media bytes and relay state;
@@ -8,8 +12,10 @@
 //!   start, last heartbeat, alive) and every live channel with the node carrying it
 //!   (without a nodes registry: this node and its channels);
 //! - `POST /admin/v1/channels/{id}/kick[?refuse_for=60s]`: ends the channel's live
-//!   publish, and optionally refuses its key for that long so the encoder cannot come
-//!   straight back.
+//!   publish on this node, and optionally refuses its key on this node for that long
+//!   (whether or not it is live here) so the encoder cannot come straight back;
+//!   `refuse_for=0s` lifts a suspension. A suspension is held in this node's memory: it
+//!   covers this node until it ends or the node restarts, not the rest of a fleet.
 //!
 //! With them, the operator dashboard ([`super::dashboard`]). Served on `admin.listen`
 //! when set (a private address, which then serves the public read-only routes the
@@ -18,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,11 +33,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Authorizer;
+use super::server::ClientAddr;
+use crate::auth::{Authorizer, FailureLimiter};
 use crate::config::Secret;
 use crate::hub::{EndReason, Hub, SubscriberStatus};
 use crate::ingest::admission::Admission;
-use crate::key::constant_time_eq;
+use crate::key::secret_eq;
 use crate::metric;
 use crate::outbox::StatusOutbox;
 use crate::store::{ChannelStore, FleetChannel};
@@ -56,6 +63,8 @@ pub struct AdminState {
     pub dead_after: Duration,
     /// The ingest threads (their connections and load).
     pub ingest: Arc<crate::ingest::IngestWorkers>,
+    /// Wrong admin tokens per address: their next requests wait.
+    pub token_failures: Arc<FailureLimiter>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -130,13 +139,38 @@ async fn scrape(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// Whether the request carries the admin token.
-fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
-    headers
+/// Lets the request through when it carries the admin token; otherwise its answer
+/// (401). The address of a client that sent a wrong token waits before each of its
+/// next requests is answered (valid ones too, so that the speed of an answer says
+/// nothing); a request with no token at all is refused at once and not counted.
+async fn check_token(
+    s: &AdminState,
+    client: Option<Extension<ClientAddr>>,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()))
+    else {
+        return Err(unauthorized());
+    };
+    let ip = client.map(|Extension(ClientAddr(a))| a.ip());
+    if let Some(ip) = ip {
+        let wait = s.token_failures.delay(ip, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    if secret_eq(given.trim().as_bytes(), s.token.expose().as_bytes()) {
+        return Ok(());
+    }
+    metrics::counter!(metric::ADMIN_TOKEN_FAILURES).increment(1);
+    if let Some(ip) = ip {
+        let held = s.token_failures.record_failure(ip, Instant::now());
+        tracing::warn!(peer = %ip, longest_wait = held, "admin API: wrong token");
+    }
+    Err(unauthorized())
 }
 
 fn unauthorized() -> Response {
@@ -164,9 +198,13 @@ struct Session {
     relays: Vec<SubscriberStatus>,
 }
 
-async fn sessions(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &s.token) {
-        return unauthorized();
+async fn sessions(
+    State(s): State<AdminState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = check_token(&s, client, &headers).await {
+        return refused;
     }
     let mut list: Vec<Session> = s
         .hub
@@ -193,9 +231,13 @@ async fn sessions(State(s): State<AdminState>, headers: HeaderMap) -> Response {
 
 /// The whole fleet as the database knows it: nodes, and which node carries each
 /// live channel.
-async fn fleet(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &s.token) {
-        return unauthorized();
+async fn fleet(
+    State(s): State<AdminState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = check_token(&s, client, &headers).await {
+        return refused;
     }
     match s.store.fleet(s.dead_after).await {
         Ok(Some(view)) => Json(serde_json::json!({
@@ -242,12 +284,13 @@ struct KickQuery {
 
 async fn kick(
     State(s): State<AdminState>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
     Query(q): Query<KickQuery>,
 ) -> Response {
-    if !authorized(&headers, &s.token) {
-        return unauthorized();
+    if let Err(refused) = check_token(&s, client, &headers).await {
+        return refused;
     }
     let refuse_for = match q.refuse_for.as_deref().map(humantime::parse_duration) {
         None => None,
@@ -255,7 +298,7 @@ async fn kick(
         Some(_) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": "refuse_for must be a duration like \"60s\" or \"10m\", at most a week" })),
+                Json(serde_json::json!({ "error": "refuse_for must be a duration like \"60s\" or \"10m\", at most a week (\"0s\" lifts a suspension)" })),
             )
                 .into_response()
         }
@@ -263,20 +306,32 @@ async fn kick(
     if let Some(d) = refuse_for {
         s.auth.suspend(id, Instant::now() + d);
     }
-    let Some(stream) = s.hub.get(&id) else {
-        return (
+    let live = s.hub.get(&id);
+    if let Some(stream) = &live {
+        stream.end(EndReason::Kicked);
+        tracing::info!(channel_id = %id, session = %stream.session_id, refuse_for = ?refuse_for, "publish ended by the operator");
+    } else if let Some(d) = refuse_for {
+        tracing::info!(channel_id = %id, refuse_for = ?d, "channel suspended on this node by the operator (not live here)");
+    }
+    let suspension = refuse_for.filter(|d| !d.is_zero()).map(|d| {
+        serde_json::json!({
+            "refused_for_s": d.as_secs(),
+            "scope": "this node, until it restarts",
+        })
+    });
+    match (live, refuse_for) {
+        (None, None) => (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "this channel is not live on this node", "refused_for_s": refuse_for.map(|d| d.as_secs()) })),
+            Json(serde_json::json!({ "error": "this channel is not live on this node" })),
         )
-            .into_response();
-    };
-    stream.end(EndReason::Kicked);
-    tracing::info!(channel_id = %id, session = %stream.session_id, refuse_for = ?refuse_for, "publish ended by the operator");
-    Json(serde_json::json!({
-        "kicked": true,
-        "channel_id": id,
-        "session_id": stream.session_id,
-        "refused_for_s": refuse_for.map(|d| d.as_secs()),
-    }))
-    .into_response()
+            .into_response(),
+        (live, _) => Json(serde_json::json!({
+            "kicked": live.is_some(),
+            "channel_id": id,
+            "session_id": live.map(|l| l.session_id),
+            "refused_for_s": refuse_for.map(|d| d.as_secs()),
+            "suspension": suspension,
+        }))
+        .into_response(),
+    }
 }

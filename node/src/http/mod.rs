@@ -1,5 +1,6 @@
 //! HTTP: `GET /healthz`, `GET /api/v1/streams` (public data only: never a key, never
-//! a peer address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
+//! a peer address), `GET /api/v1/events` (server-sent events, capped in all and per
+//! address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
 //! `{"error": "..."}`. The server loop that bounds connections and slow clients is
 //! [`server`].
 
@@ -10,7 +11,7 @@ pub mod server;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,7 +22,25 @@ use uuid::Uuid;
 
 use crate::channel::ThumbnailId;
 use crate::hub::{Hub, SubscriberStatus};
+use crate::peer::PerAddress;
 use crate::thumbs::ThumbnailScheduler;
+use server::ClientAddr;
+
+/// How many event streams may be open: in all, and per address.
+#[derive(Clone)]
+pub struct EventStreamCaps {
+    all: Arc<tokio::sync::Semaphore>,
+    per_address: Arc<PerAddress>,
+}
+
+impl EventStreamCaps {
+    pub fn new(all: usize, per_address: usize) -> EventStreamCaps {
+        EventStreamCaps {
+            all: Arc::new(tokio::sync::Semaphore::new(all)),
+            per_address: PerAddress::new(per_address),
+        }
+    }
+}
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -33,6 +52,8 @@ pub struct HttpState {
     pub thumbnails: Option<Arc<ThumbnailScheduler>>,
     /// This node's id, when the streams list is to show it (`http.show_node`).
     pub node: Option<String>,
+    /// `http.max_event_streams`, `http.max_event_streams_per_address`.
+    pub event_streams: EventStreamCaps,
 }
 
 /// One live stream in `/api/v1/streams`.
@@ -83,7 +104,21 @@ async fn method_not_allowed() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
-async fn healthz() -> Response {
+/// 503 with a reason and when to come back.
+fn busy(message: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// The fallback of a reserved connection (taken while the public slots are full): only
+/// the operator's routes are served there.
+pub async fn reserved_only() -> Response {
+    busy("the node is serving http.max_connections clients; try again shortly")
+}
+
+pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
@@ -120,28 +155,79 @@ async fn streams(State(state): State<HttpState>) -> Response {
     Json(serde_json::json!({ "streams": list })).into_response()
 }
 
+/// How often an idle event stream gets a comment line (keeps proxies from closing it).
+const EVENTS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Server-sent events: `live`, `offline` and `thumbnail`, each with a JSON body naming
 /// the channel by its public id. A listener that falls behind gets a `lagged` event
-/// with how many it missed. A comment every 15 s keeps proxies from closing it.
-async fn events(State(state): State<HttpState>) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
+/// with how many it missed. A comment every 15 s keeps proxies from closing it. At
+/// most `http.max_event_streams` are open, `http.max_event_streams_per_address` from
+/// one address; more are answered 503. Every listener is sent the same frame, rendered
+/// once per event ([`crate::events::Published`]).
+async fn events(State(state): State<HttpState>, client: Option<Extension<ClientAddr>>) -> Response {
     use tokio::sync::broadcast::error::RecvError;
-    let receiver = state.hub.events().subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(e) => Event::default()
-                .event(e.name())
-                .json_data(&e)
-                .unwrap_or_else(|_| Event::default().event("error")),
-            Err(RecvError::Lagged(n)) => Event::default()
-                .event("lagged")
-                .data(format!("{{\"missed\":{n}}}")),
-            Err(RecvError::Closed) => return None,
+    let caps = &state.event_streams;
+    let Ok(all) = caps.all.clone().try_acquire_owned() else {
+        metrics::counter!(crate::metric::HTTP_REFUSED, "reason" => "event_streams_full")
+            .increment(1);
+        return busy("too many event streams are open (http.max_event_streams)");
+    };
+    let address = match client {
+        Some(Extension(ClientAddr(peer))) => {
+            match caps.per_address.take(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!(crate::metric::HTTP_REFUSED, "reason" => "event_streams_address_full")
+                    .increment(1);
+                    return busy("too many event streams from this address (http.max_event_streams_per_address)");
+                }
+            }
+        }
+        None => None,
+    };
+    struct Listener {
+        events: tokio::sync::broadcast::Receiver<Arc<crate::events::Published>>,
+        keepalive: tokio::time::Interval,
+        /// Its places in the caps, given back when the stream ends.
+        _held: (
+            tokio::sync::OwnedSemaphorePermit,
+            Option<crate::peer::AddressSlot>,
+        ),
+    }
+    let listener = Listener {
+        events: state.hub.events().subscribe(),
+        keepalive: tokio::time::interval(EVENTS_KEEPALIVE),
+        _held: (all, address),
+    };
+    let stream = futures_util::stream::unfold(listener, |mut l| async move {
+        let frame = tokio::select! {
+            r = l.events.recv() => match r {
+                Ok(published) => published.sse.clone(),
+                Err(RecvError::Lagged(n)) => {
+                    bytes::Bytes::from(format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n"))
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            // The first tick is at once: the head and a first byte go out.
+            _ = l.keepalive.tick() => bytes::Bytes::from_static(b":\n\n"),
         };
-        Some((Ok::<_, std::convert::Infallible>(event), rx))
+        Some((Ok::<_, std::convert::Infallible>(frame), l))
     });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // nginx in front: pass each event on at once.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
         .into_response()
 }
 

@@ -224,3 +224,92 @@ impl Drop for PrefixForwarder {
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
+
+/// A GET of `path` on 127.0.0.1:`port` from `source`, answered within `timeout`:
+/// (status, body, how long the answer took), or why there was none.
+pub fn http_get_from(
+    source: IpAddr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>, Duration), String> {
+    http_request_from(source, port, "GET", path, "", timeout)
+}
+
+/// [`http_get_from`] with any method and extra header lines (each ending in CRLF).
+pub fn http_request_from(
+    source: IpAddr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>, Duration), String> {
+    let started = Instant::now();
+    let mut s = connect_from(source, port).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("no answer within {timeout:?}: {e}"))?;
+    let took = started.elapsed();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head: {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head}"))?;
+    Ok((status, raw[split + 4..].to_vec(), took))
+}
+
+/// Opens `n` connections from `source` to 127.0.0.1:`port` that each ask for
+/// `/api/v1/events` and then never read; returns those the node kept open (after
+/// `settle`, the others were answered and closed).
+pub fn idle_event_streams(source: IpAddr, port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .filter_map(|_| {
+            let mut s = connect_from(source, port).ok()?;
+            s.write_all(
+                b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            )
+            .ok()?;
+            Some(s)
+        })
+        .collect()
+}
+
+/// A connection from `source` that sends `n` pipelined requests for `path` and never
+/// reads an answer (in a thread of its own, so a node that stops reading stops only
+/// that thread). Its receive buffer is small, so the node soon has nowhere to put the
+/// answers.
+pub fn pipelined_non_reader(source: IpAddr, port: u16, path: &str, n: usize) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&SocketAddr::new(source, 0).into()).unwrap();
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let s: TcpStream = sock.into();
+    let mut w = s.try_clone().unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(n);
+    std::thread::spawn(move || {
+        let _ = w.set_write_timeout(Some(Duration::from_secs(30)));
+        let _ = w.write_all(request.as_bytes());
+    });
+    s
+}
+
+/// File descriptors a process holds.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
