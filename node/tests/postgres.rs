@@ -729,3 +729,141 @@ fn check_reports_what_postgres_said_and_what_the_table_lacks() {
     assert!(ok, "{out}");
     assert!(out.contains("ok    database postgres://"), "{out}");
 }
+
+/// An existing table whose `text` id column spells UUIDs its own way (upper case, no
+/// hyphens, braces, as exports from other systems do): the node names each row as the
+/// table spells it. Before, every statement compared the node's own spelling, so the
+/// live status was never written and the re-check took the channel for deleted and
+/// ended the publish within seconds (removing its thumbnail).
+#[test]
+fn a_text_id_column_with_other_uuid_spellings() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_spelling");
+    pg.psql(
+        &db,
+        "CREATE TABLE streamers (ref text PRIMARY KEY, handle text NOT NULL, skey text UNIQUE, \
+         on_air boolean NOT NULL DEFAULT false, on_air_since timestamptz)",
+    );
+    let rows = [
+        (
+            "A1B2C3D4-E5F6-4A7B-8C9D-0E1F2A3B4C5D",
+            "upper",
+            "sk_upper_0123456789abcdef0123",
+        ),
+        (
+            "a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5e",
+            "simple",
+            "sk_simple_0123456789abcdef012",
+        ),
+        (
+            "{A1B2C3D4-E5F6-4A7B-8C9D-0E1F2A3B4C5F}",
+            "braced",
+            "sk_braced_0123456789abcdef012",
+        ),
+    ];
+    for (id, name, key) in rows {
+        pg.psql(
+            &db,
+            &format!("INSERT INTO streamers VALUES ('{id}', '{name}', '{key}', false, NULL)"),
+        );
+    }
+    let mapping = "table = \"streamers\"\nid_column = \"ref\"\nname_column = \"handle\"\nkey_column = \"skey\"\n\
+                   key_storage = \"plain\"\nlive_column = \"on_air\"\nlive_since_column = \"on_air_since\"\n\
+                   last_seen_column = \"\"\nsession_column = \"\"\nnode_column = \"\"\npeer_column = \"\"\n\
+                   nodes_table = \"\"\nrelay_targets_column = \"\"\n";
+    let node = Node::start(&format!(
+        "[database]\nurl = \"{}\"\n{mapping}\n[auth]\nrecheck_interval = \"1s\"\n",
+        pg.url(&db)
+    ));
+    let mut publishers: Vec<_> = rows
+        .iter()
+        .map(|(_, _, key)| RawPublisher::publish(node.rtmp_port, "live", key).expect("publish"))
+        .collect();
+    let on_air = |stored: &str| {
+        pg.psql(
+            &db,
+            &format!(
+                "SELECT on_air AND on_air_since IS NOT NULL FROM streamers WHERE ref = '{stored}'"
+            ),
+        ) == "t"
+    };
+    // Five re-checks pass with media flowing: every publish stays, every row is live.
+    for tick in 0..10u32 {
+        for p in publishers.iter_mut() {
+            p.send(9, tick * 500, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (stored, name, _) in rows {
+        let id = uuid::Uuid::parse_str(stored).unwrap().to_string();
+        let s = node
+            .stream(&id)
+            .unwrap_or_else(|| panic!("{name} was ended:\n{}", node.transcript.text()));
+        assert_eq!(s["name"], name);
+        assert!(
+            on_air(stored),
+            "{name} live in the table as it spells its id"
+        );
+    }
+    assert!(
+        !node.transcript.contains("deleted"),
+        "{}",
+        node.transcript.text()
+    );
+    drop(publishers);
+    for (stored, name, _) in rows {
+        wait_for(Duration::from_secs(10), || (!on_air(stored)).then_some(()))
+            .unwrap_or_else(|| panic!("{name} never offline"));
+    }
+    for (_, _, key) in rows {
+        node.assert_never_printed(key);
+    }
+}
+
+/// `database.table = "Channels"` for a table made as `channels`: the start-up check
+/// resolves the name as the statements will quote it (case counts) and says which
+/// table exists. Before, it folded the case, passed, and then every statement failed
+/// with 42P01, so every key was refused.
+#[test]
+fn a_table_name_is_checked_as_it_will_be_quoted() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_case");
+    pg.psql(&db, streamgate_schema());
+    let dir = TempDir::new("case");
+    let cfg = write_file(
+        &dir.0,
+        "sg.toml",
+        &format!(
+            "[database]\nurl = \"{}\"\ntable = \"Channels\"\nnodes_table = \"\"\n",
+            pg.url(&db)
+        ),
+    );
+    // `serve` stops at its start-up check (before, it started and refused every key).
+    let mut serve = Proc::spawn(
+        std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .current_dir(&dir.0),
+    );
+    let status = serve.wait(Duration::from_secs(15));
+    let text = serve.stderr();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "serve must not start on a table it cannot use:\n{text}"
+    );
+    for needle in ["Channels does not exist", "case-sensitive", "has channels"] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    // `check` says the same.
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("case-sensitive"), "{text}");
+}

@@ -88,7 +88,14 @@ pub struct PgStore {
     settings: DatabaseConfig,
     node_id: String,
     mapping: std::sync::OnceLock<Mapping>,
+    /// A `text` id column may hold a UUID spelled otherwise than this node does
+    /// (upper case, no hyphens, braces): the spelling read from the table for each
+    /// channel read, so that a statement names the row as the table spells it.
+    id_spellings: quick_cache::sync::Cache<Uuid, String>,
 }
+
+/// Stored id spellings remembered at most (the channels read most recently stay).
+const ID_SPELLINGS: usize = 100_000;
 
 type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
@@ -147,6 +154,7 @@ impl PgStore {
             settings: settings.clone(),
             node_id,
             mapping: std::sync::OnceLock::new(),
+            id_spellings: quick_cache::sync::Cache::new(ID_SPELLINGS),
         })
     }
 
@@ -203,18 +211,26 @@ impl PgStore {
     pub async fn check_schema(&self) -> anyhow::Result<()> {
         let s = &self.settings;
         let table = s.table.clone();
+        // Resolved exactly as the statements will name it: quoted, so case counts.
+        let regclass = quote(&table);
         let rows = self
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-                &[(&table, Type::TEXT)],
+                &[(&regclass, Type::TEXT)],
             )
             .await?;
         if rows.is_empty() {
-            let hint = if s.is_default_schema() {
-                "run `streamgate migrate` to create it, or apply deploy/supabase.sql"
-            } else {
-                "check database.table"
+            let hint = match self.tables_named_like(&table).await.as_slice() {
+                [] if s.is_default_schema() => {
+                    "run `streamgate migrate` to create it, or apply deploy/supabase.sql"
+                        .to_string()
+                }
+                [] => "check database.table".to_string(),
+                like => format!(
+                    "names are case-sensitive: the database has {}; write that in database.table",
+                    like.join(", ")
+                ),
             };
             anyhow::bail!(
                 "table {table} does not exist in the database at {} ({hint})",
@@ -296,7 +312,7 @@ impl PgStore {
                  WHERE x.indrelid = to_regclass($1) AND x.indisunique AND x.indnatts = 1 \
                  AND x.indkey[0] = (SELECT a.attnum FROM pg_attribute a \
                      WHERE a.attrelid = to_regclass($1) AND a.attname = $2)",
-                &[(&table, Type::TEXT), (&s.name_column, Type::TEXT)],
+                &[(&regclass, Type::TEXT), (&s.name_column, Type::TEXT)],
             )
             .await?
             .iter()
@@ -329,13 +345,34 @@ impl PgStore {
         Ok(())
     }
 
+    /// Tables and views whose name (or schema and name) matches `name` but for case,
+    /// as the database spells them: what to suggest for a name not found.
+    async fn tables_named_like(&self, name: &str) -> Vec<String> {
+        let (schema, table) = match name.rsplit_once('.') {
+            Some((s, t)) => (Some(s.to_string()), t.to_string()),
+            None => (None, name.to_string()),
+        };
+        self.query(
+            "SELECT CASE WHEN n.nspname = 'public' AND $2::text IS NULL THEN c.relname::text \
+             ELSE n.nspname || '.' || c.relname END FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE lower(c.relname) = lower($1) AND c.relkind IN ('r', 'p', 'v', 'f') \
+             AND ($2::text IS NULL OR lower(n.nspname) = lower($2)) \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 LIMIT 3",
+            &[(&table, Type::TEXT), (&schema, Type::TEXT)],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+    }
+
     /// Checks that the nodes registry exists with the columns the node writes.
     async fn check_nodes_table(&self, table: &str) -> anyhow::Result<()> {
         let rows = self
             .query(
                 "SELECT a.attname::text FROM pg_attribute a \
                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-                &[(&table, Type::TEXT)],
+                &[(&quote(table), Type::TEXT)],
             )
             .await?;
         let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -406,6 +443,49 @@ impl PgStore {
         } else {
             key.sha256_hex()
         }
+    }
+
+    /// The values that name `ids` in the id column, for `id = ANY($n::<cast>[])`: a
+    /// `uuid` column compares UUIDs; a `text` column is compared as text, as the
+    /// table spells it: the spelling read from the table for that channel, and the
+    /// usual spellings of a UUID (hyphenated or not, lower or upper case, braced).
+    fn id_values(&self, ids: &[Uuid]) -> Vec<String> {
+        if self.map().id.cast == "uuid" {
+            return ids.iter().map(Uuid::to_string).collect();
+        }
+        let mut out = Vec::with_capacity(ids.len() * 7);
+        for id in ids {
+            let (h, s) = (id.hyphenated().to_string(), id.simple().to_string());
+            out.push(format!("{{{h}}}"));
+            out.push(format!("{{{}}}", h.to_uppercase()));
+            out.push(h.to_uppercase());
+            out.push(s.to_uppercase());
+            out.push(h);
+            out.push(s);
+            if let Some(stored) = self.id_spellings.get(id) {
+                if !out.contains(&stored) {
+                    out.push(stored);
+                }
+            }
+        }
+        out
+    }
+
+    /// Parses an id read from the table (any spelling of a UUID) and remembers its
+    /// spelling when it is not this node's.
+    fn read_id(&self, stored: &str) -> Option<Uuid> {
+        let id = Uuid::parse_str(stored).ok()?;
+        if self.map().id.cast != "uuid" && stored != id.hyphenated().to_string() {
+            self.id_spellings.insert(id, stored.to_string());
+        }
+        Some(id)
+    }
+
+    /// A channel from a row of [`PgStore::select_columns`], its id's spelling kept.
+    fn channel_of(&self, row: &Row) -> Result<Channel, StoreError> {
+        let channel = row_to_channel(row)?;
+        let _ = self.read_id(&row.get::<_, String>(0));
+        Ok(channel)
     }
 }
 
@@ -570,12 +650,12 @@ impl ChannelStore for PgStore {
             m.key.quoted
         );
         let rows = self.query(&sql, &[(&stored, Type::TEXT)]).await?;
-        rows.first().map(row_to_channel).transpose()
+        rows.first().map(|r| self.channel_of(r)).transpose()
     }
 
     async fn recheck(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ChannelState>, StoreError> {
         let m = self.map();
-        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let ids = self.id_values(ids);
         let sql = format!(
             "SELECT {}::text, {}::text, {}, {}, {} FROM {} WHERE {} = ANY($1::{}[])",
             m.id.quoted,
@@ -591,7 +671,7 @@ impl ChannelStore for PgStore {
         let mut out = HashMap::new();
         for r in rows {
             let (id, key): (String, Option<String>) = (r.get(0), r.get(1));
-            let (Ok(id), Some(key)) = (Uuid::parse_str(&id), key) else {
+            let (Some(id), Some(key)) = (self.read_id(&id), key) else {
                 continue;
             };
             // Plain keys are hashed here, so callers compare digests in constant time.
@@ -642,7 +722,7 @@ impl ChannelStore for PgStore {
         });
         let sql = format!(
             "SELECT c.{n}::text, {}, {}, {quiet}, {alive} FROM {} c \
-             WHERE c.{} = $1::{} AND c.{} AND c.{n} IS NOT NULL AND c.{n}::text <> $2",
+             WHERE c.{} = ANY($1::{}[]) AND c.{} AND c.{n} IS NOT NULL AND c.{n}::text <> $2",
             column_or_null(&m.session, "c.", "text"),
             column_or_null(&m.peer, "c.", "text"),
             m.table,
@@ -651,11 +731,19 @@ impl ChannelStore for PgStore {
             m.live.quoted,
             n = node.quoted,
         );
-        let (ids, me, dead) = (id.to_string(), self.node_id.clone(), seconds(dead_after));
+        let (ids, me, dead) = (
+            self.id_values(&[id]),
+            self.node_id.clone(),
+            seconds(dead_after),
+        );
         let rows = self
             .query(
                 &sql,
-                &[(&ids, Type::TEXT), (&me, Type::TEXT), (&dead, Type::FLOAT8)],
+                &[
+                    (&ids, Type::TEXT_ARRAY),
+                    (&me, Type::TEXT),
+                    (&dead, Type::FLOAT8),
+                ],
             )
             .await?;
         Ok(rows.first().map(|r| RemotePublish {
@@ -828,7 +916,7 @@ impl ChannelStore for PgStore {
 
     async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
         let m = self.map();
-        let id = u.channel_id.to_string();
+        let id = self.id_values(&[u.channel_id]);
         let session = u.session_id.to_string();
         let at = u.at;
         let mut sets = vec![format!("{} = {}", m.live.quoted, u.live)];
@@ -852,7 +940,7 @@ impl ChannelStore for PgStore {
             sets.push(format!("{} = NULL", c.quoted));
         }
         let mut sql = format!(
-            "UPDATE {} SET {} WHERE {} = $1::{}",
+            "UPDATE {} SET {} WHERE {} = ANY($1::{}[])",
             m.table,
             sets.join(", "),
             m.id.quoted,
@@ -881,7 +969,7 @@ impl ChannelStore for PgStore {
             .query(
                 &sql,
                 &[
-                    (&id, Type::TEXT),
+                    (&id, Type::TEXT_ARRAY),
                     (&at, Type::TIMESTAMPTZ),
                     (&session, Type::TEXT),
                     (&node, Type::TEXT),
@@ -933,7 +1021,7 @@ impl ChannelStore for PgStore {
         if live.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = live.iter().map(|i| i.to_string()).collect();
+        let ids = self.id_values(live);
         let mut sql = format!(
             "UPDATE {} SET {} = now() WHERE {} = ANY($1::{}[]) AND {}",
             m.table, seen.quoted, m.id.quoted, m.id.cast, m.live.quoted
@@ -996,7 +1084,7 @@ impl ChannelStore for PgStore {
         self.query(&sql, &[])
             .await?
             .iter()
-            .map(row_to_channel)
+            .map(|r| self.channel_of(r))
             .collect()
     }
 
@@ -1004,13 +1092,13 @@ impl ChannelStore for PgStore {
         let m = self.map();
         let key = StreamKey::generate();
         let stored = self.stored_key(&key);
-        let ids = id.to_string();
+        let ids = self.id_values(&[id]);
         let sql = format!(
-            "UPDATE {} SET {} = $2 WHERE {} = $1::{} RETURNING 1",
+            "UPDATE {} SET {} = $2 WHERE {} = ANY($1::{}[]) RETURNING 1",
             m.table, m.key.quoted, m.id.quoted, m.id.cast
         );
         let rows = self
-            .query(&sql, &[(&ids, Type::TEXT), (&stored, Type::TEXT)])
+            .query(&sql, &[(&ids, Type::TEXT_ARRAY), (&stored, Type::TEXT)])
             .await?;
         Ok((!rows.is_empty()).then_some(key))
     }
@@ -1025,25 +1113,28 @@ impl ChannelStore for PgStore {
         };
         let json = (!targets.is_empty())
             .then(|| serde_json::to_string(targets).expect("strings serialize"));
-        let ids = id.to_string();
+        let ids = self.id_values(&[id]);
         let sql = format!(
-            "UPDATE {} SET {} = $2::text::{} WHERE {} = $1::{} RETURNING 1",
+            "UPDATE {} SET {} = $2::text::{} WHERE {} = ANY($1::{}[]) RETURNING 1",
             m.table, col.quoted, col.cast, m.id.quoted, m.id.cast
         );
         Ok(!self
-            .query(&sql, &[(&ids, Type::TEXT), (&json, Type::TEXT)])
+            .query(&sql, &[(&ids, Type::TEXT_ARRAY), (&json, Type::TEXT)])
             .await?
             .is_empty())
     }
 
     async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError> {
         let m = self.map();
-        let ids = id.to_string();
+        let ids = self.id_values(&[id]);
         let sql = format!(
-            "DELETE FROM {} WHERE {} = $1::{} RETURNING 1",
+            "DELETE FROM {} WHERE {} = ANY($1::{}[]) RETURNING 1",
             m.table, m.id.quoted, m.id.cast
         );
-        Ok(!self.query(&sql, &[(&ids, Type::TEXT)]).await?.is_empty())
+        Ok(!self
+            .query(&sql, &[(&ids, Type::TEXT_ARRAY)])
+            .await?
+            .is_empty())
     }
 }
 
