@@ -3,8 +3,10 @@
 //! the last beat (so `last_seen` tells a reader, and another node judging a takeover,
 //! when media was last seen), and sweeps the nodes not heard from for
 //! `status.dead_after_beats` beats: their live channels are marked offline, each by
-//! exactly one sweeping node. A failure is logged and tried again at the next beat;
-//! the video never waits for it.
+//! exactly one sweeping node. A failure is logged and tried again at the next beat
+//! (every statement has the store's deadlines, so a silent database delays a beat by
+//! seconds at most and never stops the next), and a database that answers again gets
+//! a beat at once; the video never waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +28,22 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Beats every interval until `cancel` (the first beat is the caller's, at start).
+    /// Beats every interval until `cancel` (the first beat is the caller's, at start),
+    /// and at once when the database answers again after an outage: the registry
+    /// hears of this node before the others take it for dead.
     pub async fn run(self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut health = self.store.health();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = crate::store::answers_again(&mut health) => {
+                    info!("heartbeat: the database answers again; beating now");
+                    tick.reset();
+                }
             }
             self.beat().await;
         }

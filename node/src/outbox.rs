@@ -133,13 +133,16 @@ impl StatusOutbox {
         done
     }
 
-    /// The writer loop: runs until `cancel`, then returns (the caller flushes).
+    /// The writer loop: runs until `cancel`, then returns (the caller flushes). A
+    /// retry waits out its backoff, or less: when the store says the database answers
+    /// again, what is pending is written at once.
     pub async fn run(
         self: Arc<Self>,
         store: Arc<dyn ChannelStore>,
         max_backoff: Duration,
         cancel: CancellationToken,
     ) {
+        let mut health = store.health();
         let mut backoff = INITIAL_BACKOFF;
         loop {
             tokio::select! {
@@ -149,9 +152,13 @@ impl StatusOutbox {
             while !self.write_pending(store.as_ref()).await {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(max_backoff);
+                    }
+                    _ = crate::store::answers_again(&mut health) => {
+                        backoff = INITIAL_BACKOFF;
+                    }
                 }
-                backoff = (backoff * 2).min(max_backoff);
             }
             backoff = INITIAL_BACKOFF;
         }

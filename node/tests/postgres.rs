@@ -867,3 +867,189 @@ fn a_table_name_is_checked_as_it_will_be_quoted() {
     assert!(!out.status.success());
     assert!(text.contains("case-sensitive"), "{text}");
 }
+
+/// A publisher that sends a small video frame every 100 ms in a thread of its own
+/// until dropped.
+struct Streaming {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Streaming {
+    fn start(port: u16, key: &str) -> Result<Streaming, String> {
+        let mut p = RawPublisher::publish(port, "live", key)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut ts = 0;
+            while !halt.load(std::sync::atomic::Ordering::Relaxed)
+                && p.try_send(9, ts, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65])
+            {
+                ts += 100;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Ok(Streaming {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The issue's outage: the path to the database swallows every byte for 12 s (new
+/// connections are accepted, then nothing; the open ones stay dead after it ends, as
+/// when a middlebox loses its state), then forwards again. During it the heartbeat
+/// keeps trying and says so; a publish that ends is not lost; afterwards everything
+/// catches up within seconds, without a restart: the offline, a new channel's live,
+/// and this node's heartbeat in the registry. Before, the pool's connect had no
+/// deadline past TCP: the outbox and the heartbeat hung on it, logged nothing, and
+/// wrote nothing until SIGTERM.
+#[test]
+fn a_silent_database_path_freezes_nothing_and_everything_catches_up() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_blackhole");
+    pg.psql(&db, streamgate_schema());
+    let middlebox = Middlebox::start(pg.port);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+        middlebox.port
+    );
+    let node = Node::start(&format!(
+        "[database]\nurl = \"{url}\"\nquery_timeout = \"2s\"\nconnect_timeout = \"2s\"\n\
+         [status]\nnode_id = \"blackholed\"\nheartbeat_interval = \"2s\"\n\
+         [auth]\nrecheck_interval = \"1s\"\n"
+    ));
+    let (a, key_a) = node.create_channel("ends-during-the-stall");
+    let (b, key_b) = node.create_channel("starts-after-the-stall");
+    let streaming_a = Streaming::start(node.rtmp_port, &key_a).expect("publish a");
+    wait_live(&pg, &db, &a, true, Duration::from_secs(10));
+
+    middlebox.swallow();
+    let stalled = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(streaming_a);
+    wait_for(Duration::from_secs(15), || {
+        node.stream(&a).is_none().then_some(())
+    })
+    .expect("a's publish ended on the node");
+    // The heartbeat keeps trying and says so, beat after beat.
+    wait_for(Duration::from_secs(15), || {
+        let text = node.transcript.text();
+        (text
+            .matches("heartbeat: cannot say this node is alive")
+            .count()
+            >= 3)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the heartbeat stopped reporting:\n{}",
+            node.transcript.text()
+        )
+    });
+    assert!(
+        node.transcript.contains("Postgres does not answer"),
+        "the silent database is named"
+    );
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(stalled.elapsed()));
+    assert!(live(&pg, &db, &a).0, "nothing got through the stall");
+
+    middlebox.forward();
+    let back = Instant::now();
+    // A new channel goes live (its first attempts may be told to try again while the
+    // node has not seen the database come back yet).
+    let streaming_b = wait_for(Duration::from_secs(10), || {
+        Streaming::start(node.rtmp_port, &key_b).ok()
+    })
+    .expect("b admitted after the stall");
+    let caught_up = wait_for(Duration::from_secs(10), || {
+        let a_off = !live(&pg, &db, &a).0;
+        let b_on = live(&pg, &db, &b).0;
+        let beat = pg.psql(
+            &db,
+            "SELECT last_heartbeat > now() - interval '2 seconds' FROM streamgate_nodes WHERE id = 'blackholed'",
+        ) == "t";
+        (a_off && b_on && beat).then(|| back.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not caught up 10 s after the path came back: a live {:?}, b live {:?}\n{}",
+            live(&pg, &db, &a),
+            live(&pg, &db, &b),
+            node.transcript.text()
+        )
+    });
+    eprintln!("caught up {caught_up:?} after the path came back");
+    assert!(node.transcript.contains("Postgres answers again"));
+    drop(streaming_b);
+    wait_live(&pg, &db, &b, false, Duration::from_secs(10));
+    node.assert_never_printed(&key_a);
+    node.assert_never_printed(&key_b);
+}
+
+/// A database that accepts TCP and never answers (a stuck pooler, a proxy in front of
+/// a dead server): `check`, `migrate` and `serve` each name it and say what did not
+/// answer within `database.connect_timeout` plus a few seconds. Before, `check` was
+/// still running after 30 s and `serve` sat silent.
+#[test]
+fn a_database_that_never_answers_is_named_within_the_connect_timeout() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_silent");
+    let middlebox = Middlebox::start(pg.port);
+    middlebox.swallow();
+    let dir = TempDir::new("silent-db");
+    let cfg = write_file(
+        &dir.0,
+        "sg.toml",
+        &format!(
+            "[database]\nurl = \"postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable\"\nconnect_timeout = \"2s\"\n\
+             [rtmp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            middlebox.port
+        ),
+    );
+    let endpoint = format!("127.0.0.1:{}", middlebox.port);
+    for command in ["check", "migrate", "serve"] {
+        let started = Instant::now();
+        // stdout and stderr into one file, read once the process is gone.
+        let log = dir.0.join(format!("{command}.out"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg(command)
+            .current_dir(&dir.0)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let status = wait_child(&mut child, Duration::from_secs(15));
+        let took = started.elapsed();
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!("{command}: exited after {took:?}");
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{command} must fail, not hang: after {took:?}:\n{said}"
+        );
+        assert!(took < Duration::from_secs(8), "{command} took {took:?}");
+        assert!(
+            said.contains(&endpoint)
+                && said.contains("accepts TCP connections but did not answer")
+                && said.contains("database.connect_timeout"),
+            "{command}:\n{said}"
+        );
+    }
+}

@@ -121,6 +121,55 @@ pub struct SweptNode {
     pub channels: Vec<Uuid>,
 }
 
+/// Whether the database answers, as the store last found: `true` while it does. A
+/// store whose database can stop answering (Postgres) marks it down when a connect
+/// fails or does not finish in time, and up again once it answers; who waits for the
+/// database to come back (the outbox's retries, the heartbeat) watches it and catches
+/// up at once instead of at its next retry.
+#[derive(Debug)]
+pub struct Health {
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health {
+            up: tokio::sync::watch::Sender::new(true),
+        }
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
+    pub fn set(&self, up: bool) {
+        self.up
+            .send_if_modified(|now| std::mem::replace(now, up) != up);
+    }
+}
+
+/// Waits until `health` says the database answers again after having been down (or
+/// forever without a health signal, or when its store is gone).
+pub async fn answers_again(health: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = health else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
+    }
+}
+
 /// Most superseded sessions one update carries.
 pub const MAX_SUPERSEDED: usize = 64;
 
@@ -276,6 +325,11 @@ pub trait ChannelStore: Send + Sync + 'static {
     async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError>;
     /// Deletes the channel; `false` when there was none.
     async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Whether the database answers, for those who wait for it to come back; `None`
+    /// for a store that is always there (SQLite).
+    fn health(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// Opens the store the configuration selects (for Postgres: connects and checks the

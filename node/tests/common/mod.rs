@@ -11,6 +11,7 @@
 
 pub mod encoders;
 pub mod hostile;
+pub mod middlebox;
 pub mod nginx;
 pub mod node;
 pub mod postgres;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use encoders::*;
 pub use hostile::*;
+pub use middlebox::*;
 pub use nginx::*;
 pub use node::*;
 pub use postgres::*;

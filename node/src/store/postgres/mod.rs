@@ -82,7 +82,7 @@ fn quote(ident: &str) -> String {
 
 /// Channels in a Postgres table.
 pub struct PgStore {
-    pool: Pool,
+    pool: std::sync::Arc<Pool>,
     /// `host:port` for messages (never the password).
     endpoint: String,
     settings: DatabaseConfig,
@@ -108,6 +108,15 @@ impl PgStore {
             .parse()
             .map_err(|e| anyhow::anyhow!("database.url is not a valid Postgres URL ({e}); write postgres://user:password@host:5432/database"))?;
         config.connect_timeout(settings.connect_timeout);
+        // A connection whose peer vanished (a middlebox that lost its state, a dead
+        // host) is found by the kernel too, not only by the statement deadlines: data
+        // unacknowledged for this long, or an idle connection whose keepalives go
+        // unanswered, closes it.
+        config.tcp_user_timeout(settings.query_timeout * 2 + settings.connect_timeout);
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        config.keepalives_interval(std::time::Duration::from_secs(10));
+        config.keepalives_retries(3);
         config.application_name("streamgate");
         let local = config.get_hosts().iter().all(is_local_host);
         let mode = effective_tls_mode(mode, local, !settings.ca_file.is_empty());
@@ -141,13 +150,13 @@ impl PgStore {
             &settings.ca_file,
         )?);
         // A caller waits for a free connection at most as long as for a statement.
-        let pool = Pool::new(
+        let pool = std::sync::Arc::new(Pool::new(
             config,
             tls,
             settings.pool_size,
             settings.query_timeout,
             endpoint.clone(),
-        )?;
+        )?);
         Ok(PgStore {
             pool,
             endpoint,
@@ -1135,6 +1144,10 @@ impl ChannelStore for PgStore {
             .query(&sql, &[(&ids, Type::TEXT_ARRAY)])
             .await?
             .is_empty())
+    }
+
+    fn health(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.pool.health.subscribe())
     }
 }
 
