@@ -6,6 +6,13 @@
 //! unreachable or busy); a failed write goes back only if no newer update of that
 //! channel arrived meanwhile. A write the database refuses outright (a schema or
 //! permission problem) is logged as an error and counted, not retried forever.
+//!
+//! An offline ends only sessions this node knows, and among them always those whose
+//! live the table may hold: the last one written, and those whose live write failed
+//! in a way that may still have reached the table (a timeout). So however many times a
+//! channel publishes during an outage (an update carries at most
+//! [`crate::store::MAX_SUPERSEDED`] superseded sessions), its final offline matches
+//! the row.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +43,15 @@ pub struct StatusOutbox {
     /// once the table has our live, a different session there is a newer publish
     /// (another node took over); before, it is only our write still on its way.
     written_live: Mutex<HashMap<Uuid, Uuid>>,
+    /// Per channel, the sessions of this node whose live the table may hold: the
+    /// last live written, and the lives whose write failed after it may have been
+    /// sent (at most [`MAX_UNCERTAIN`], the latest). An offline of the channel ends
+    /// them too; the entry goes once an offline is written.
+    table_may_hold: Mutex<HashMap<Uuid, Vec<Uuid>>>,
 }
+
+/// Sessions whose live write failed uncertainly remembered per channel.
+const MAX_UNCERTAIN: usize = 8;
 
 impl StatusOutbox {
     pub fn new() -> Arc<Self> {
@@ -98,21 +113,66 @@ impl StatusOutbox {
         v
     }
 
+    /// An offline ends the sessions whose live the table may hold too.
+    fn end_what_the_table_may_hold(&self, update: &mut StatusUpdate) {
+        if update.live {
+            return;
+        }
+        if let Some(held) = self.table_may_hold.lock().get(&update.channel_id) {
+            for s in held {
+                if *s != update.session_id && !update.supersedes.contains(s) {
+                    update.supersedes.push(*s);
+                }
+            }
+        }
+    }
+
+    /// What the table may hold after a write of `update` that succeeded (`Some(true)`),
+    /// failed in a way that may still have reached it (`Some(false)`), or certainly did
+    /// not (`None`).
+    fn record_table(&self, update: &StatusUpdate, outcome: Option<bool>) {
+        let mut held = self.table_may_hold.lock();
+        match (update.live, outcome) {
+            (true, Some(true)) => {
+                held.insert(update.channel_id, vec![update.session_id]);
+            }
+            (true, Some(false)) => {
+                let sessions = held.entry(update.channel_id).or_default();
+                if !sessions.contains(&update.session_id) {
+                    if sessions.len() > MAX_UNCERTAIN {
+                        // Keep the one written (first), drop the oldest uncertain.
+                        sessions.remove(1);
+                    }
+                    sessions.push(update.session_id);
+                }
+            }
+            (false, Some(true)) => {
+                held.remove(&update.channel_id);
+            }
+            _ => {}
+        }
+    }
+
     /// Writes everything pending once, oldest first. Updates that failed in a way a
     /// retry can fix go back (unless superseded); refused ones are dropped and counted.
     /// Returns whether nothing is left to retry.
     pub async fn write_pending(&self, store: &dyn ChannelStore) -> bool {
         let mut done = true;
-        for update in self.take_all() {
+        for mut update in self.take_all() {
+            self.end_what_the_table_may_hold(&mut update);
             let started = std::time::Instant::now();
             let written = store.apply_status(&update).await;
             metrics::histogram!(crate::metric::STATUS_WRITE_SECONDS).record(started.elapsed());
             match written {
                 Ok(()) => {
                     self.record_written(&update);
+                    self.record_table(&update, Some(true));
                     debug!(channel_id = %update.channel_id, live = update.live, session = %update.session_id, superseded = update.supersedes.len(), "status written")
                 }
                 Err(e) if e.is_retryable() => {
+                    // A connection lost or a deadline passed after the statement was
+                    // sent: it may have been applied all the same.
+                    self.record_table(&update, Some(false));
                     done = false;
                     metrics::counter!(crate::metric::STATUS_WRITE_FAILURES, "kind" => "retryable")
                         .increment(1);
@@ -328,6 +388,71 @@ mod tests {
         assert_eq!(outbox.refused(), 0);
         cancel.cancel();
         writer.await.unwrap();
+    }
+
+    /// A channel that publishes more often during one outage than an update carries
+    /// superseded sessions: its final offline still ends the session the table holds
+    /// (the one written before the outage), and the row goes offline. Before, that
+    /// session fell off the end of the list and the channel stayed live in the table.
+    #[tokio::test]
+    async fn many_publishes_during_an_outage_still_end_the_session_the_table_holds() {
+        let store = FailingWrites::new(&[]);
+        let (ch, _) = store.create_channel("flapping").await.unwrap();
+        let outbox = StatusOutbox::new();
+        outbox.push(update(ch.id, true, 0, 1));
+        assert!(outbox.write_pending(&store).await);
+        assert!(is_live(&store, ch.id).await);
+        // The outage: every write fails while the channel ends and starts 100 times.
+        *store.failures.lock() = vec![StoreErrorKind::Unavailable; 1000];
+        let mut seq = 1;
+        outbox.push(update(ch.id, false, 0, {
+            seq += 1;
+            seq
+        }));
+        for session in 1..=(crate::store::MAX_SUPERSEDED as u128 + 36) {
+            for live in [true, false] {
+                seq += 1;
+                outbox.push(update(ch.id, live, session, seq));
+            }
+            if session % 10 == 0 {
+                assert!(!outbox.write_pending(&store).await, "still failing");
+            }
+        }
+        // Back: the one offline left ends every session the table may hold.
+        store.failures.lock().clear();
+        assert!(outbox.write_pending(&store).await);
+        assert!(
+            !is_live(&store, ch.id).await,
+            "the final offline must match the session written before the outage"
+        );
+    }
+
+    /// A live whose write timed out may have reached the table all the same: the
+    /// offline that follows ends that session too.
+    #[tokio::test]
+    async fn an_offline_ends_a_live_whose_write_may_have_landed() {
+        let store = FailingWrites::new(&[]);
+        let (ch, _) = store.create_channel("uncertain").await.unwrap();
+        let outbox = StatusOutbox::new();
+        // The write lands, but the node hears a timeout.
+        store
+            .inner
+            .apply_status(&update(ch.id, true, 5, 1))
+            .await
+            .unwrap();
+        *store.failures.lock() = vec![StoreErrorKind::Unavailable];
+        outbox.push(update(ch.id, true, 5, 1));
+        assert!(!outbox.write_pending(&store).await);
+        // Then many sessions start and end, all coalesced, before the next write.
+        let mut seq = 1;
+        for session in 6..(6 + crate::store::MAX_SUPERSEDED as u128 + 10) {
+            for live in [true, false] {
+                seq += 1;
+                outbox.push(update(ch.id, live, session, seq));
+            }
+        }
+        assert!(outbox.write_pending(&store).await);
+        assert!(!is_live(&store, ch.id).await);
     }
 
     #[tokio::test]
