@@ -2,9 +2,9 @@
 # Installs the real components the test suite runs against, from Debian's packages:
 # ffmpeg/ffprobe (publisher, checks), GStreamer (a second RTMP client), nginx with the
 # RTMP module (relay upstream), PostgreSQL (channel store), systemd's verifier (the
-# unit in deploy/), Chromium with its WebDriver (the dashboard test) and OBS Studio on a
-# virtual display (an RTMPS publish). Installs only what is missing; fails loudly when
-# it cannot install.
+# unit in deploy/), Chromium with its WebDriver (the dashboard test), OBS Studio on a
+# virtual display (an RTMPS publish) and libfaketime (a node whose clock is off).
+# Installs only what is missing; fails loudly when it cannot install.
 set -euo pipefail
 
 packages=(
@@ -16,6 +16,7 @@ packages=(
   systemd
   chromium chromium-driver
   obs-studio xvfb xauth
+  faketime
 )
 
 missing=()

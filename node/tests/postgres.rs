@@ -877,7 +877,11 @@ struct Streaming {
 
 impl Streaming {
     fn start(port: u16, key: &str) -> Result<Streaming, String> {
-        let mut p = RawPublisher::publish(port, "live", key)?;
+        Self::start_from([127, 0, 0, 1].into(), port, key)
+    }
+
+    fn start_from(source: std::net::IpAddr, port: u16, key: &str) -> Result<Streaming, String> {
+        let mut p = RawPublisher::publish_from(source, port, "live", key)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -1052,4 +1056,86 @@ fn a_database_that_never_answers_is_named_within_the_connect_timeout() {
             "{command}:\n{said}"
         );
     }
+}
+
+/// Two nodes whose clocks differ by ten minutes (one runs ahead, as a machine whose
+/// NTP broke). The encoder goes silent on the node ahead and comes back, from another
+/// address, on the other one: the silence is measured and the new publish recorded by
+/// the database's clock, so the newcomer is admitted, written live, and kept. Before,
+/// the node ahead had written its `last_seen` and `live_since` ten minutes in the
+/// future: the silent publish looked fresh, and the newer publish's live was refused,
+/// taken as "written", and ended by the re-check as taken over.
+#[test]
+fn clock_skew_between_nodes_never_ends_a_newer_publish() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sg_skew");
+    pg.psql(&db, streamgate_schema());
+    let config = |name: &str| {
+        format!(
+            "[database]\nurl = \"{}\"\n[status]\nnode_id = \"{name}\"\nheartbeat_interval = \"1s\"\n\
+             [auth]\nrecheck_interval = \"1s\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\ntakeover_silence = \"2s\"\nidle_timeout = \"30s\"\n",
+            pg.url(&db)
+        )
+    };
+    let skew = skewed_clock(600);
+    let skew: Vec<(&str, &str)> = skew.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ahead = Node::start_with_env(&config("node-ahead"), &skew);
+    let right = Node::start(&config("node-right"));
+    let (id, key) = right.create_channel("moving");
+    let row = || {
+        pg.psql(
+            &db,
+            &format!("SELECT is_live, coalesce(live_node, '') FROM channels WHERE id = '{id}'"),
+        )
+    };
+    // The encoder on the node ahead, then silent there (its connection stays open).
+    let mut first = RawPublisher::publish(ahead.rtmp_port, "live", &key).expect("publish");
+    for ts in 0..5 {
+        first.send(9, ts * 100, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(Duration::from_secs(10), || {
+        (row() == "t|node-ahead").then_some(())
+    })
+    .unwrap_or_else(|| panic!("live on node-ahead: {}", row()));
+    // Silent for longer than the takeover silence plus a heartbeat.
+    std::thread::sleep(Duration::from_secs(4));
+    let second: std::net::IpAddr = [127, 0, 0, 2].into();
+    let moved = wait_for(Duration::from_secs(10), || {
+        Streaming::start_from(second, right.rtmp_port, &key).ok()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the silent publish on the skewed node held the channel:\n{}",
+            right.transcript.text()
+        )
+    });
+    wait_for(Duration::from_secs(10), || {
+        (row() == "t|node-right").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the newer publish never written: {}\n{}",
+            row(),
+            right.transcript.text()
+        )
+    });
+    // Several re-checks later the newer publish still runs, and the table still says so.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        right.stream(&id).is_some(),
+        "the newer publish was ended:\n{}",
+        right.transcript.text()
+    );
+    assert_eq!(row(), "t|node-right");
+    // The silent one on the node ahead was the one taken over.
+    wait_for(Duration::from_secs(10), || {
+        ahead.stream(&id).is_none().then_some(())
+    })
+    .expect("the old publish ended on the node ahead");
+    assert_eq!(row(), "t|node-right");
+    drop(moved);
+    drop(first);
+    right.assert_never_printed(&key);
+    ahead.assert_never_printed(&key);
 }

@@ -168,3 +168,20 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The environment that runs a process with its wall clock `offset_s` seconds ahead
+/// (libfaketime, Debian's `faketime`; its monotonic clock is left alone): a machine
+/// whose clock is off.
+pub fn skewed_clock(offset_s: i64) -> Vec<(&'static str, String)> {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        Path::new(lib).exists(),
+        "{lib} is required by this test: install it with `apt-get install -y faketime` (scripts/setup-test-deps.sh does this)"
+    );
+    vec![
+        ("LD_PRELOAD", lib.to_string()),
+        ("FAKETIME", format!("{offset_s:+}s")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_string()),
+    ]
+}

@@ -39,6 +39,8 @@ pub struct Node {
     pub http_port: u16,
     /// Node output plus API answers.
     pub transcript: Transcript,
+    /// Extra environment of the process (e.g. a faked clock).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -67,6 +69,11 @@ impl Node {
     /// Writes a config (ports 0, SQLite in a temp dir, debug logs) plus `extra` TOML
     /// sections, and starts `streamgate serve`.
     pub fn start(extra: &str) -> Node {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables for the process.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Node {
         let dir = TempDir::new("node");
         let config = dir.0.join("streamgate.toml");
         let db = dir.0.join("data/streamgate.db");
@@ -85,11 +92,11 @@ impl Node {
             text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&config, text).unwrap();
-        Node::spawned(dir, config)
+        Node::spawned(dir, config, env)
     }
 
     /// A node on `config` in `dir`, started.
-    fn spawned(dir: TempDir, config: PathBuf) -> Node {
+    fn spawned(dir: TempDir, config: PathBuf, env: &[(&str, &str)]) -> Node {
         let mut node = Node {
             child: None,
             dir,
@@ -99,6 +106,10 @@ impl Node {
             admin_port: None,
             http_port: 0,
             transcript: Transcript::default(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.spawn();
         node
@@ -107,7 +118,12 @@ impl Node {
     /// A second instance on the same config, folder and ports (a restart's new
     /// process); the folder stays the first one's.
     pub fn another_instance(&self) -> Node {
-        Node::spawned(self.dir.shared(), self.config.clone())
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Node::spawned(self.dir.shared(), self.config.clone(), &env)
     }
 
     /// Starts (or restarts) the process on the same config and database.
@@ -118,6 +134,7 @@ impl Node {
             cmd.env_remove(k);
         }
         let mut child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&self.config)
             .arg("serve")

@@ -92,7 +92,16 @@ pub struct PgStore {
     /// (upper case, no hyphens, braces): the spelling read from the table for each
     /// channel read, so that a statement names the row as the table spells it.
     id_spellings: quick_cache::sync::Cache<Uuid, String>,
+    /// The database's clock minus this node's, in microseconds, as last measured
+    /// ([`PgStore::measure_clock`]): times this node stamps (when a publish started or
+    /// ended) are written in the database's clock, so that publishes stamped by
+    /// different nodes compare by one clock, whatever the skew between the machines.
+    clock_offset_us: std::sync::atomic::AtomicI64,
 }
+
+/// A clock reading whose round trip took longer than this says too little of the
+/// offset to replace the last one.
+const CLOCK_SAMPLE_MAX_RTT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Stored id spellings remembered at most (the channels read most recently stay).
 const ID_SPELLINGS: usize = 100_000;
@@ -164,6 +173,7 @@ impl PgStore {
             node_id,
             mapping: std::sync::OnceLock::new(),
             id_spellings: quick_cache::sync::Cache::new(ID_SPELLINGS),
+            clock_offset_us: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -350,8 +360,43 @@ impl PgStore {
             warn!("database.node_column is empty: crash recovery marks offline every live channel of the table (run one node per table)");
         }
         let _ = self.mapping.set(mapping);
+        self.measure_clock().await;
         info!(endpoint = %self.endpoint, table = %table, "Postgres channel store ready");
         Ok(())
+    }
+
+    /// Reads the database's clock and keeps its offset from this node's (taking the
+    /// middle of the round trip as the moment it was read); a reading with a slow
+    /// round trip is ignored. Warns when the two clocks differ by more than a second.
+    async fn measure_clock(&self) {
+        let sent = Utc::now();
+        let started = std::time::Instant::now();
+        let Ok(rows) = self.query("SELECT clock_timestamp()", &[]).await else {
+            return;
+        };
+        let rtt = started.elapsed();
+        let Some(db_now) = rows.first().map(|r| r.get::<_, DateTime<Utc>>(0)) else {
+            return;
+        };
+        if rtt > CLOCK_SAMPLE_MAX_RTT {
+            return;
+        }
+        let local = sent + chrono::Duration::from_std(rtt / 2).unwrap_or_default();
+        let offset = (db_now - local).num_microseconds().unwrap_or(0);
+        let before = self
+            .clock_offset_us
+            .swap(offset, std::sync::atomic::Ordering::Relaxed);
+        if offset.abs() > 1_000_000 && (offset - before).abs() > 500_000 {
+            warn!(endpoint = %self.endpoint, offset_ms = offset / 1000, "this machine's clock differs from the database's by more than a second: the node writes its times in the database's clock, but check NTP on this machine");
+        }
+    }
+
+    /// `at` (this node's clock) in the database's clock.
+    fn in_db_clock(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at + chrono::Duration::microseconds(
+            self.clock_offset_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Tables and views whose name (or schema and name) matches `name` but for case,
@@ -927,7 +972,8 @@ impl ChannelStore for PgStore {
         let m = self.map();
         let id = self.id_values(&[u.channel_id]);
         let session = u.session_id.to_string();
-        let at = u.at;
+        // Publishes of different nodes compare by the database's clock.
+        let at = self.in_db_clock(u.at);
         let mut sets = vec![format!("{} = {}", m.live.quoted, u.live)];
         if let Some(c) = &m.last_seen {
             sets.push(format!("{} = $2", c.quoted));
@@ -1023,6 +1069,8 @@ impl ChannelStore for PgStore {
     }
 
     async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
+        // Every beat keeps the clock offset fresh (clocks drift; NTP steps them).
+        self.measure_clock().await;
         let m = self.map();
         let Some(seen) = &m.last_seen else {
             return Ok(());
