@@ -868,47 +868,6 @@ fn a_table_name_is_checked_as_it_will_be_quoted() {
     assert!(text.contains("case-sensitive"), "{text}");
 }
 
-/// A publisher that sends a small video frame every 100 ms in a thread of its own
-/// until dropped.
-struct Streaming {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Streaming {
-    fn start(port: u16, key: &str) -> Result<Streaming, String> {
-        Self::start_from([127, 0, 0, 1].into(), port, key)
-    }
-
-    fn start_from(source: std::net::IpAddr, port: u16, key: &str) -> Result<Streaming, String> {
-        let mut p = RawPublisher::publish_from(source, port, "live", key)?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let halt = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut ts = 0;
-            while !halt.load(std::sync::atomic::Ordering::Relaxed)
-                && p.try_send(9, ts, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65])
-            {
-                ts += 100;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Ok(Streaming {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The outage: the path to the database swallows every byte for 12 s (new
 /// connections are accepted, then nothing; the open ones stay dead after it ends, as
 /// when a middlebox loses its state), then forwards again. During it the heartbeat

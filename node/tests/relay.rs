@@ -162,9 +162,22 @@ fn relay_reconnects_when_the_upstream_comes_back() {
     node.assert_never_printed(&key);
 }
 
-/// An RTMP server that accepts the publish, then never reads again: a stalled upstream
-/// at the protocol level, with a tiny receive buffer so the stall shows at once.
-fn stalling_upstream() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
+/// What an upstream does once it has accepted the relay's publish.
+#[derive(Clone, Copy)]
+enum Upstream {
+    /// Never reads again, keeps the socket open: a stall at the protocol level.
+    Stalls,
+    /// Never reads again, but sends a small message (an acknowledgement) every 300 ms.
+    PingsWithoutReading,
+    /// Announces 8 MB messages on 60 chunk streams and sends about 256 KiB of each,
+    /// never finishing them, while it reads (and drops) everything sent to it.
+    PinsMemory,
+}
+
+/// An RTMP server that accepts the publish, then does what `behaviour` says; it has a
+/// tiny receive buffer, so a stall shows at once. The sockets it keeps are in the
+/// returned list.
+fn hostile_upstream(behaviour: Upstream) -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -213,8 +226,7 @@ fn stalling_upstream() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
                                 ServerEvent::PublishRequested { stream_id, .. } => {
                                     session.accept_publish(stream_id);
                                     let _ = s.write_all(&session.output().take_contiguous());
-                                    // Stall: keep the socket open, never read again.
-                                    keep.lock().unwrap().push(s);
+                                    after_publish(behaviour, s, &keep);
                                     return;
                                 }
                                 _ => {}
@@ -229,9 +241,48 @@ fn stalling_upstream() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
     (port, held)
 }
 
+/// The upstream's behaviour once the publish is accepted, on its socket `s`.
+fn after_publish(behaviour: Upstream, mut s: TcpStream, keep: &Mutex<Vec<TcpStream>>) {
+    keep.lock().unwrap().push(s.try_clone().unwrap());
+    match behaviour {
+        Upstream::Stalls => {}
+        Upstream::PingsWithoutReading => {
+            let mut writer = rtmp::chunk::ChunkWriter::new();
+            let mut n = 0;
+            while s
+                .write_all(&chunks(&mut writer, acknowledgement(n)))
+                .is_ok()
+            {
+                n += 1;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        Upstream::PinsMemory => {
+            // Reads and drops what the node sends, so the connection stays up.
+            let mut reader = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 65536];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            });
+            let mut writer = rtmp::chunk::ChunkWriter::new();
+            let mut bytes = chunks(&mut writer, rtmp::message::set_chunk_size(0x7FFF_FFFF));
+            let len: u32 = 8_000_000;
+            for csid in 3..63u8 {
+                // A type-0 header: an 8 MB video message on chunk stream `csid`...
+                bytes.extend_from_slice(&[csid, 0, 0, 0]);
+                bytes.extend_from_slice(&len.to_be_bytes()[1..]);
+                bytes.extend_from_slice(&[9, 1, 0, 0, 0]);
+                // ... of which 256 KiB come, in its one chunk.
+                bytes.extend(std::iter::repeat_n(0u8, 256 * 1024));
+            }
+            let _ = s.write_all(&bytes);
+        }
+    }
+}
+
 #[test]
 fn a_stalled_upstream_slows_neither_the_publisher_nor_other_targets() {
-    let (stall_port, _held) = stalling_upstream();
+    let (stall_port, _held) = hostile_upstream(Upstream::Stalls);
     let nginx = Nginx::start(&["live"], None);
     let node = Node::start(&format!(
         "[relay]\ntargets = [\"rtmp://127.0.0.1:{stall_port}/stall/{{channel_id}}\", \"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n\
@@ -294,7 +345,7 @@ fn a_stalled_upstream_slows_neither_the_publisher_nor_other_targets() {
 
 #[test]
 fn a_stalled_upstream_counts_its_drops() {
-    let (stall_port, _held) = stalling_upstream();
+    let (stall_port, _held) = hostile_upstream(Upstream::Stalls);
     let node = Node::start(&format!(
         "[relay]\ntargets = [\"rtmp://127.0.0.1:{stall_port}/stall/{{channel_id}}\"]\n\
          queue_max_bytes = 262144\nqueue_max_delay = \"1s\"\nwrite_timeout = \"3s\"\nsend_buffer = 65536\n"
@@ -454,4 +505,77 @@ fn a_channels_own_targets_may_not_reach_internal_addresses() {
     );
     node.assert_never_printed(&key);
     node.assert_never_printed(third_party);
+}
+
+/// An upstream that, once the publish starts, announces 8 MB messages on 60 chunk
+/// streams and sends 256 KiB of each without finishing them, on each of four targets.
+/// What an upstream may send is now limited to what a server answers a publisher
+/// (small control and status messages), so the relay connection is dropped at the
+/// first oversized message; the node grows by little. Before, it held all of it for as
+/// long as the publish lasted: about 60 MiB.
+#[test]
+fn a_hostile_upstream_cannot_pin_memory() {
+    let (port, _held) = hostile_upstream(Upstream::PinsMemory);
+    let targets: Vec<String> = (0..4)
+        .map(|i| format!("\"rtmp://127.0.0.1:{port}/t{i}/{{channel_id}}\""))
+        .collect();
+    let node = Node::start(&format!("[relay]\ntargets = [{}]\n", targets.join(", ")));
+    let (id, key) = node.create_channel("relayed");
+    let before = rss_kib(node.pid());
+    let _p = Streaming::start(node.rtmp_port, &key).expect("publish");
+    wait_listed(&node, &id, Duration::from_secs(5));
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(node.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak.saturating_sub(before);
+    eprintln!("four hostile upstreams grew the node by {grown} KiB ({before} KiB before)");
+    assert!(
+        grown < 16 * 1024,
+        "four hostile upstreams grew the node by {grown} KiB"
+    );
+    wait_logged(
+        &node,
+        "exceeds the limit of 16384 bytes",
+        Duration::from_secs(5),
+    );
+    node.assert_never_printed(&key);
+}
+
+/// An upstream that takes nothing but sends a small message every 300 ms has stalled
+/// all the same: the write deadline runs from the last byte it took, not from its last
+/// message, and the relay reconnects. Before, each of its messages restarted the
+/// deadline, so it was never reached.
+#[test]
+fn an_upstream_that_pings_but_never_reads_is_dropped_at_the_write_deadline() {
+    let (port, _held) = hostile_upstream(Upstream::PingsWithoutReading);
+    let node = Node::start(&format!(
+        "[relay]\ntargets = [\"rtmp://127.0.0.1:{port}/pinger/{{channel_id}}\"]\n\
+         write_timeout = \"2s\"\nsend_buffer = 65536\n"
+    ));
+    let (id, key) = node.create_channel("pinged");
+    let mut p = RawPublisher::publish(node.rtmp_port, "live", &key).expect("publish");
+    wait_listed(&node, &id, Duration::from_secs(5));
+    // 60 kB frames, ten a second: the upstream's buffers are full within a second.
+    let mut frame = vec![0x17u8, 1, 0, 0, 0];
+    frame.resize(60_000, 0x42);
+    let started = Instant::now();
+    let mut ts = 0;
+    let dropped = wait_for(Duration::from_secs(20), || {
+        p.send(9, ts, &frame);
+        ts += 100;
+        node.transcript
+            .contains("upstream stalled")
+            .then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the relay never gave up on the upstream:\n{}",
+            node.transcript.text()
+        )
+    });
+    eprintln!("relay reconnected {dropped:?} after the publish started");
+    node.assert_never_printed(&key);
 }

@@ -14,5 +14,5 @@ pub mod session;
 pub use chunk::{ChunkLimits, OutputQueue, RawMessage};
 pub use session::{
     ClientConfig, ClientEvent, ClientSession, ServerConfig, ServerEvent, ServerSession,
-    SessionError, StreamName, PRE_PUBLISH_LIMITS,
+    SessionError, StreamName, PRE_PUBLISH_LIMITS, SERVER_REPLY_LIMITS,
 };

@@ -430,10 +430,14 @@ impl RelayTask {
         let mut batch = Vec::new();
         let mut events = Vec::new();
         let mut finished = false;
+        // Since when the socket has taken nothing of what is unsent: the deadline runs
+        // from there, whatever else the upstream does meanwhile (an upstream that
+        // sends pings but reads nothing has stalled all the same).
+        let mut stalled_since: Option<tokio::time::Instant> = None;
         loop {
             // Under the lock (never across an await): what the queue holds goes out
             // after what the session has not sent yet, in order.
-            let (unsent, open) = {
+            let (unsent, open, wrote) = {
                 let mut guard = self.link.direct.lock();
                 let direct = guard.as_mut().expect("installed above, removed on return");
                 if let Some(e) = direct.failed.take() {
@@ -449,7 +453,13 @@ impl RelayTask {
                 }
                 let n = direct.write_now()?;
                 self.link.count_sent(n);
-                (direct.unsent(), open)
+                (direct.unsent(), open, n > 0)
+            };
+            stalled_since = match stalled_since {
+                _ if !unsent => None,
+                Some(since) if !wrote => Some(since),
+                // Progress (or the first bytes left waiting): the clock starts now.
+                _ => Some(tokio::time::Instant::now()),
             };
             if !open && !unsent {
                 *self.link.direct.lock() = None;
@@ -458,11 +468,14 @@ impl RelayTask {
                 }
                 return Ok(());
             }
+            let stall_deadline =
+                stalled_since.map_or_else(tokio::time::Instant::now, |s| s + write_timeout);
             tokio::select! {
-                // Room again for what is unsent; a peer that reads nothing for the
-                // write deadline has stalled.
-                r = tokio::time::timeout(write_timeout, socket.writable()), if unsent => {
-                    r.map_err(|_| RelayError::Write(WriteError::Timeout(write_timeout)))??;
+                // Room again for what is unsent.
+                r = socket.writable(), if unsent => r?,
+                // A peer that took nothing for the write deadline has stalled.
+                _ = tokio::time::sleep_until(stall_deadline), if unsent => {
+                    return Err(RelayError::Write(WriteError::Timeout(write_timeout)));
                 }
                 _ = queue.wait(), if !unsent && open => {}
                 r = socket.readable() => {

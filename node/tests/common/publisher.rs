@@ -108,3 +108,44 @@ impl RawPublisher {
             .map(|_| start.elapsed())
     }
 }
+
+/// A publisher that sends a small video frame every 100 ms in a thread of its own
+/// until dropped.
+pub struct Streaming {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Streaming {
+    pub fn start(port: u16, key: &str) -> Result<Streaming, String> {
+        Self::start_from([127, 0, 0, 1].into(), port, key)
+    }
+
+    pub fn start_from(source: std::net::IpAddr, port: u16, key: &str) -> Result<Streaming, String> {
+        let mut p = RawPublisher::publish_from(source, port, "live", key)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut ts = 0;
+            while !halt.load(std::sync::atomic::Ordering::Relaxed)
+                && p.try_send(9, ts, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65])
+            {
+                ts += 100;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Ok(Streaming {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

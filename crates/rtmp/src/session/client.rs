@@ -30,15 +30,29 @@ pub struct ClientConfig {
     pub chunk_limits: ChunkLimits,
 }
 
+/// Chunk-layer limits on what a server may send a publishing client. A server only
+/// ever answers a publisher with small control and status messages (acknowledgements,
+/// pings, `_result`, `onStatus`: a few hundred bytes each), so a server (an upstream a
+/// channel's owner chose, say) cannot make the client hold more than about 128 KiB
+/// (the room reserved for 8 unfinished 16 KiB messages) however it chunks what it
+/// sends. Any chunk size is accepted: it costs nothing by itself.
+pub const SERVER_REPLY_LIMITS: ChunkLimits = ChunkLimits {
+    max_message_size: 16 * 1024,
+    max_chunk_streams: 8,
+    max_partial_bytes: 32 * 1024,
+    max_chunk_size: crate::chunk::MAX_CHUNK_SIZE,
+    min_chunk_size: crate::chunk::MIN_CHUNK_SIZE,
+};
+
 impl ClientConfig {
-    /// A configuration with the customary defaults.
+    /// A configuration with the customary defaults (and [`SERVER_REPLY_LIMITS`]).
     pub fn new(app: &str, tc_url: &str, stream_name: &str) -> Self {
         Self {
             app: app.to_owned(),
             tc_url: tc_url.to_owned(),
             stream_name: stream_name.to_owned(),
             out_chunk_size: 60_000,
-            chunk_limits: ChunkLimits::default(),
+            chunk_limits: SERVER_REPLY_LIMITS,
         }
     }
 }

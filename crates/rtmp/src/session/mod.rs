@@ -16,7 +16,7 @@ use crate::amf0::Amf0Value;
 use crate::chunk::{ChunkError, ChunkLimits, ChunkReader, ChunkWriter, OutputQueue, RawMessage};
 use crate::message::{self, Message, MessageError};
 
-pub use client::{ClientConfig, ClientEvent, ClientSession};
+pub use client::{ClientConfig, ClientEvent, ClientSession, SERVER_REPLY_LIMITS};
 pub use server::{ServerConfig, ServerEvent, ServerSession, PRE_PUBLISH_LIMITS};
 
 /// Default window acknowledgement size announced to peers (what OBS/FMS use).
