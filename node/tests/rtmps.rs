@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -57,6 +57,43 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.1.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// A TLS connection to 127.0.0.1:`port` from `source` that accepts any certificate,
+/// its handshake done, with a 10 s read deadline; `delay` passes between the TCP
+/// connect and the first TLS byte.
+fn tls_connect(
+    source: std::net::IpAddr,
+    port: u16,
+    delay: Duration,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recorder(Arc::default(), provider)))
+        .with_no_client_auth();
+    let tcp = connect_from(source, port)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    std::thread::sleep(delay);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// A node with RTMPS on a certificate of its own; `extra` is more of the config.
+fn rtmps_node(dir: &Path, extra: &str) -> Node {
+    write_identity(dir);
+    Node::start(&format!(
+        "[rtmps]\nenabled = true\nlisten = \"127.0.0.1:0\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n{extra}",
+        d = dir.display()
+    ))
 }
 
 /// The certificate a new TLS handshake with the node gets.
@@ -133,4 +170,125 @@ fn ffmpeg_publishes_over_rtmps_and_sighup_swaps_the_certificate() {
     );
     assert!(node.terminate(), "clean exit");
     node.assert_never_printed(&key);
+}
+
+/// The time from accept to an accepted publish is `rtmp.auth_deadline` for RTMPS too:
+/// the TLS handshake counts. A client that takes most of the handshake deadline to
+/// start TLS and then trickles RTMP messages is closed at the auth deadline from
+/// accept. Before, the deadline started after TLS: handshake time plus auth deadline.
+#[test]
+fn an_rtmps_connection_gets_the_auth_deadline_from_accept() {
+    use std::io::Write;
+    let dir = TempDir::new("rtmps-deadline");
+    let node = rtmps_node(
+        &dir.0,
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\nauth_deadline = \"4s\"\nhandshake_timeout = \"3s\"\n\
+         [auth]\ntimeout = \"1s\"\nmax_failure_delay = \"2s\"\n",
+    );
+    let port = node.rtmps_port.unwrap();
+    let started = Instant::now();
+    let mut tls =
+        tls_connect([127, 0, 0, 1].into(), port, Duration::from_millis(2500)).expect("TLS");
+    handshake_over(&mut tls).expect("RTMP handshake");
+    let mut writer = rtmp::chunk::ChunkWriter::new();
+    let mut n = 0;
+    let closed = loop {
+        n += 1;
+        let sent = tls
+            .write_all(&chunks(&mut writer, acknowledgement(n)))
+            .and_then(|_| tls.flush());
+        if sent.is_err() || started.elapsed() > Duration::from_secs(12) {
+            break started.elapsed();
+        }
+        // The node's close shows as a read that ends (or fails).
+        tls.sock
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        match std::io::Read::read(&mut tls, &mut b) {
+            Ok(0) => break started.elapsed(),
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break started.elapsed()
+            }
+            _ => {}
+        }
+    };
+    assert!(
+        closed >= Duration::from_millis(3500) && closed < Duration::from_millis(5500),
+        "closed {closed:?} after accept (auth_deadline 4 s)"
+    );
+    wait_logged(&node, "no publish accepted within", Duration::from_secs(5));
+}
+
+/// What an unauthenticated RTMPS client can make the node hold, measured as for plain
+/// RTMP: 100 TLS clients that stay inside the pre-publish limits (8 chunk streams of
+/// unfinished messages) and 20 that try to send 1 MiB before publishing cost the node
+/// little each (TLS keeps at most a record of ciphertext and a few records of
+/// plaintext per connection).
+#[test]
+fn a_pending_rtmps_connection_costs_little_memory() {
+    use std::io::Write;
+    let dir = TempDir::new("rtmps-memory");
+    let node = rtmps_node(
+        &dir.0,
+        "[rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_address = 500\nmax_pending_per_address = 500\n",
+    );
+    let port = node.rtmps_port.unwrap();
+    let before = rss_kib(node.pid());
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let Ok(mut tls) = tls_connect([127, 0, 0, 1].into(), port, Duration::ZERO) else {
+            continue;
+        };
+        if handshake_over(&mut tls).is_err() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for csid in 3..11u8 {
+            bytes.extend_from_slice(&[csid, 0, 0, 0, 0, 0x0f, 0xff, 9, 1, 0, 0, 0]);
+            bytes.extend(std::iter::repeat_n(0u8, 128));
+        }
+        if tls.write_all(&bytes).and_then(|_| tls.flush()).is_ok() {
+            held.push(tls);
+        }
+    }
+    let mut fat = 0;
+    for _ in 0..20 {
+        let Ok(mut tls) = tls_connect([127, 0, 0, 1].into(), port, Duration::ZERO) else {
+            continue;
+        };
+        if handshake_over(&mut tls).is_err() {
+            continue;
+        }
+        tls.sock
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let block = vec![0x45u8; 64 * 1024];
+        for _ in 0..16 {
+            if tls.write_all(&block).is_err() {
+                break;
+            }
+        }
+        fat += 1;
+        held.push(tls);
+    }
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(node.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak.saturating_sub(before);
+    let clients = held.len() as u64;
+    eprintln!("{clients} pending RTMPS clients ({fat} sending 1 MiB) grew the node by {grown} KiB ({} KiB each)", grown / clients.max(1));
+    assert!(clients >= 100, "the attack ran: {clients} clients");
+    assert!(
+        grown < clients * 128,
+        "{clients} unauthenticated RTMPS clients grew the node by {grown} KiB ({before} KiB before)"
+    );
 }

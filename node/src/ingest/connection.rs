@@ -5,7 +5,8 @@
 //! ffmpeg exits at once and OBS shows the error instead of reconnecting.
 //!
 //! Until a publish is accepted the connection is on a short leash: a fixed deadline
-//! from accept that traffic does not extend (`rtmp.auth_deadline`), the protocol
+//! from accept (before a PROXY header or TLS) that traffic does not extend
+//! (`rtmp.auth_deadline`), the protocol
 //! session's pre-publish limits (small messages, chunk sizes and chunk streams, no AMF
 //! decoding of data messages), a bound on what it may make us queue to send, and a
 //! pending slot of its address ([`super::admission`]).
@@ -140,11 +141,13 @@ enum End {
 /// the admission counts, returned when the connection ends.
 ///
 /// `received` holds what arrived already (after a PROXY header, the start of the
-/// handshake).
+/// handshake); `accepted_at` is when the connection was accepted (its auth deadline
+/// runs from then).
 pub async fn serve<S: Transport>(
     io: S,
     peer: SocketAddr,
     received: BytesMut,
+    accepted_at: tokio::time::Instant,
     ticket: Ticket,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
@@ -158,6 +161,7 @@ pub async fn serve<S: Transport>(
         ticket,
         stop: cancel.child_token(),
         flow,
+        accepted_at,
     };
     let result = conn.run(&cancel).await;
     let channel_id = conn.flow.publish.as_ref().map(|p| p.stream.channel_id);
@@ -309,6 +313,9 @@ struct Connection<S> {
     stop: CancellationToken,
     /// What its reads go through (what the pump takes with the socket).
     flow: Flow,
+    /// When the connection was accepted: the auth deadline runs from there, whatever
+    /// came before the RTMP session (a PROXY header, the TLS handshake).
+    accepted_at: tokio::time::Instant,
 }
 
 /// What a connection's reads go through, from the bytes to the publish: the task's
@@ -559,13 +566,20 @@ impl<S: Transport> Connection<S> {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<End, ConnectionError> {
         let ctx = self.ctx.clone();
         let cfg = &ctx.config;
-        // From accept to an accepted publish; traffic does not extend it.
-        let auth_deadline = tokio::time::sleep(cfg.auth_deadline);
+        // From accept (before a PROXY header or TLS) to an accepted publish; traffic
+        // does not extend it.
+        let auth_until = self.accepted_at + cfg.auth_deadline;
+        let auth_deadline = tokio::time::sleep_until(auth_until);
         tokio::pin!(auth_deadline);
         let hs_timeout = cfg.handshake_timeout;
+        let hs_until = (tokio::time::Instant::now() + hs_timeout).min(auth_until);
         tokio::select! {
-            r = tokio::time::timeout(hs_timeout, self.handshake()) => {
-                r.map_err(|_| ConnectionError::HandshakeTimeout(hs_timeout))??;
+            r = tokio::time::timeout_at(hs_until, self.handshake()) => {
+                r.map_err(|_| if hs_until == auth_until {
+                    ConnectionError::NoPublish(cfg.auth_deadline)
+                } else {
+                    ConnectionError::HandshakeTimeout(hs_timeout)
+                })??;
             }
             _ = cancel.cancelled() => return Ok(End::Shutdown),
         }

@@ -296,9 +296,10 @@ impl Listener {
         let cancel = shutdown.clone();
         let tls = self.tls.clone();
         let (runtime, pump, seat) = self.workers.pick();
+        let accepted_at = tokio::time::Instant::now();
         let task = tracker.track_future(async move {
             match tokio::net::TcpStream::from_std(socket) {
-                Ok(socket) => admit(socket, peer, tls, pump, ctx, cancel).await,
+                Ok(socket) => admit(socket, peer, accepted_at, tls, pump, ctx, cancel).await,
                 Err(e) => debug!(%peer, error = %e, "cannot register the connection"),
             }
             drop(seat);
@@ -311,22 +312,30 @@ impl Listener {
 /// The start of every connection: the real client address (from the PROXY header when
 /// the connection comes from a trusted proxy), the per-address caps, then the RTMP
 /// session.
+///
+/// Everything before the publish runs within `rtmp.auth_deadline` of `accepted_at`:
+/// the PROXY header and the TLS handshake each within `rtmp.handshake_timeout` too,
+/// but never past it.
 async fn admit(
     mut socket: tokio::net::TcpStream,
     from: SocketAddr,
+    accepted_at: tokio::time::Instant,
     tls: Option<Arc<TlsIdentity>>,
     pump: Arc<Pump>,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
 ) {
+    let step_until = || {
+        (tokio::time::Instant::now() + ctx.config.handshake_timeout)
+            .min(accepted_at + ctx.config.auth_deadline)
+    };
     let (peer, received) = if ctx
         .config
         .trusted_proxies
         .iter()
         .any(|range| range.contains(from.ip()))
     {
-        let deadline = ctx.config.handshake_timeout;
-        match tokio::time::timeout(deadline, proxy::read_header(&mut socket)).await {
+        match tokio::time::timeout_at(step_until(), proxy::read_header(&mut socket)).await {
             Ok(Ok((proxy::ProxiedPeer::Client(client), rest))) => (client, rest),
             Ok(Ok((proxy::ProxiedPeer::Local, rest))) => (from, rest),
             Ok(Err(e)) => {
@@ -356,18 +365,19 @@ async fn admit(
     };
     let Some(tls) = tls else {
         let socket = connection::PumpedTcp::new(socket, pump);
-        return connection::serve(socket, peer, received, ticket, ctx, cancel).await;
+        return connection::serve(socket, peer, received, accepted_at, ticket, ctx, cancel).await;
     };
-    // RTMPS: the TLS handshake comes first, under the RTMP handshake's deadline.
-    // (Bytes read past a PROXY header are part of the TLS handshake.)
+    // RTMPS: the TLS handshake comes first, under the RTMP handshake's deadline (and
+    // the auth deadline). (Bytes read past a PROXY header are part of the TLS
+    // handshake.)
     let stream = PrefixedStream::new(received, socket);
-    let deadline = ctx.config.handshake_timeout;
-    match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
+    match tokio::time::timeout_at(step_until(), tls.acceptor().accept(stream)).await {
         Ok(Ok(tls_stream)) => {
             connection::serve(
                 tls_stream,
                 peer,
                 bytes::BytesMut::new(),
+                accepted_at,
                 ticket,
                 ctx,
                 cancel,

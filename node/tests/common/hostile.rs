@@ -23,6 +23,11 @@ pub fn connect_from(source: IpAddr, port: u16) -> std::io::Result<TcpStream> {
 /// Completes the simple handshake on `s`; `Err` when the node closed it first.
 pub fn handshake(s: &mut TcpStream) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    handshake_over(s)
+}
+
+/// [`handshake`] over any stream (TLS, say), under its own read deadline.
+pub fn handshake_over(s: &mut (impl Read + Write)) -> std::io::Result<()> {
     let mut hs = ClientHandshake::new(HandshakeKind::Simple);
     let (mut out, mut buf) = (BytesMut::new(), BytesMut::new());
     hs.start(&mut out);
