@@ -233,7 +233,7 @@ fn behind_a_proxy_the_real_client_address_counts() {
     let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
     v2.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
     v2.extend_from_slice(&addresses);
-    let forwarder = PrefixForwarder::start(ATTACKER, node.rtmp_port, v2);
+    let forwarder = SourceForwarder::with_prefix(ATTACKER, node.rtmp_port, v2);
     let (id2, key2) = node.create_channel("proxied-v2");
     let _p2 = RawPublisher::publish(forwarder.port, "live", &key2)
         .expect("a publish after a long version 2 header");

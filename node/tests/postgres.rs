@@ -287,12 +287,7 @@ fn an_existing_table_with_sha256_keys_and_a_clear_startup_check() {
             mapping.replace("\"seen\"", "\"last_heartbeat\"")
         ),
     );
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["channel", "list"])
-        .output()
-        .unwrap();
+    let out = streamgate(&cfg).args(["channel", "list"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -385,12 +380,7 @@ fn sslmode_from_the_url_is_honoured() {
             "sg.toml",
             &format!("[database]\nurl = \"{url}\"\n{extra}"),
         );
-        std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .args(["channel", "list"])
-            .output()
-            .unwrap()
+        streamgate(&cfg).args(["channel", "list"]).output().unwrap()
     };
     // require: encrypted, the certificate is not checked (libpq's meaning).
     let out = list(&format!("{base}?sslmode=require"), "");
@@ -690,9 +680,7 @@ fn check_reports_what_postgres_said_and_what_the_table_lacks() {
     let dir = TempDir::new("pgcheck");
     let run = |text: &str| {
         let cfg = write_file(&dir.0, "c.toml", text);
-        let out = std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
+        let out = streamgate(&cfg)
             .arg("check")
             .current_dir(&dir.0)
             .output()
@@ -839,13 +827,7 @@ fn a_table_name_is_checked_as_it_will_be_quoted() {
         ),
     );
     // `serve` stops at its start-up check (before, it started and refused every key).
-    let mut serve = Proc::spawn(
-        std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .arg("serve")
-            .current_dir(&dir.0),
-    );
+    let mut serve = Proc::spawn(streamgate(&cfg).arg("serve").current_dir(&dir.0));
     let status = serve.wait(Duration::from_secs(15));
     let text = serve.stderr();
     assert!(
@@ -856,9 +838,7 @@ fn a_table_name_is_checked_as_it_will_be_quoted() {
         assert!(text.contains(needle), "{needle:?} in:\n{text}");
     }
     // `check` says the same.
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
+    let out = streamgate(&cfg)
         .arg("check")
         .current_dir(&dir.0)
         .output()
@@ -985,9 +965,7 @@ fn a_database_that_never_answers_is_named_within_the_connect_timeout() {
         // stdout and stderr into one file, read once the process is gone.
         let log = dir.0.join(format!("{command}.out"));
         let out = std::fs::File::create(&log).unwrap();
-        let mut child = std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
+        let mut child = streamgate(&cfg)
             .arg(command)
             .current_dir(&dir.0)
             .stdin(std::process::Stdio::null())

@@ -72,10 +72,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(scrape))
         .merge(super::dashboard::router());
     if !state.token.is_empty() {
-        r = r
+        let api = Router::new()
             .route("/admin/v1/sessions", get(sessions))
             .route("/admin/v1/fleet", get(fleet))
-            .route("/admin/v1/channels/{id}/kick", post(kick));
+            .route("/admin/v1/channels/{id}/kick", post(kick))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_token,
+            ));
+        r = r.merge(api);
     }
     r.with_state(state)
 }
@@ -139,10 +144,23 @@ async fn scrape(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// Lets the request through when it carries the admin token; otherwise its answer
-/// (401). The address of a client that sent a wrong token waits before each of its
-/// next requests is answered (valid ones too, so that the speed of an answer says
-/// nothing); a request with no token at all is refused at once and not counted.
+/// In front of every admin API route: lets the request through when it carries the
+/// admin token; otherwise answers 401. The address of a client that sent a wrong token
+/// waits before each of its next requests is answered (valid ones too, so that the
+/// speed of an answer says nothing); a request with no token at all is refused at
+/// once and not counted.
+async fn require_token(
+    State(s): State<AdminState>,
+    client: Option<Extension<ClientAddr>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check_token(&s, client, request.headers()).await {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
 async fn check_token(
     s: &AdminState,
     client: Option<Extension<ClientAddr>>,
@@ -198,14 +216,7 @@ struct Session {
     relays: Vec<SubscriberStatus>,
 }
 
-async fn sessions(
-    State(s): State<AdminState>,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = check_token(&s, client, &headers).await {
-        return refused;
-    }
+async fn sessions(State(s): State<AdminState>) -> Response {
     let mut list: Vec<Session> = s
         .hub
         .list()
@@ -231,14 +242,7 @@ async fn sessions(
 
 /// The whole fleet as the database knows it: nodes, and which node carries each
 /// live channel.
-async fn fleet(
-    State(s): State<AdminState>,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = check_token(&s, client, &headers).await {
-        return refused;
-    }
+async fn fleet(State(s): State<AdminState>) -> Response {
     match s.store.fleet(s.dead_after).await {
         Ok(Some(view)) => Json(serde_json::json!({
             "this_node": s.node_id,
@@ -284,14 +288,9 @@ struct KickQuery {
 
 async fn kick(
     State(s): State<AdminState>,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
     Path(id): Path<Uuid>,
     Query(q): Query<KickQuery>,
 ) -> Response {
-    if let Err(refused) = check_token(&s, client, &headers).await {
-        return refused;
-    }
     let refuse_for = match q.refuse_for.as_deref().map(humantime::parse_duration) {
         None => None,
         Some(Ok(d)) if d <= Duration::from_secs(7 * 24 * 3600) => Some(d),

@@ -144,51 +144,13 @@ pub struct SourceForwarder {
 
 impl SourceForwarder {
     pub fn start(source: IpAddr, to: u16) -> SourceForwarder {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopped.load(Ordering::Relaxed) {
-                    return;
-                }
-                let (Ok(client), Ok(upstream)) = (client, connect_from(source, to)) else {
-                    continue;
-                };
-                for (mut from, mut into) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut into);
-                        let _ = into.shutdown(std::net::Shutdown::Write);
-                    });
-                }
-            }
-        });
-        SourceForwarder { port, stop }
+        Self::with_prefix(source, to, Vec::new())
     }
-}
 
-impl Drop for SourceForwarder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Forwards every connection it accepts (on 127.0.0.1:`port`) to 127.0.0.1:`to` from
-/// `source`, sending `prefix` first, in pieces of 100 bytes with a pause between them
-/// (a PROXY header as a balancer would send it, arriving as the network splits it).
-pub struct PrefixForwarder {
-    pub port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl PrefixForwarder {
-    pub fn start(source: IpAddr, to: u16, prefix: Vec<u8>) -> PrefixForwarder {
+    /// [`SourceForwarder::start`] that sends `prefix` to the node first, in pieces of
+    /// 100 bytes with a pause between them (a PROXY header as a balancer would send
+    /// it, arriving as the network splits it).
+    pub fn with_prefix(source: IpAddr, to: u16, prefix: Vec<u8>) -> SourceForwarder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -219,13 +181,14 @@ impl PrefixForwarder {
                 }
             }
         });
-        PrefixForwarder { port, stop }
+        SourceForwarder { port, stop }
     }
 }
 
-impl Drop for PrefixForwarder {
+impl Drop for SourceForwarder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }

@@ -47,6 +47,13 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_streamgate")
 }
 
+/// `streamgate --config <config>`, for the test to add a command and run.
+pub fn streamgate(config: &std::path::Path) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("--config").arg(config);
+    c
+}
+
 /// The port of a "<what> listening" log line, in text or JSON log format.
 fn port_from(line: &str, what: &str) -> Option<u16> {
     let addr = if let Some(i) = line.find(&format!("{what} listening addr=")) {
