@@ -131,12 +131,7 @@ fn an_unauthenticated_connection_costs_little_memory() {
         }
     }
     // The node's resident memory while all of that is in flight or held.
-    let mut peak = 0;
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        peak = peak.max(rss_kib(pid));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let peak = peak_rss_kib(pid, Duration::from_secs(2));
     let grown = peak.saturating_sub(before);
     let clients = (fat.len() + thin.len()) as u64;
     assert!(clients > 100, "the attack ran: {clients} clients");

@@ -524,12 +524,7 @@ fn a_hostile_upstream_cannot_pin_memory() {
     let before = rss_kib(node.pid());
     let _p = Streaming::start(node.rtmp_port, &key).expect("publish");
     wait_listed(&node, &id, Duration::from_secs(5));
-    let mut peak = 0;
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
-        peak = peak.max(rss_kib(node.pid()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let peak = peak_rss_kib(node.pid(), Duration::from_secs(6));
     let grown = peak.saturating_sub(before);
     eprintln!("four hostile upstreams grew the node by {grown} KiB ({before} KiB before)");
     assert!(

@@ -277,12 +277,7 @@ fn a_pending_rtmps_connection_costs_little_memory() {
         fat += 1;
         held.push(tls);
     }
-    let mut peak = 0;
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        peak = peak.max(rss_kib(node.pid()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let peak = peak_rss_kib(node.pid(), Duration::from_secs(2));
     let grown = peak.saturating_sub(before);
     let clients = held.len() as u64;
     eprintln!("{clients} pending RTMPS clients ({fat} sending 1 MiB) grew the node by {grown} KiB ({} KiB each)", grown / clients.max(1));

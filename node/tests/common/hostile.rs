@@ -134,6 +134,17 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The highest resident memory of a process, in KiB, sampled every 100 ms for `during`.
+pub fn peak_rss_kib(pid: u32, during: Duration) -> u64 {
+    let mut peak = 0;
+    let until = Instant::now() + during;
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peak
+}
+
 /// Forwards every connection it accepts (on 127.0.0.1:`port`) to 127.0.0.1:`to` from
 /// the source address `source`: a client that cannot choose its source address, like
 /// ffmpeg or OBS, appears to the node to come from `source`.
