@@ -12,3 +12,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --exclude streamgate-bench
 # One at a time: the relay smoke measures, the fleet simulation loads a database.
 cargo test -p streamgate-bench -- --test-threads=1
+# Every fuzz target compiles; with a nightly toolchain each runs 20 s (scripts/fuzz.sh).
+bash scripts/fuzz.sh 20

@@ -8,7 +8,12 @@ use libfuzzer_sys::fuzz_target;
 use rtmp::chunk::{ChunkLimits, ChunkReader};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = ChunkLimits { max_message_size: 1 << 16, max_chunk_streams: 8, max_partial_bytes: 1 << 17 };
+    let limits = ChunkLimits {
+        max_message_size: 1 << 16,
+        max_chunk_streams: 8,
+        max_partial_bytes: 1 << 17,
+        ..ChunkLimits::default()
+    };
     let split = data.first().map_or(0, |b| *b as usize).min(data.len());
     let mut r = ChunkReader::new(limits);
     let mut buf = BytesMut::from(&data[..split]);

@@ -110,6 +110,12 @@ impl ClientSession {
         self.state == State::PublishPending
     }
 
+    /// Bytes of unfinished messages from the server held now (at most the chunk
+    /// limits' `max_partial_bytes`).
+    pub fn partial_bytes(&self) -> usize {
+        self.transport.partial_bytes()
+    }
+
     /// Whether media may be sent.
     pub fn is_publishing(&self) -> bool {
         self.state == State::Publishing

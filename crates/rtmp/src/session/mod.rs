@@ -83,6 +83,11 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
+    /// Bytes of unfinished messages held now (all chunk streams together).
+    pub(crate) fn partial_bytes(&self) -> usize {
+        self.reader.partial_bytes()
+    }
+
     pub(crate) fn new(limits: ChunkLimits, ack_window: u32, decode_data: bool) -> Self {
         Self {
             reader: ChunkReader::new(limits),
