@@ -384,7 +384,8 @@ impl Flow {
         let room = self.prepare_read().min(READ_RESERVE_MAX);
         let len = self.buf.len();
         let n = socket2::SockRef::from(socket).recv(&mut self.buf.spare_capacity_mut()[..room])?;
-        // The node's one `unsafe` (STYLE: forbidden unless justified per use). Reading
+        // One of the node's two `unsafe` blocks (STYLE: forbidden unless justified per
+        // use; ARCHITECTURE.md lists them). Reading
         // into an initialised buffer instead costs a copy of every byte received: with
         // a scratch buffer copied out, `memmove` was 12 % of the node's CPU samples at
         // 6 Mbps, and reading here costs 0.93-0.96x (BENCHMARKS.md, "Relay hot path,

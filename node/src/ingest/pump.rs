@@ -118,11 +118,15 @@ impl Pump {
     pub fn start() -> std::io::Result<(Arc<Pump>, impl std::future::Future<Output = ()>)> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
-        // Deprecated for the sake of types whose descriptor may change or close while
-        // registered; a `mio::Poll` owns its epoll descriptor for its whole life, which
-        // is what the non-deprecated (unsafe) constructor asks the caller to promise.
-        #[allow(deprecated)]
-        let poll = AsyncFd::with_interest(poll, tokio::io::Interest::READABLE)?;
+        // SAFETY: `register_with_interest` asks that the descriptor `poll.as_raw_fd()`
+        // be valid and open, refer to the same open file description, and be the one
+        // `as_raw_fd` returns, for as long as the `AsyncFd` owns `poll`. A `mio::Poll`
+        // owns its epoll descriptor (an `OwnedFd` made by `epoll_create1`) from its
+        // creation to its drop, never replaces it, and `as_raw_fd` returns that field;
+        // the `AsyncFd` takes `poll` by value, so the descriptor is closed only when
+        // the `AsyncFd` (and its registration) is dropped.
+        #[allow(unsafe_code)]
+        let poll = unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) }?;
         let pump = Arc::new(Pump {
             registry,
             state: Mutex::new(State {
