@@ -20,8 +20,8 @@ pub const LIVE_STREAMS: &str = "streamgate_live_streams";
 pub const INGEST_THREAD_CONNECTIONS: &str = "streamgate_ingest_thread_connections";
 pub const INGEST_THREAD_PUMPED: &str = "streamgate_ingest_thread_pumped_connections";
 pub const INGEST_THREAD_BUSY: &str = "streamgate_ingest_thread_busy_seconds_total";
-/// Per ingest thread: seconds it slept to pace its wake-ups; and 1 while the threads
-/// are paced (`rtmp.busy_wakeup_interval`).
+/// Per ingest thread: seconds it slept to pace its wake-ups; and how many threads are
+/// paced now (`rtmp.busy_wakeup_interval`).
 pub const INGEST_THREAD_PAUSED: &str = "streamgate_ingest_thread_paused_seconds_total";
 pub const INGEST_PACING: &str = "streamgate_ingest_pacing";
 /// Bytes read from RTMP clients (after TLS).
@@ -143,7 +143,7 @@ pub fn describe() {
     );
     describe_gauge!(
         INGEST_PACING,
-        "1 while the ingest threads pace their wake-ups (together awake more than 0.7 of a core)"
+        "ingest threads pacing their wake-ups now (each awake more than 0.7 of a core)"
     );
     describe_counter!(
         TAKEOVERS,

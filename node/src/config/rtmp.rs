@@ -74,10 +74,10 @@ pub struct RtmpConfig {
     pub workers: usize,
     /// How new connections are dealt to the ingest threads.
     pub placement: Placement,
-    /// When the ingest threads together are awake more than 0.7 of a core, the
-    /// shortest time from a thread's wake-up to its next look for new data: one
-    /// wake-up then serves every socket that became ready meanwhile. Adds at most this
-    /// much relay delay, only while the node is that busy; 0: off.
+    /// For an ingest thread that is itself awake more than 0.7 of a core, the shortest
+    /// time from its wake-up to its next look for new data: one wake-up then serves
+    /// every socket that became ready meanwhile. Adds at most this much relay delay,
+    /// only on such a thread while it is that busy; 0: off.
     #[serde(with = "duration_str")]
     pub busy_wakeup_interval: Duration,
     /// Load balancers whose connections start with a PROXY protocol header (v1 or

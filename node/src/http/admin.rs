@@ -95,7 +95,7 @@ async fn scrape(State(s): State<AdminState>) -> Response {
     metrics::gauge!(metric::LIVE_STREAMS).set(infos.len() as f64);
     let busy = s.ingest.busy_seconds();
     let paused = s.ingest.paused_seconds();
-    metrics::gauge!(metric::INGEST_PACING).set(if s.ingest.pacing() { 1.0 } else { 0.0 });
+    metrics::gauge!(metric::INGEST_PACING).set(s.ingest.paced_threads() as f64);
     let pumped = s.ingest.pumped();
     for (i, n) in s.ingest.connections().into_iter().enumerate() {
         let thread = i.to_string();

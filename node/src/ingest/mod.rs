@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod pacing;
 pub mod placement;
 pub mod proxy;
 pub mod pump;
@@ -167,9 +168,9 @@ impl IngestWorkers {
         self.placer.paused_seconds()
     }
 
-    /// Whether the ingest threads are paced now.
-    pub fn pacing(&self) -> bool {
-        self.placer.pacing()
+    /// How many ingest threads are paced now.
+    pub fn paced_threads(&self) -> usize {
+        self.placer.paced_threads()
     }
 
     /// Seconds each ingest thread has been awake.

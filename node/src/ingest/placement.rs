@@ -11,21 +11,16 @@
 //! reconnections after a restart is spread, never piled on one thread before its load
 //! shows.
 //!
-//! The same wake-ups are why a busy node paces its threads: when the ingest threads
-//! together are awake more than [`FILL`] of a core, a thread whose last wait for
-//! events ended sooner than `rtmp.busy_wakeup_interval` (they come that often) sleeps,
-//! before it waits again, until that interval has passed since it woke; the wait then
-//! finds every socket that became ready meanwhile, and one wake-up serves them all.
-//! That adds at most the interval to a message's relay delay, only while the node is
-//! that busy (the threads stop being paced below 0.8 of that load).
+//! The same accounting of time awake feeds the pacing of busy threads
+//! ([`super::pacing`]), from the same park hook.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tracing::debug;
 
+use super::pacing::{Pacer, Parking};
 use crate::config::Placement;
 
 /// Share of one core a thread is filled to before the next one takes connections.
@@ -37,12 +32,6 @@ use crate::config::Placement;
 /// overshoots it (new connections count only once their traffic shows): at 2000
 /// publishers the first thread ended at 0.83-0.86.
 pub const FILL: f64 = 0.7;
-/// The threads together are paced from this load on (shares of a core)...
-const PACE_FROM: f64 = FILL;
-/// ...until it falls below this one.
-const PACE_UNTIL: f64 = FILL * 0.8;
-/// Over how long the threads' load is measured for pacing.
-const PACE_WINDOW: Duration = Duration::from_millis(250);
 /// How often the threads' load is measured.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Connections needed before a load per connection is trusted.
@@ -66,12 +55,6 @@ pub struct ThreadLoad {
     busy: AtomicU64,
     /// Connections running on the thread.
     connections: AtomicUsize,
-    /// Nanoseconds since the epoch at which the thread last went to wait for events
-    /// (after any pause); 0 before its first park. Its last wait lasted from then to
-    /// `awake_since`.
-    waiting_since: AtomicU64,
-    /// Nanoseconds spent in pauses (pacing).
-    paused: AtomicU64,
 }
 
 /// The ingest threads' loads and the choice made from them.
@@ -82,15 +65,8 @@ pub struct Placer {
     threads: Vec<Arc<ThreadLoad>>,
     next: AtomicUsize,
     state: Mutex<Sampled>,
-    /// Pacing: the shortest time from a busy thread's wake-up to its next wait, in
-    /// nanoseconds (0: off).
-    pace: u64,
-    /// Whether the threads are busy enough to be paced now.
-    pacing: AtomicBool,
-    /// Start of the current pacing window (nanoseconds since the epoch; the first
-    /// starts at it) and the threads' busy nanoseconds together then.
-    pace_window_at: AtomicU64,
-    pace_window_busy: AtomicU64,
+    /// The pacing of busy threads, from the same park hook.
+    pacer: Pacer,
 }
 
 /// The last measurement.
@@ -125,10 +101,7 @@ impl Placer {
     pub fn new(policy: Placement, threads: usize, pace: Duration) -> Placer {
         let now = Instant::now();
         Placer {
-            pace: pace.as_nanos().min(u64::MAX as u128) as u64,
-            pacing: AtomicBool::new(false),
-            pace_window_at: AtomicU64::new(0),
-            pace_window_busy: AtomicU64::new(0),
+            pacer: Pacer::new(threads, pace),
             policy,
             epoch: now,
             threads: (0..threads.max(1))
@@ -158,69 +131,25 @@ impl Placer {
     }
 
     /// Called by thread `i` before it parks (tokio's `on_thread_park`): ends its time
-    /// awake, and paces it (sleeps) when the threads are busy (see the module
-    /// documentation).
+    /// awake, and paces it (sleeps) when it is busy (see [`super::pacing`]).
     pub fn parks(&self, i: usize) {
         let t = &self.threads[i];
         let now = self.nanos();
-        let since = t.awake_since.load(Relaxed);
-        let awake = if since > 0 {
-            t.busy.fetch_add(now.saturating_sub(since), Relaxed);
+        let woke_at = t.awake_since.load(Relaxed);
+        let busy = if woke_at > 0 {
             t.awake_since.store(0, Relaxed);
-            now.saturating_sub(since)
+            t.busy.fetch_add(now.saturating_sub(woke_at), Relaxed) + now.saturating_sub(woke_at)
         } else {
-            u64::MAX
+            t.busy.load(Relaxed)
         };
-        if self.pace == 0 {
-            return;
-        }
-        self.measure_for_pacing(now);
-        // The last wait: from going to wait to this wake-up (unknown before both).
-        let waiting_since = t.waiting_since.load(Relaxed);
-        let last_wait = if since > 0 && waiting_since > 0 {
-            since.saturating_sub(waiting_since)
-        } else {
-            u64::MAX
-        };
-        let mut waits_from = now;
-        if let Some(pause) = pause(self.pacing.load(Relaxed), last_wait, awake, self.pace) {
-            std::thread::sleep(pause);
-            waits_from = self.nanos();
-            t.paused.fetch_add(waits_from.saturating_sub(now), Relaxed);
-        }
-        t.waiting_since.store(waits_from.max(1), Relaxed);
-    }
-
-    /// Once per [`PACE_WINDOW`] (by whichever thread parks first after it): the
-    /// threads' load together over the window, and whether they are paced.
-    fn measure_for_pacing(&self, now: u64) {
-        let at = self.pace_window_at.load(Relaxed);
-        let window = PACE_WINDOW.as_nanos() as u64;
-        if now.saturating_sub(at) < window
-            || self
-                .pace_window_at
-                .compare_exchange(at, now, Relaxed, Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        let busy: u64 = self.busy_nanos(now).iter().sum();
-        let before = self.pace_window_busy.swap(busy, Relaxed);
-        let load = busy.saturating_sub(before) as f64 / now.saturating_sub(at) as f64;
-        let was = self.pacing.load(Relaxed);
-        let pacing = if was {
-            load >= PACE_UNTIL
-        } else {
-            load >= PACE_FROM
-        };
-        if pacing != was {
-            self.pacing.store(pacing, Relaxed);
-            debug!(
-                load = format_args!("{load:.2}"),
-                pacing,
-                "ingest threads: pacing wake-ups {}",
-                if pacing { "on" } else { "off" }
-            );
+        let at = Parking { now, woke_at, busy };
+        match self.pacer.before_wait(i, at) {
+            Some(pause) => {
+                std::thread::sleep(pause);
+                let after = self.nanos();
+                self.pacer.waits(i, after, after.saturating_sub(now));
+            }
+            None => self.pacer.waits(i, now, 0),
         }
     }
 
@@ -309,17 +238,14 @@ impl Placer {
             .collect()
     }
 
-    /// Whether the threads are paced now.
-    pub fn pacing(&self) -> bool {
-        self.pacing.load(Relaxed)
+    /// How many threads are paced now.
+    pub fn paced_threads(&self) -> usize {
+        self.pacer.paced_threads()
     }
 
     /// Seconds each thread has slept in pauses (pacing) since the start.
     pub fn paused_seconds(&self) -> Vec<f64> {
-        self.threads
-            .iter()
-            .map(|t| t.paused.load(Relaxed) as f64 / 1e9)
-            .collect()
+        self.pacer.paused_seconds()
     }
 
     /// Connections on each thread.
@@ -329,13 +255,6 @@ impl Placer {
             .map(|t| t.connections.load(Relaxed))
             .collect()
     }
-}
-
-/// How long a thread about to wait for events sleeps first: when the threads are
-/// busy (`pacing`), its last wait ended sooner than `pace` (events come faster than
-/// that) and it has been awake less than `pace`, the rest of `pace`.
-fn pause(pacing: bool, last_wait: u64, awake: u64, pace: u64) -> Option<Duration> {
-    (pacing && last_wait < pace && awake < pace).then(|| Duration::from_nanos(pace - awake))
 }
 
 /// The first thread whose measured load plus the expected load of the connections it
@@ -443,56 +362,43 @@ mod tests {
         drop(seats);
     }
 
+    /// The park hook on the real clock: a thread awake through a whole window is
+    /// paced and sleeps out the rest of the interval after a brief wake-up; the other
+    /// thread, idle, is not; idle through a window, the first is not paced any more.
     #[test]
-    fn a_thread_pauses_only_when_busy_woken_fast_and_awake_briefly() {
-        let ms = |m: f64| (m * 1e6) as u64;
-        let pace = ms(1.0);
-        assert_eq!(pause(false, ms(0.1), ms(0.3), pace), None, "not busy");
-        assert_eq!(
-            pause(true, ms(2.0), ms(0.3), pace),
-            None,
-            "events come slowly"
-        );
-        assert_eq!(
-            pause(true, ms(0.1), ms(1.5), pace),
-            None,
-            "awake long enough"
-        );
-        assert_eq!(
-            pause(true, ms(0.1), ms(0.3), pace),
-            Some(Duration::from_micros(700)),
-            "the rest of the interval"
-        );
-    }
-
-    #[test]
-    fn busy_threads_are_paced_and_stop_being_paced_when_idle() {
+    fn a_busy_thread_is_paced_by_the_park_hook_and_an_idle_one_is_not() {
+        use super::super::pacing::PACE_WINDOW;
         let pace = Duration::from_millis(2);
         let p = Placer::new(Placement::Pack, 2, pace);
-        let paused = |p: &Placer| p.paused_seconds()[0];
+        let paused = |p: &Placer, i: usize| p.paused_seconds()[i];
         // The first window starts; then thread 0 awake through a whole window.
         awake(&p, 0, 1);
         awake(&p, 0, PACE_WINDOW.as_millis() as u64 + 20);
-        assert!(p.pacing(), "awake a whole window: more than the fill");
+        awake(&p, 1, 0);
+        assert_eq!(p.paced_threads(), 1, "only the busy thread");
         // Woken at once after it went to wait, awake briefly: it sleeps out the rest.
         p.woke(0);
-        let before = paused(&p);
+        let before = paused(&p, 0);
         p.parks(0);
-        let slept = paused(&p) - before;
+        let slept = paused(&p, 0) - before;
         assert!(slept >= 0.0015, "paused {slept} s");
+        // Thread 1 woken just as fast is not paced: it is not busy.
+        p.woke(1);
+        p.parks(1);
+        assert_eq!(paused(&p, 1), 0.0);
         // Idle through a window: no longer paced, and no pause.
         std::thread::sleep(PACE_WINDOW + Duration::from_millis(20));
-        awake(&p, 1, 0);
-        assert!(!p.pacing(), "idle for a window");
+        awake(&p, 0, 0);
+        assert_eq!(p.paced_threads(), 0, "idle for a window");
         p.woke(0);
-        let before = paused(&p);
+        let before = paused(&p, 0);
         p.parks(0);
-        assert_eq!(paused(&p), before);
+        assert_eq!(paused(&p, 0), before);
         // Off (zero): never paced.
         let off = Placer::new(Placement::Pack, 1, Duration::ZERO);
         awake(&off, 0, 1);
         awake(&off, 0, PACE_WINDOW.as_millis() as u64 + 20);
-        assert!(!off.pacing());
+        assert_eq!(off.paced_threads(), 0);
     }
 
     #[test]
