@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::auth::Authorizer;
+use crate::auth::{Authorizer, FleetTakeover};
 use crate::config::Config;
 use crate::heartbeat::Heartbeat;
 use crate::http::{self, HttpState};
@@ -183,7 +183,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.rtmp.takeover_silence,
     );
     let thumbnails = thumbs::start(&config.thumbnails, hub.clone(), cancel.clone()).await?;
-    let authorizer = Arc::new(Authorizer::new(store.clone(), config.auth.clone()));
+    let authorizer = Arc::new(Authorizer::new(
+        store.clone(),
+        config.auth.clone(),
+        hub.clone(),
+        FleetTakeover::of(&config.rtmp, &config.status),
+    ));
     let admin_auth = authorizer.clone();
     let key_watch = KeyWatch {
         hub: hub.clone(),
@@ -215,7 +220,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.rtmp.clone(),
         hub.clone(),
         authorizer,
-        &config.status,
     ));
     let workers = IngestWorkers::start(
         config.rtmp.workers,

@@ -7,6 +7,8 @@ use std::fmt;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::peer::AddressKey;
+
 /// Random bytes in a generated key (160 bits of entropy).
 const KEY_BYTES: usize = 20;
 /// Prefix of generated keys, so secret scanners recognise them.
@@ -36,6 +38,21 @@ impl StreamKey {
     /// Lowercase hex SHA-256, the form stored by default.
     pub fn sha256_hex(&self) -> String {
         hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+
+    /// An opaque tag of a publisher's address (`address`: IPv6 grouped by /64), salted
+    /// with this key: two nodes that saw the same key compare tags to tell "the same
+    /// encoder, reconnecting" from "a second encoder", while a reader of the table
+    /// learns neither the address nor the key. SHA-256 over an explicit encoding
+    /// (a domain string, the key's bytes, a zero byte, the address's
+    /// [`AddressKey::to_bytes`]), cut to 12 bytes, in hex.
+    pub fn peer_tag(&self, address: AddressKey) -> String {
+        let mut h = Sha256::new();
+        h.update(b"streamgate peer tag v2\0");
+        h.update(self.0.as_bytes());
+        h.update(b"\0");
+        h.update(address.to_bytes());
+        hex::encode(&h.finalize()[..12])
     }
 
     /// Eight hex digits identifying the key in logs without revealing it.
@@ -77,6 +94,29 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_tags_tell_addresses_and_keys_apart_and_reveal_neither() {
+        let key = StreamKey::new("sg_abc");
+        let a = |s: &str| AddressKey::of(s.parse().unwrap());
+        let tag = key.peer_tag(a("198.51.100.7"));
+        assert_eq!(tag.len(), 24);
+        assert_eq!(
+            tag,
+            key.peer_tag(a("::ffff:198.51.100.7")),
+            "mapped IPv4 is IPv4"
+        );
+        assert_ne!(tag, key.peer_tag(a("198.51.100.8")));
+        assert_ne!(tag, StreamKey::new("sg_abd").peer_tag(a("198.51.100.7")));
+        // One /64: one tag.
+        assert_eq!(
+            key.peer_tag(a("2001:db8:1:2::1")),
+            key.peer_tag(a("2001:db8:1:2:ffff::9"))
+        );
+        assert!(!tag.contains("198") && !tag.contains("abc"));
+        // The encoding is fixed bytes, not a debug string: pinned.
+        assert_eq!(tag, key.peer_tag(AddressKey::V4(0xC633_6407)));
+    }
 
     #[test]
     fn secrets_compare_by_digest_whatever_the_lengths() {

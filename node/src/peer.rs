@@ -15,6 +15,15 @@ pub enum AddressKey {
 }
 
 impl AddressKey {
+    /// A fixed encoding: a family byte (4 or 6), then the address (IPv6: its /64) in
+    /// network order.
+    pub fn to_bytes(self) -> Vec<u8> {
+        match self {
+            AddressKey::V4(a) => [&[4u8][..], &a.to_be_bytes()].concat(),
+            AddressKey::V6Prefix(p) => [&[6u8][..], &p.to_be_bytes()].concat(),
+        }
+    }
+
     pub fn of(ip: IpAddr) -> AddressKey {
         match ip {
             IpAddr::V4(v4) => AddressKey::V4(u32::from(v4)),

@@ -83,7 +83,7 @@ impl KeyWatch {
                 },
             };
             info!(channel_id = %stream.channel_id, session = %stream.session_id, reason = reason.as_str(), "ending publish");
-            self.auth.cache.invalidate(&stream.key_hash);
+            self.auth.forget_key(&stream.key_hash);
             stream.end(reason);
             if let (EndReason::ChannelDeleted, Some(dir)) = (reason, &self.thumbnail_dir) {
                 crate::thumbs::remove_deleted(dir, &stream.channel_id).await;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtmp::ClientConfig;
 use rtmp_io::{PublishError, Publisher, PublisherOptions};
-use streamgate::auth::Authorizer;
+use streamgate::auth::{Authorizer, FleetTakeover};
 use streamgate::channel::Channel;
 use streamgate::config::{AuthConfig, RtmpConfig};
-use streamgate::hub::{EndReason, Hub};
+use streamgate::hub::{EndReason, Hub, Protocol};
 use streamgate::ingest::pump::Pump;
 use streamgate::ingest::{connection, IngestContext};
 use streamgate::key::StreamKey;
@@ -26,6 +26,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How a test connection arrives: from `peer`, now, over RTMP.
+fn arrival(peer: SocketAddr) -> connection::Arrival {
+    connection::Arrival {
+        peer,
+        received: bytes::BytesMut::new(),
+        accepted_at: tokio::time::Instant::now(),
+        protocol: Protocol::Rtmp,
+    }
+}
 
 /// A node without listeners: what one connection needs, over a store in memory.
 struct Harness {
@@ -54,13 +64,9 @@ impl Harness {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         let outbox = StatusOutbox::new();
         let hub = Hub::new(outbox.clone(), observers, rtmp.takeover_silence);
-        let auth = Arc::new(Authorizer::new(store.clone(), auth));
-        let ctx = Arc::new(IngestContext::new(
-            rtmp,
-            hub.clone(),
-            auth.clone(),
-            &streamgate::config::StatusConfig::default(),
-        ));
+        let fleet = FleetTakeover::of(&rtmp, &streamgate::config::StatusConfig::default());
+        let auth = Arc::new(Authorizer::new(store.clone(), auth, hub.clone(), fleet));
+        let ctx = Arc::new(IngestContext::new(rtmp, hub.clone(), auth.clone()));
         Harness {
             ctx,
             hub,
@@ -104,9 +110,7 @@ impl Harness {
         let ticket = self.ctx.admission.admit(peer.ip()).expect("admitted");
         let task = tokio::spawn(connection::serve(
             server,
-            peer,
-            bytes::BytesMut::new(),
-            tokio::time::Instant::now(),
+            arrival(peer),
             ticket,
             self.ctx.clone(),
             self.shutdown.clone(),
@@ -125,9 +129,7 @@ impl Harness {
         let ticket = self.ctx.admission.admit(peer.ip()).expect("admitted");
         let task = tokio::spawn(connection::serve(
             connection::PumpedTcp::new(server, pump.clone()),
-            peer,
-            bytes::BytesMut::new(),
-            tokio::time::Instant::now(),
+            arrival(peer),
             ticket,
             self.ctx.clone(),
             self.shutdown.clone(),

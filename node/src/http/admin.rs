@@ -208,6 +208,8 @@ struct Session {
     session_id: Uuid,
     /// The publisher's address (the real client behind a trusted proxy).
     peer: String,
+    /// What it publishes with: `rtmp`, `rtmps` or `srt`.
+    protocol: &'static str,
     started_at: chrono::DateTime<chrono::Utc>,
     /// This node.
     node: String,
@@ -228,6 +230,7 @@ async fn sessions(State(s): State<AdminState>) -> Response {
                 name: info.name,
                 session_id: info.session_id,
                 peer: stream.peer.to_string(),
+                protocol: stream.protocol.as_str(),
                 started_at: info.started_at,
                 node: s.node_id.clone(),
                 media_bytes: info.stats.bytes_total,

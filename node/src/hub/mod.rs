@@ -68,12 +68,33 @@ pub struct PublishRequest {
     /// SHA-256 of the key it publishes with.
     pub key_hash: String,
     pub peer: SocketAddr,
-    /// See [`crate::store::peer_tag`].
+    /// See [`crate::key::StreamKey::peer_tag`].
     pub peer_tag: Option<String>,
+    /// What the publisher speaks.
+    pub protocol: Protocol,
     /// Cancelled when the node ends this publish (the publisher's connection may pass
     /// its own token, to watch one token for everything that ends it); `None`: a new
     /// one.
     pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
+/// The protocol a publish came in on (for logs, metrics and the operator's view; what
+/// the hub does with a stream never depends on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rtmp,
+    Rtmps,
+    Srt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::Rtmps => "rtmps",
+            Protocol::Srt => "srt",
+        }
+    }
 }
 
 /// The channel is live from another encoder that is still sending, from another
@@ -188,19 +209,12 @@ impl Hub {
         channel: &Channel,
         request: PublishRequest,
     ) -> Result<PublishHandle, AlreadyLive> {
-        let stream = Arc::new(LiveStream::new(
-            channel.id,
-            channel.name.clone(),
-            request.key_hash,
-            request.peer,
-            request.peer_tag,
-            request.cancel.unwrap_or_default(),
-        ));
+        let peer = request.peer;
+        let stream = Arc::new(LiveStream::new(channel.id, channel.name.clone(), request));
         let previous = {
             let mut sessions = self.sessions.lock();
             if let Some(current) = sessions.streams.get(&channel.id) {
-                let same_address =
-                    AddressKey::of(current.peer.ip()) == AddressKey::of(request.peer.ip());
+                let same_address = AddressKey::of(current.peer.ip()) == AddressKey::of(peer.ip());
                 if !takeover_allowed(
                     same_address,
                     Some(current.quiet_for()),
@@ -294,6 +308,14 @@ pub struct PublishHandle {
     pub stream: Arc<LiveStream>,
 }
 
+impl std::fmt::Debug for PublishHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishHandle")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
 impl Drop for PublishHandle {
     fn drop(&mut self) {
         self.stream.close_subscribers();
@@ -322,6 +344,7 @@ mod tests {
             key_hash: "h".into(),
             peer,
             peer_tag: None,
+            protocol: Protocol::Rtmp,
             cancel: None,
         }
     }

@@ -159,6 +159,8 @@ pub struct LiveStream {
     /// Opaque tag of the publisher's address, salted with its key (the table keeps
     /// it, so that another node can tell a reconnect from a second encoder).
     pub peer_tag: Option<String>,
+    /// What the publisher speaks.
+    pub protocol: super::Protocol,
     pub started_at: DateTime<Utc>,
     /// Monotonic start, the zero of the statistics and takeover clocks (tokio's
     /// clock, which tests can pause).
@@ -198,11 +200,15 @@ impl LiveStream {
     pub(super) fn new(
         channel_id: Uuid,
         name: String,
-        key_hash: String,
-        peer: SocketAddr,
-        peer_tag: Option<String>,
-        cancel: CancellationToken,
+        request: super::PublishRequest,
     ) -> LiveStream {
+        let super::PublishRequest {
+            key_hash,
+            peer,
+            peer_tag,
+            protocol,
+            cancel,
+        } = request;
         LiveStream {
             channel_id,
             name,
@@ -210,10 +216,11 @@ impl LiveStream {
             key_hash,
             peer,
             peer_tag,
+            protocol,
             started_at: Utc::now(),
             started: tokio::time::Instant::now(),
             last_media_ms: AtomicU64::new(0),
-            cancel,
+            cancel: cancel.unwrap_or_default(),
             end_reason: OnceLock::new(),
             media: Mutex::new(MediaState::default()),
         }

@@ -29,13 +29,13 @@ use rtmp::{ChunkLimits, OutputQueue, ServerConfig, ServerEvent, ServerSession, S
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::admission::Ticket;
 use super::pump::{Back, Held, Parked, Pump, Why};
 use super::IngestContext;
-use crate::auth::AuthDecision;
-use crate::hub::{EndReason, PublishHandle, PublishRequest, ReadBatch};
+use crate::auth::{PublishAttempt, RefusalReason, Verdict};
+use crate::hub::{EndReason, Protocol, PublishHandle, ReadBatch};
 use crate::key::StreamKey;
 use rtmp_io::{write_queued, WriteError};
 
@@ -128,6 +128,19 @@ impl ConnectionError {
     }
 }
 
+/// How a connection arrived.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The client (the real one behind a trusted proxy).
+    pub peer: SocketAddr,
+    /// What arrived already (after a PROXY header, the start of the handshake).
+    pub received: BytesMut,
+    /// When it was accepted: its auth deadline runs from then.
+    pub accepted_at: tokio::time::Instant,
+    /// RTMP or RTMPS.
+    pub protocol: Protocol,
+}
+
 /// How a connection ended normally.
 #[derive(Debug)]
 enum End {
@@ -140,18 +153,20 @@ enum End {
 /// Runs one connection to its end and logs how it ended. `ticket` is its place in
 /// the admission counts, returned when the connection ends.
 ///
-/// `received` holds what arrived already (after a PROXY header, the start of the
-/// handshake); `accepted_at` is when the connection was accepted (its auth deadline
-/// runs from then).
+/// How it arrived is in `arrival`.
 pub async fn serve<S: Transport>(
     io: S,
-    peer: SocketAddr,
-    received: BytesMut,
-    accepted_at: tokio::time::Instant,
+    arrival: Arrival,
     ticket: Ticket,
     ctx: Arc<IngestContext>,
     cancel: CancellationToken,
 ) {
+    let Arrival {
+        peer,
+        received,
+        accepted_at,
+        protocol,
+    } = arrival;
     let mut flow = Flow::new(&ctx);
     flow.buf = received;
     let mut conn = Connection {
@@ -162,6 +177,7 @@ pub async fn serve<S: Transport>(
         stop: cancel.child_token(),
         flow,
         accepted_at,
+        protocol,
     };
     let result = conn.run(&cancel).await;
     let channel_id = conn.flow.publish.as_ref().map(|p| p.stream.channel_id);
@@ -316,6 +332,8 @@ struct Connection<S> {
     /// When the connection was accepted: the auth deadline runs from there, whatever
     /// came before the RTMP session (a PROXY header, the TLS handshake).
     accepted_at: tokio::time::Instant,
+    /// RTMP or RTMPS.
+    protocol: Protocol,
 }
 
 /// What a connection's reads go through, from the bytes to the publish: the task's
@@ -816,101 +834,36 @@ impl<S: Transport> Connection<S> {
                         )
                         .await;
                 }
-                let key = StreamKey::new(name.expose());
-                let asked = std::time::Instant::now();
-                // An address that sent wrong keys waits before any answer (valid keys
-                // too: a fast answer would tell a guesser its key is wrong). Waiting,
-                // it no longer holds a pending slot of its address.
-                let wait = self
-                    .ctx
-                    .auth
-                    .limiter
-                    .delay(self.peer.ip(), std::time::Instant::now());
-                if !wait.is_zero() {
-                    self.ticket.leave_pending();
-                    debug!(peer = %self.peer, wait = ?wait, "publish answer delayed: wrong stream keys from this address");
-                    tokio::time::sleep(wait).await;
-                }
-                let decision = self.ctx.auth.authorize(&key).await;
-                metrics::histogram!(crate::metric::AUTH_SECONDS).record(asked.elapsed());
-                metrics::counter!(crate::metric::AUTH_DECISIONS, "result" => decision.label())
-                    .increment(1);
-                match decision {
-                    AuthDecision::Accepted(channel) => {
-                        self.ticket.leave_pending();
-                        let tag = crate::store::peer_tag(&key, self.peer.ip());
-                        // Live on another node of the fleet: the same rule as here,
-                        // from what the database knows.
-                        if self.ctx.hub.get(&channel.id).is_none() {
-                            if let Some(node) = self
-                                .ctx
-                                .auth
-                                .held_elsewhere(channel.id, &tag, &self.ctx.fleet)
-                                .await
-                            {
-                                info!(peer = %self.peer, channel_id = %channel.id, %node, "publish refused: the channel is live on another node from another encoder, still sending");
-                                metrics::counter!(crate::metric::ALREADY_LIVE, "where" => "fleet")
-                                    .increment(1);
-                                return self.refuse_already_live(session, stream_id).await;
-                            }
-                        }
-                        let request = PublishRequest {
-                            key_hash: key.sha256_hex(),
-                            peer: self.peer,
-                            peer_tag: Some(tag),
-                            cancel: Some(self.stop.clone()),
-                        };
-                        let Ok(handle) = self.ctx.hub.start_publish(&channel, request) else {
-                            info!(peer = %self.peer, channel_id = %channel.id, "publish refused: the channel is live from another encoder, still sending");
-                            metrics::counter!(crate::metric::ALREADY_LIVE, "where" => "node")
-                                .increment(1);
-                            return self.refuse_already_live(session, stream_id).await;
-                        };
+                // Its one publish request made: no longer pending (an answer that waits
+                // for the address's wrong keys holds no pending slot of the address).
+                self.ticket.leave_pending();
+                let attempt = PublishAttempt {
+                    key: StreamKey::new(name.expose()),
+                    peer: self.peer,
+                    protocol: self.protocol,
+                    cancel: Some(self.stop.clone()),
+                };
+                match self.ctx.auth.admit(attempt).await {
+                    Verdict::Admitted(handle) => {
                         session.accept_publish(stream_id);
-                        info!(peer = %self.peer, channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
                         self.flow.publish = Some(handle);
                     }
-                    AuthDecision::UnknownKey => {
-                        warn!(peer = %self.peer, key_fp = %key.fingerprint(), "publish rejected: no channel has this key");
-                        if self
-                            .ctx
-                            .auth
-                            .limiter
-                            .record_failure(self.peer.ip(), std::time::Instant::now())
-                        {
-                            warn!(ip = %self.peer.ip(), "too many wrong stream keys: every publish from this address waits auth.max_failure_delay for auth.ban_duration");
-                        }
+                    Verdict::Refused(refusal) => {
+                        let code = match refusal.reason {
+                            RefusalReason::UnknownKey | RefusalReason::AlreadyLive => {
+                                "NetStream.Publish.BadName"
+                            }
+                            RefusalReason::Suspended | RefusalReason::Unavailable => {
+                                "NetStream.Publish.Unauthorized"
+                            }
+                        };
                         return self
                             .refuse_publish(
                                 session,
                                 stream_id,
-                                "NetStream.Publish.BadName",
-                                "invalid stream key",
-                                "invalid stream key",
-                            )
-                            .await;
-                    }
-                    AuthDecision::Suspended(channel) => {
-                        info!(peer = %self.peer, channel_id = %channel.id, "publish refused: suspended by the operator");
-                        return self
-                            .refuse_publish(
-                                session,
-                                stream_id,
-                                "NetStream.Publish.Unauthorized",
-                                "publishing to this channel is suspended for now",
-                                "suspended",
-                            )
-                            .await;
-                    }
-                    AuthDecision::Unavailable(reason) => {
-                        warn!(peer = %self.peer, key_fp = %key.fingerprint(), %reason, "publish refused: cannot check the key now");
-                        return self
-                            .refuse_publish(
-                                session,
-                                stream_id,
-                                "NetStream.Publish.Unauthorized",
-                                "stream key cannot be checked right now, try again shortly",
-                                "authorization unavailable",
+                                code,
+                                &refusal.description(),
+                                refusal.label(),
                             )
                             .await;
                     }
@@ -942,26 +895,6 @@ impl<S: Transport> Connection<S> {
         session.reject_publish(stream_id, code, description);
         self.flush(session.output()).await?;
         Ok(Some(End::Rejected(why)))
-    }
-
-    /// Refuses a second encoder on a live channel, saying what to do.
-    async fn refuse_already_live(
-        &mut self,
-        session: &mut ServerSession,
-        stream_id: u32,
-    ) -> Result<Option<End>, ConnectionError> {
-        let description = format!(
-            "this channel is already live from another encoder: stop that one first (a new publish takes over only from the same address, or after {:?} without media)",
-            self.ctx.fleet.silence
-        );
-        self.refuse_publish(
-            session,
-            stream_id,
-            "NetStream.Publish.BadName",
-            &description,
-            "already live from another encoder",
-        )
-        .await
     }
 
     /// Writes everything queued under the write deadline.

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Authorizer, FleetTakeover};
-use crate::config::{Placement, RtmpConfig, StatusConfig};
-use crate::hub::Hub;
+use crate::auth::Authorizer;
+use crate::config::{Placement, RtmpConfig};
+use crate::hub::{Hub, Protocol};
 use crate::metric;
 use admission::{Admission, AdmissionLimits};
 use pump::Pump;
@@ -39,17 +39,10 @@ pub struct IngestContext {
     connections: Arc<Semaphore>,
     /// Bytes read from clients (a handle, so a read costs one atomic add).
     pub(crate) ingest_bytes: metrics::Counter,
-    /// How a publish of the same channel on another node is judged.
-    pub fleet: FleetTakeover,
 }
 
 impl IngestContext {
-    pub fn new(
-        config: RtmpConfig,
-        hub: Arc<Hub>,
-        auth: Arc<Authorizer>,
-        status: &StatusConfig,
-    ) -> IngestContext {
+    pub fn new(config: RtmpConfig, hub: Arc<Hub>, auth: Arc<Authorizer>) -> IngestContext {
         let admission = Admission::new(AdmissionLimits {
             per_address: config.max_connections_per_address,
             pending_per_address: config.max_pending_per_address,
@@ -58,11 +51,6 @@ impl IngestContext {
         IngestContext {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             ingest_bytes: metrics::counter!(metric::INGEST_BYTES),
-            fleet: FleetTakeover {
-                silence: config.takeover_silence,
-                heartbeat_interval: status.heartbeat_interval,
-                dead_after: status.dead_after(),
-            },
             config,
             hub,
             auth,
@@ -366,7 +354,13 @@ async fn admit(
     };
     let Some(tls) = tls else {
         let socket = connection::PumpedTcp::new(socket, pump);
-        return connection::serve(socket, peer, received, accepted_at, ticket, ctx, cancel).await;
+        let arrival = connection::Arrival {
+            peer,
+            received,
+            accepted_at,
+            protocol: Protocol::Rtmp,
+        };
+        return connection::serve(socket, arrival, ticket, ctx, cancel).await;
     };
     // RTMPS: the TLS handshake comes first, under the RTMP handshake's deadline (and
     // the auth deadline). (Bytes read past a PROXY header are part of the TLS
@@ -374,16 +368,13 @@ async fn admit(
     let stream = PrefixedStream::new(received, socket);
     match tokio::time::timeout_at(step_until(), tls.acceptor().accept(stream)).await {
         Ok(Ok(tls_stream)) => {
-            connection::serve(
-                tls_stream,
+            let arrival = connection::Arrival {
                 peer,
-                bytes::BytesMut::new(),
+                received: bytes::BytesMut::new(),
                 accepted_at,
-                ticket,
-                ctx,
-                cancel,
-            )
-            .await
+                protocol: Protocol::Rtmps,
+            };
+            connection::serve(tls_stream, arrival, ticket, ctx, cancel).await
         }
         Ok(Err(e)) => {
             metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "tls").increment(1);

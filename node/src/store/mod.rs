@@ -32,22 +32,9 @@ pub struct StatusUpdate {
     /// Earlier sessions of this node whose updates this one replaced unwritten
     /// (coalescing): an offline may clear them too, and nothing else.
     pub supersedes: Vec<Uuid>,
-    /// A live update's opaque tag of the publisher's address (see [`peer_tag`]).
+    /// A live update's opaque tag of the publisher's address (see
+    /// [`crate::key::StreamKey::peer_tag`]).
     pub peer_tag: Option<String>,
-}
-
-/// An opaque tag of a publisher's address (IPv6: its /64), salted with the stream
-/// key: two nodes that saw the same key compare tags to tell "the same encoder,
-/// reconnecting" from "a second encoder", while a reader of the table learns neither
-/// the address nor the key.
-pub fn peer_tag(key: &StreamKey, peer: std::net::IpAddr) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"streamgate peer tag\0");
-    h.update(key.expose().as_bytes());
-    h.update(b"\0");
-    h.update(format!("{:?}", crate::peer::AddressKey::of(peer)).as_bytes());
-    hex::encode(&h.finalize()[..12])
 }
 
 /// What the channels table says of a channel this node streams (the periodic
@@ -69,7 +56,7 @@ pub struct ChannelState {
 pub struct RemotePublish {
     pub node: String,
     pub session: Option<Uuid>,
-    /// Its publisher's [`peer_tag`].
+    /// Its publisher's [`crate::key::StreamKey::peer_tag`].
     pub peer_tag: Option<String>,
     /// Since that node last saw media of it (by the database's clock); `None` when
     /// the table has no `last_seen`.
