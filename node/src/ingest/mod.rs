@@ -5,11 +5,13 @@
 
 pub mod admission;
 pub mod connection;
+pub mod flow;
 pub mod pacing;
 pub mod placement;
 pub mod proxy;
 pub mod pump;
 pub mod tls;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -365,7 +367,7 @@ async fn admit(
     // RTMPS: the TLS handshake comes first, under the RTMP handshake's deadline (and
     // the auth deadline). (Bytes read past a PROXY header are part of the TLS
     // handshake.)
-    let stream = PrefixedStream::new(received, socket);
+    let stream = transport::PrefixedStream::new(received, socket);
     match tokio::time::timeout_at(step_until(), tls.acceptor().accept(stream)).await {
         Ok(Ok(tls_stream)) => {
             let arrival = connection::Arrival {
@@ -384,69 +386,5 @@ async fn admit(
             metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "tls").increment(1);
             debug!(%peer, "TLS handshake not completed within rtmp.handshake_timeout")
         }
-    }
-}
-
-/// A stream that first yields bytes already read from it (after a PROXY header), then
-/// reads on.
-struct PrefixedStream<S> {
-    prefix: bytes::BytesMut,
-    inner: S,
-}
-
-impl<S> PrefixedStream<S> {
-    fn new(prefix: bytes::BytesMut, inner: S) -> Self {
-        PrefixedStream { prefix, inner }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PrefixedStream<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PrefixedStream<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::placement::FILL;
-
-/// A thread is paced from this load on (share of a core, over [`PACE_WINDOW`])...
-pub const PACE_FROM: f64 = FILL;
+/// A thread is paced from this load on (share of a core, over [`PACE_WINDOW`]): the
+/// load placement fills a thread to ([`super::placement::FILL`]), so a thread packed
+/// full is paced...
+pub const PACE_FROM: f64 = 0.7;
 /// ...until its load falls below this one.
-pub const PACE_UNTIL: f64 = FILL * 0.8;
+pub const PACE_UNTIL: f64 = PACE_FROM * 0.8;
 /// Over how long a thread's load is measured for pacing.
 pub const PACE_WINDOW: Duration = Duration::from_millis(250);
 
@@ -193,7 +193,7 @@ mod tests {
     }
 
     /// The rule over sixteen threads, as on a 16-core node carrying three cores of
-    /// load: packing fills threads to [`FILL`] one after the other, so three or four
+    /// load: packing fills threads to 0.7 of a core one after the other, so three or four
     /// are busy and the rest nearly idle. Only the busy ones are paced; the sum of the
     /// loads (3.3 cores here) paced all sixteen under the earlier rule.
     #[test]

@@ -355,6 +355,11 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_packed_full_is_a_thread_paced() {
+        assert_eq!(super::super::pacing::PACE_FROM, FILL);
+    }
+
+    #[test]
     fn spread_deals_round_robin() {
         let p = Placer::new(Placement::Spread, 3, Duration::ZERO);
         let seats: Vec<_> = (0..9).map(|_| p.place()).collect();

@@ -37,7 +37,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::connection::Flow;
+use super::flow::Flow;
 
 /// Events taken from the epoll instance per call.
 const EVENTS: usize = 1024;
