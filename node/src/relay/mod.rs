@@ -4,6 +4,9 @@
 //! target (a hub [`Subscriber`] around a bounded [`queue::RelayQueue`]); one task per
 //! link runs the RTMP client. Ingest never waits for it.
 
+pub mod dial;
+pub mod direct;
+pub mod error;
 pub mod queue;
 pub mod session;
 
@@ -162,7 +165,7 @@ impl RelayManager {
         let mut out = Vec::new();
         for t in &self.config.targets {
             let result = match t.render(&sample) {
-                Ok(url) => session::probe(&url, &self.config, &self.tls)
+                Ok(url) => dial::probe(&url, &self.config, &self.tls)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -194,7 +197,7 @@ pub struct RelayLink {
     pub(crate) bytes_sent: metric::BatchedCounter,
     pub(crate) reconnects: metrics::Counter,
     /// The connection ingest writes to directly while it keeps up (plain TCP).
-    direct: Mutex<Option<session::DirectPath>>,
+    direct: Mutex<Option<direct::DirectPath>>,
 }
 
 impl RelayLink {
