@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use streamgate::config::Config;
 use streamgate::key::StreamKey;
 use streamgate::store::postgres::PgStore;
-use streamgate::store::{ChannelStore, NodeAnnouncement, StatusUpdate};
+use streamgate::store::{
+    ChannelDirectory, FleetRegistry, NodeAnnouncement, StatusStore, StatusUpdate,
+};
 use uuid::Uuid;
 
 use crate::servers::PrivatePostgres;

@@ -166,6 +166,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let outbox_stop = CancellationToken::new();
     let outbox_task = tokio::spawn(outbox.clone().run(
         store.clone(),
+        store.health(),
         config.status.retry_max_backoff,
         outbox_stop.clone(),
     ));
@@ -185,6 +186,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let thumbnails = thumbs::start(&config.thumbnails, hub.clone(), cancel.clone()).await?;
     let authorizer = Arc::new(Authorizer::new(
         store.clone(),
+        store.clone(),
         config.auth.clone(),
         hub.clone(),
         FleetTakeover::of(&config.rtmp, &config.status),
@@ -203,7 +205,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(key_watch.run(cancel.clone()));
     let heartbeat = Heartbeat {
         hub: hub.clone(),
-        store: store.clone(),
+        registry: store.clone(),
+        status: store.clone(),
+        health: store.health(),
         every: config.status.heartbeat_interval,
         dead_after: config.status.dead_after(),
         announcement: NodeAnnouncement {
@@ -267,7 +271,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         process,
         per_channel_metrics: config.admin.per_channel_metrics,
         token: config.admin.token.clone(),
-        store: store.clone(),
+        registry: store.clone(),
         node_id,
         dead_after: config.status.dead_after(),
         ingest: workers.clone(),

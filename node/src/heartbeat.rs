@@ -15,12 +15,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::hub::Hub;
-use crate::store::{ChannelStore, NodeAnnouncement};
+use crate::store::{FleetRegistry, NodeAnnouncement, StatusStore};
 
 /// What the heartbeat needs.
 pub struct Heartbeat {
     pub hub: Arc<Hub>,
-    pub store: Arc<dyn ChannelStore>,
+    /// Where this node says it is alive, and sweeps the dead.
+    pub registry: Arc<dyn FleetRegistry>,
+    /// Where `last_seen` is written.
+    pub status: Arc<dyn StatusStore>,
+    /// The store's health (a beat at once when the database answers again).
+    pub health: Option<tokio::sync::watch::Receiver<bool>>,
     pub every: Duration,
     /// A node silent this long is dead.
     pub dead_after: Duration,
@@ -35,7 +40,7 @@ impl Heartbeat {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut health = self.store.health();
+        let mut health = self.health.clone();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -51,7 +56,7 @@ impl Heartbeat {
 
     /// One beat.
     pub async fn beat(&self) {
-        if let Err(e) = self.store.announce_node(&self.announcement).await {
+        if let Err(e) = self.registry.announce_node(&self.announcement).await {
             warn!(error = %e, "heartbeat: cannot say this node is alive in the nodes table");
         }
         let sending: Vec<_> = self
@@ -61,10 +66,10 @@ impl Heartbeat {
             .filter(|s| s.quiet_for() <= self.every)
             .map(|s| s.channel_id)
             .collect();
-        if let Err(e) = self.store.heartbeat(&sending).await {
+        if let Err(e) = self.status.heartbeat(&sending).await {
             warn!(error = %e, "heartbeat: last_seen not written");
         }
-        match self.store.sweep_dead_nodes(self.dead_after).await {
+        match self.registry.sweep_dead_nodes(self.dead_after).await {
             Ok(swept) => {
                 for node in swept {
                     info!(node = %node.node, channels = node.channels.len(), dead_after = ?self.dead_after, "a node of the fleet stopped its heartbeat: declared dead, its live channels marked offline");

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use crate::store::{ChannelStore, StatusUpdate};
+use crate::store::{StatusStore, StatusUpdate};
 
 /// First retry delay after a failed write.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -156,7 +156,7 @@ impl StatusOutbox {
     /// Writes everything pending once, oldest first. Updates that failed in a way a
     /// retry can fix go back (unless superseded); refused ones are dropped and counted.
     /// Returns whether nothing is left to retry.
-    pub async fn write_pending(&self, store: &dyn ChannelStore) -> bool {
+    pub async fn write_pending(&self, store: &dyn StatusStore) -> bool {
         let mut done = true;
         for mut update in self.take_all() {
             self.end_what_the_table_may_hold(&mut update);
@@ -194,15 +194,15 @@ impl StatusOutbox {
     }
 
     /// The writer loop: runs until `cancel`, then returns (the caller flushes). A
-    /// retry waits out its backoff, or less: when the store says the database answers
-    /// again, what is pending is written at once.
+    /// retry waits out its backoff, or less: when `health` (the store's) says the
+    /// database answers again, what is pending is written at once.
     pub async fn run(
         self: Arc<Self>,
-        store: Arc<dyn ChannelStore>,
+        store: Arc<dyn StatusStore>,
+        mut health: Option<tokio::sync::watch::Receiver<bool>>,
         max_backoff: Duration,
         cancel: CancellationToken,
     ) {
-        let mut health = store.health();
         let mut backoff = INITIAL_BACKOFF;
         loop {
             tokio::select! {
@@ -225,7 +225,7 @@ impl StatusOutbox {
     }
 
     /// Keeps writing until nothing is left to retry or `deadline` passes (shutdown).
-    pub async fn flush(&self, store: &dyn ChannelStore, deadline: Duration) -> bool {
+    pub async fn flush(&self, store: &dyn StatusStore, deadline: Duration) -> bool {
         let attempt = async {
             let mut backoff = INITIAL_BACKOFF;
             while !self.write_pending(store).await {
@@ -243,7 +243,7 @@ mod tests {
     use crate::channel::Channel;
     use crate::key::StreamKey;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{StoreError, StoreErrorKind};
+    use crate::store::{ChannelDirectory, StoreError, StoreErrorKind};
     use async_trait::async_trait;
     use chrono::Utc;
 
@@ -268,16 +268,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl ChannelStore for FailingWrites {
-        async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError> {
-            self.inner.find_by_key(key).await
-        }
-        async fn recheck(
-            &self,
-            ids: &[Uuid],
-        ) -> Result<HashMap<Uuid, crate::store::ChannelState>, StoreError> {
-            self.inner.recheck(ids).await
-        }
+    impl StatusStore for FailingWrites {
         async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
             self.attempts.lock().push((u.channel_id, u.live, u.seq));
             let failure = self.failures.lock().pop();
@@ -292,20 +283,11 @@ mod tests {
         async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
             self.inner.heartbeat(live).await
         }
-        async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError> {
-            self.inner.create_channel(name).await
-        }
-        async fn list_channels(&self) -> Result<Vec<Channel>, StoreError> {
-            self.inner.list_channels().await
-        }
-        async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError> {
-            self.inner.rotate_key(id).await
-        }
-        async fn set_relay_targets(&self, id: Uuid, t: &[String]) -> Result<bool, StoreError> {
-            self.inner.set_relay_targets(id, t).await
-        }
-        async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError> {
-            self.inner.delete_channel(id).await
+    }
+
+    impl FailingWrites {
+        async fn create_channel(&self, name: &str) -> (Channel, StreamKey) {
+            self.inner.create_channel(name).await.unwrap()
         }
     }
 
@@ -321,8 +303,8 @@ mod tests {
         }
     }
 
-    async fn is_live(store: &dyn ChannelStore, id: Uuid) -> bool {
-        let all = store.list_channels().await.unwrap();
+    async fn is_live(store: &FailingWrites, id: Uuid) -> bool {
+        let all = store.inner.list_channels().await.unwrap();
         all.iter().find(|c| c.id == id).unwrap().is_live
     }
 
@@ -363,11 +345,12 @@ mod tests {
             StoreErrorKind::Transient,
             StoreErrorKind::Unavailable,
         ]));
-        let (ch, _) = store.create_channel("blip").await.unwrap();
+        let (ch, _) = store.create_channel("blip").await;
         let outbox = StatusOutbox::new();
         let cancel = CancellationToken::new();
         let writer = tokio::spawn(outbox.clone().run(
             store.clone(),
+            None,
             Duration::from_secs(30),
             cancel.clone(),
         ));
@@ -397,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn many_publishes_during_an_outage_still_end_the_session_the_table_holds() {
         let store = FailingWrites::new(&[]);
-        let (ch, _) = store.create_channel("flapping").await.unwrap();
+        let (ch, _) = store.create_channel("flapping").await;
         let outbox = StatusOutbox::new();
         outbox.push(update(ch.id, true, 0, 1));
         assert!(outbox.write_pending(&store).await);
@@ -432,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn an_offline_ends_a_live_whose_write_may_have_landed() {
         let store = FailingWrites::new(&[]);
-        let (ch, _) = store.create_channel("uncertain").await.unwrap();
+        let (ch, _) = store.create_channel("uncertain").await;
         let outbox = StatusOutbox::new();
         // The write lands, but the node hears a timeout.
         store
@@ -458,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_write_is_counted_and_not_retried() {
         let store = FailingWrites::new(&[StoreErrorKind::Rejected]);
-        let (ch, _) = store.create_channel("refused").await.unwrap();
+        let (ch, _) = store.create_channel("refused").await;
         let outbox = StatusOutbox::new();
         outbox.push(update(ch.id, true, 1, 1));
         assert!(

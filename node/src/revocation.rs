@@ -17,12 +17,12 @@ use tracing::{info, warn};
 use crate::auth::Authorizer;
 use crate::hub::{EndReason, Hub};
 use crate::key::constant_time_eq;
-use crate::store::ChannelStore;
+use crate::store::ChannelDirectory;
 
 /// What the watcher needs.
 pub struct KeyWatch {
     pub hub: Arc<Hub>,
-    pub store: Arc<dyn ChannelStore>,
+    pub store: Arc<dyn ChannelDirectory>,
     /// Its cache forgets revoked keys at once.
     pub auth: Arc<Authorizer>,
     pub interval: Duration,

@@ -20,7 +20,7 @@ use streamgate::key::StreamKey;
 use streamgate::outbox::StatusOutbox;
 use streamgate::revocation::KeyWatch;
 use streamgate::store::sqlite::SqliteStore;
-use streamgate::store::ChannelStore;
+use streamgate::store::ChannelDirectory;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -65,7 +65,13 @@ impl Harness {
         let outbox = StatusOutbox::new();
         let hub = Hub::new(outbox.clone(), observers, rtmp.takeover_silence);
         let fleet = FleetTakeover::of(&rtmp, &streamgate::config::StatusConfig::default());
-        let auth = Arc::new(Authorizer::new(store.clone(), auth, hub.clone(), fleet));
+        let auth = Arc::new(Authorizer::new(
+            store.clone(),
+            store.clone(),
+            auth,
+            hub.clone(),
+            fleet,
+        ));
         let ctx = Arc::new(IngestContext::new(rtmp, hub.clone(), auth.clone()));
         Harness {
             ctx,

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use streamgate::store::ChannelStore;
+use streamgate::store::FleetRegistry;
 
 const ADMIN_TOKEN: &str = "fleet-admin-token-0123456789";
 const HEARTBEAT: Duration = Duration::from_secs(1);

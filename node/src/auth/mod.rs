@@ -38,7 +38,7 @@ use crate::config::AuthConfig;
 use crate::hub::{Hub, Protocol, PublishHandle, PublishRequest};
 use crate::key::StreamKey;
 use crate::peer::AddressKey;
-use crate::store::ChannelStore;
+use crate::store::{ChannelDirectory, FleetRegistry};
 use cache::{AuthCache, Cached};
 
 /// A publish request, whatever the protocol.
@@ -145,7 +145,10 @@ impl Lookup {
 
 /// Decides publish requests.
 pub struct Authorizer {
-    store: Arc<dyn ChannelStore>,
+    /// Key lookups.
+    channels: Arc<dyn ChannelDirectory>,
+    /// Who else carries a channel.
+    registry: Arc<dyn FleetRegistry>,
     config: AuthConfig,
     cache: AuthCache,
     limiter: FailureLimiter,
@@ -159,13 +162,15 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(
-        store: Arc<dyn ChannelStore>,
+        channels: Arc<dyn ChannelDirectory>,
+        registry: Arc<dyn FleetRegistry>,
         config: AuthConfig,
         hub: Arc<Hub>,
         fleet: FleetTakeover,
     ) -> Self {
         Self {
-            store,
+            channels,
+            registry,
             cache: AuthCache::new(config.cache_size),
             limiter: FailureLimiter::new(&config),
             suspended: Mutex::new(HashMap::new()),
@@ -256,7 +261,7 @@ impl Authorizer {
         let rule = &self.fleet;
         let asked = tokio::time::timeout(
             self.config.timeout,
-            self.store.live_elsewhere(channel, rule.dead_after),
+            self.registry.live_elsewhere(channel, rule.dead_after),
         )
         .await;
         match asked {
@@ -313,7 +318,7 @@ impl Authorizer {
             };
         }
         let reason =
-            match tokio::time::timeout(self.config.timeout, self.store.find_by_key(key)).await {
+            match tokio::time::timeout(self.config.timeout, self.channels.find_by_key(key)).await {
                 Ok(Ok(answer)) => {
                     self.cache.put(digest, answer.clone(), Instant::now());
                     return match answer {
@@ -350,6 +355,7 @@ mod tests {
     use super::*;
     use crate::outbox::StatusOutbox;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::ChannelDirectory;
 
     fn attempt(key: &StreamKey, peer: &str, protocol: Protocol) -> PublishAttempt {
         PublishAttempt {
@@ -379,7 +385,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(10),
             dead_after: Duration::from_secs(30),
         };
-        let auth = Authorizer::new(store, config, hub.clone(), fleet);
+        let auth = Authorizer::new(store.clone(), store, config, hub.clone(), fleet);
 
         let wrong = StreamKey::new("sg_wrong");
         let Verdict::Refused(r) = auth

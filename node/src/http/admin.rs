@@ -41,7 +41,7 @@ use crate::ingest::admission::Admission;
 use crate::key::secret_eq;
 use crate::metric;
 use crate::outbox::StatusOutbox;
-use crate::store::{ChannelStore, FleetChannel};
+use crate::store::{FleetChannel, FleetRegistry};
 
 /// What the operator routes read.
 #[derive(Clone)]
@@ -56,7 +56,7 @@ pub struct AdminState {
     /// Empty: the admin API is off (`/metrics` stays).
     pub token: Secret,
     /// The fleet view reads the nodes table and the channels table.
-    pub store: Arc<dyn ChannelStore>,
+    pub registry: Arc<dyn FleetRegistry>,
     /// This node's id (`status.node_id`).
     pub node_id: String,
     /// `status.dead_after`.
@@ -246,7 +246,7 @@ async fn sessions(State(s): State<AdminState>) -> Response {
 /// The whole fleet as the database knows it: nodes, and which node carries each
 /// live channel.
 async fn fleet(State(s): State<AdminState>) -> Response {
-    match s.store.fleet(s.dead_after).await {
+    match s.registry.fleet(s.dead_after).await {
         Ok(Some(view)) => Json(serde_json::json!({
             "this_node": s.node_id,
             "nodes": view.nodes,

@@ -257,15 +257,40 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Where channels are kept.
+/// Channels: their keys, names and relay targets (key lookups, the re-check, the
+/// command line).
 #[async_trait]
-pub trait ChannelStore: Send + Sync + 'static {
+pub trait ChannelDirectory: Send + Sync + 'static {
     /// The channel whose key this is, if any.
     async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError>;
     /// Key hash and live session of the given channels (missing: deleted).
     async fn recheck(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ChannelState>, StoreError>;
-    /// The channel's live publish on another node, if the table records one. A store
-    /// that serves one node (SQLite) has none.
+    async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError>;
+    async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
+    /// Gives the channel a new key; `None` when there is no such channel.
+    async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError>;
+    /// Replaces the channel's extra relay targets; `false` when there is no channel.
+    async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError>;
+    /// Deletes the channel; `false` when there was none.
+    async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError>;
+}
+
+/// Live status: what the outbox writes, `last_seen`, crash recovery.
+#[async_trait]
+pub trait StatusStore: Send + Sync + 'static {
+    /// Writes one status transition.
+    async fn apply_status(&self, update: &StatusUpdate) -> Result<(), StoreError>;
+    /// Marks offline the channels this node left live (recovery after a crash).
+    async fn mark_all_offline(&self) -> Result<u64, StoreError>;
+    /// Refreshes `last_seen` of these live channels.
+    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError>;
+}
+
+/// The fleet: which node carries what, and which nodes are alive. A store that serves
+/// one node (SQLite) keeps the defaults: nothing elsewhere, nobody else.
+#[async_trait]
+pub trait FleetRegistry: Send + Sync + 'static {
+    /// The channel's live publish on another node, if the table records one.
     async fn live_elsewhere(
         &self,
         _id: Uuid,
@@ -298,20 +323,12 @@ pub trait ChannelStore: Send + Sync + 'static {
     ) -> Result<Option<FleetView>, StoreError> {
         Ok(None)
     }
-    /// Writes one status transition.
-    async fn apply_status(&self, update: &StatusUpdate) -> Result<(), StoreError>;
-    /// Marks offline the channels this node left live (recovery after a crash).
-    async fn mark_all_offline(&self) -> Result<u64, StoreError>;
-    /// Refreshes `last_seen` of these live channels.
-    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError>;
-    async fn create_channel(&self, name: &str) -> Result<(Channel, StreamKey), StoreError>;
-    async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
-    /// Gives the channel a new key; `None` when there is no such channel.
-    async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError>;
-    /// Replaces the channel's extra relay targets; `false` when there is no channel.
-    async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError>;
-    /// Deletes the channel; `false` when there was none.
-    async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError>;
+}
+
+/// Where channels are kept: every role, as one store opens them (each caller takes the
+/// role it uses: `Arc<dyn ChannelStore>` coerces to `Arc<dyn StatusStore>` and the
+/// others).
+pub trait ChannelStore: ChannelDirectory + StatusStore + FleetRegistry {
     /// Whether the database answers, for those who wait for it to come back; `None`
     /// for a store that is always there (SQLite).
     fn health(&self) -> Option<tokio::sync::watch::Receiver<bool>> {

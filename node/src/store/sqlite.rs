@@ -11,7 +11,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{ChannelState, ChannelStore, StatusUpdate, StoreError, StoreErrorKind};
+use super::{
+    ChannelDirectory, ChannelState, ChannelStore, FleetRegistry, StatusStore, StatusUpdate,
+    StoreError, StoreErrorKind,
+};
 use crate::channel::Channel;
 use crate::key::StreamKey;
 
@@ -155,7 +158,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl ChannelStore for SqliteStore {
+impl ChannelDirectory for SqliteStore {
     async fn find_by_key(&self, key: &StreamKey) -> Result<Option<Channel>, StoreError> {
         let hash = key.sha256_hex();
         self.with(move |c| {
@@ -194,64 +197,6 @@ impl ChannelStore for SqliteStore {
                 }
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
-        let u = u.clone();
-        self.with(move |c| {
-            let at = u.at.to_rfc3339();
-            if u.live {
-                c.execute(
-                    "UPDATE channels SET is_live = 1, live_since = ?2, last_seen = ?2, live_session = ?3 WHERE id = ?1",
-                    params![u.channel_id.to_string(), at, u.session_id.to_string()],
-                )?;
-            } else {
-                // An offline ends only the sessions this node knows ended.
-                let tx = c.transaction()?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "UPDATE channels SET is_live = 0, last_seen = ?2, live_session = NULL
-                         WHERE id = ?1 AND (live_session = ?3 OR live_session IS NULL)",
-                    )?;
-                    for s in u.ending_sessions() {
-                        stmt.execute(params![u.channel_id.to_string(), at, s.to_string()])?;
-                    }
-                }
-                tx.commit()?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn mark_all_offline(&self) -> Result<u64, StoreError> {
-        self.with(|c| {
-            let n = c.execute(
-                "UPDATE channels SET is_live = 0, live_session = NULL WHERE is_live != 0",
-                [],
-            )?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
-    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
-        let ids = live.to_vec();
-        let now = Utc::now().to_rfc3339();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE channels SET last_seen = ?2 WHERE id = ?1 AND is_live = 1",
-                )?;
-                for id in ids {
-                    stmt.execute(params![id.to_string(), now])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
         })
         .await
     }
@@ -324,6 +269,71 @@ impl ChannelStore for SqliteStore {
         .await
     }
 }
+
+#[async_trait]
+impl StatusStore for SqliteStore {
+    async fn apply_status(&self, u: &StatusUpdate) -> Result<(), StoreError> {
+        let u = u.clone();
+        self.with(move |c| {
+            let at = u.at.to_rfc3339();
+            if u.live {
+                c.execute(
+                    "UPDATE channels SET is_live = 1, live_since = ?2, last_seen = ?2, live_session = ?3 WHERE id = ?1",
+                    params![u.channel_id.to_string(), at, u.session_id.to_string()],
+                )?;
+            } else {
+                // An offline ends only the sessions this node knows ended.
+                let tx = c.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE channels SET is_live = 0, last_seen = ?2, live_session = NULL
+                         WHERE id = ?1 AND (live_session = ?3 OR live_session IS NULL)",
+                    )?;
+                    for s in u.ending_sessions() {
+                        stmt.execute(params![u.channel_id.to_string(), at, s.to_string()])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_all_offline(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE channels SET is_live = 0, live_session = NULL WHERE is_live != 0",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, live: &[Uuid]) -> Result<(), StoreError> {
+        let ids = live.to_vec();
+        let now = Utc::now().to_rfc3339();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE channels SET last_seen = ?2 WHERE id = ?1 AND is_live = 1",
+                )?;
+                for id in ids {
+                    stmt.execute(params![id.to_string(), now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl FleetRegistry for SqliteStore {}
+
+impl ChannelStore for SqliteStore {}
 
 #[cfg(test)]
 mod tests {
