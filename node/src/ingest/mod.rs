@@ -69,8 +69,8 @@ impl IngestContext {
 pub struct IngestWorkers {
     handles: Vec<tokio::runtime::Handle>,
     pumps: Vec<Arc<Pump>>,
-    stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
-    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    stops: parking_lot::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+    threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
     placer: Arc<placement::Placer>,
 }
 
@@ -122,8 +122,8 @@ impl IngestWorkers {
         Ok(Arc::new(IngestWorkers {
             handles,
             pumps,
-            stops: std::sync::Mutex::new(stops),
-            threads: std::sync::Mutex::new(threads),
+            stops: parking_lot::Mutex::new(stops),
+            threads: parking_lot::Mutex::new(threads),
             placer,
         }))
     }
@@ -170,10 +170,10 @@ impl IngestWorkers {
 
     /// Stops the worker runtimes (after the connections drained).
     pub fn stop(&self) {
-        for tx in self.stops.lock().expect("workers").drain(..) {
+        for tx in self.stops.lock().drain(..) {
             let _ = tx.send(());
         }
-        for t in self.threads.lock().expect("workers").drain(..) {
+        for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
     }

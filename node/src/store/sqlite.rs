@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -139,7 +141,7 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             // A panic in an earlier call leaves SQLite itself consistent (every
             // statement is atomic), so the connection stays usable.
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = conn.lock();
             f(&mut guard)
         })
         .await

@@ -3,9 +3,9 @@
 //! A worker that misses the deadline, dies or answers garbage is killed and reaped, so
 //! a late answer can never be taken for the next request's picture.
 
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -149,7 +149,7 @@ impl WorkerPool {
                 "keyframe too large for a thumbnail".into(),
             ));
         }
-        let idle = self.idle.lock().expect("pool lock").pop();
+        let idle = self.idle.lock().pop();
         let mut worker = match idle {
             Some(w) => w,
             None => self.spawn()?,
@@ -159,7 +159,7 @@ impl WorkerPool {
             Ok(Ok(answer)) => {
                 worker.served += 1;
                 if worker.served < MAX_REQUESTS_PER_WORKER {
-                    self.idle.lock().expect("pool lock").push(worker);
+                    self.idle.lock().push(worker);
                 }
                 answer.map_err(ThumbError::Decode)
             }
@@ -177,7 +177,7 @@ impl WorkerPool {
 
     /// Workers currently idle (for tests).
     pub fn idle_workers(&self) -> usize {
-        self.idle.lock().expect("pool lock").len()
+        self.idle.lock().len()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod nginx;
 pub mod node;
 pub mod postgres;
 pub mod publisher;
+pub mod source;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,199 @@
+//! The documents that describe the code, held against the code: ARCHITECTURE.md's
+//! module table (every module of the node, and the modules each one imports), its
+//! table of unsafe code (every file with an `unsafe` block), and README's
+//! configuration table (every key, with its default, as the configuration types
+//! define them). A change that makes one of them untrue fails here.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::source::*;
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(workspace().join(rel)).unwrap()
+}
+
+/// The rows of the first markdown table after the line that starts with `header`:
+/// each row's cells, trimmed.
+fn table_after(text: &str, header: &str) -> Vec<Vec<String>> {
+    let start = text
+        .find(header)
+        .unwrap_or_else(|| panic!("no table headed {header:?}"));
+    text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The names in backticks in a cell.
+fn backticked(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// Each top module of the node's library and the other top modules it imports.
+fn node_modules() -> BTreeMap<String, BTreeSet<String>> {
+    let src = workspace().join("node/src");
+    let top = |f: &Path| module_of(&src, f).first().cloned();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, uses) in import_graph(&src) {
+        let Some(from) = top(&file) else { continue };
+        if from == "main" {
+            continue;
+        }
+        let entry = out.entry(from.clone()).or_default();
+        for u in uses {
+            if let Some(to) = top(&u) {
+                if to != from {
+                    entry.insert(to);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn architecture_lists_every_module_with_what_it_imports() {
+    let code = node_modules();
+    let rows = table_after(
+        &read("ARCHITECTURE.md"),
+        "| module | owns | imports (crate modules) |",
+    );
+    let mut documented = BTreeMap::new();
+    for row in &rows {
+        let name = backticked(&row[0])[0].trim_end_matches('/').to_string();
+        let imports: BTreeSet<String> = if row[2] == "none" {
+            BTreeSet::new()
+        } else {
+            backticked(&row[2]).into_iter().collect()
+        };
+        documented.insert(name, imports);
+    }
+    let missing: Vec<_> = code
+        .keys()
+        .filter(|m| !documented.contains_key(*m))
+        .collect();
+    let gone: Vec<_> = documented
+        .keys()
+        .filter(|m| !code.contains_key(*m))
+        .collect();
+    assert!(
+        missing.is_empty() && gone.is_empty(),
+        "ARCHITECTURE.md's module table lacks {missing:?} and lists modules that do not exist: {gone:?}"
+    );
+    let wrong: Vec<String> = code
+        .iter()
+        .filter(|(m, imports)| documented[*m] != **imports)
+        .map(|(m, imports)| {
+            format!(
+                "{m}: the table says {:?}, the code imports {imports:?}",
+                documented[m]
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "ARCHITECTURE.md's imports column: {wrong:#?}"
+    );
+}
+
+#[test]
+fn architecture_names_every_file_with_unsafe_code() {
+    let arch = read("ARCHITECTURE.md");
+    let section = &arch[arch.find("## Unsafe code").expect("an Unsafe code section")..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut unnamed = Vec::new();
+    let mut found = 0;
+    for src in crate_sources() {
+        for file in rust_files(&src) {
+            let code = code_of(&std::fs::read_to_string(&file).unwrap());
+            if ["unsafe {", "unsafe fn", "unsafe impl"]
+                .iter()
+                .any(|u| code.contains(u))
+            {
+                found += 1;
+                let rel = file
+                    .strip_prefix(&src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                if !section.contains(&format!("`{rel}`")) {
+                    unnamed.push(file.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        found > 0,
+        "the search found no unsafe code at all: it reads nothing"
+    );
+    assert!(
+        unnamed.is_empty(),
+        "files with unsafe code that ARCHITECTURE.md's Unsafe code table does not name: {unnamed:?}"
+    );
+}
+
+/// A default as the README shows it: TOML's value, strings without quotes (`""` for an
+/// empty one).
+fn shown(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) if s.is_empty() => "\"\"".into(),
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn readme_config_table_is_the_configuration() {
+    let defaults = toml::Value::try_from(streamgate::config::Config::default()).unwrap();
+    let mut keys = BTreeMap::new();
+    for (section, table) in defaults.as_table().unwrap() {
+        for (key, value) in table.as_table().unwrap() {
+            keys.insert(format!("{section}.{key}"), shown(value));
+        }
+    }
+    let rows = table_after(&read("README.md"), "| key | default | meaning |");
+    let mut documented = BTreeMap::new();
+    for row in &rows {
+        let names = backticked(&row[0]);
+        assert_eq!(names.len(), 1, "one key a row: {row:?}");
+        let default = backticked(&row[1]).into_iter().next().unwrap_or_default();
+        assert!(
+            documented.insert(names[0].clone(), default).is_none(),
+            "{} twice",
+            names[0]
+        );
+        assert!(row[2].len() > 3, "{} says what it does", names[0]);
+    }
+    let missing: Vec<_> = keys
+        .keys()
+        .filter(|k| !documented.contains_key(*k))
+        .collect();
+    let unknown: Vec<_> = documented
+        .keys()
+        .filter(|k| !keys.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "README's configuration table lacks {missing:?} and lists keys that do not exist: {unknown:?}"
+    );
+    let wrong: Vec<String> = keys
+        .iter()
+        .filter(|(k, v)| documented[*k] != **v)
+        .map(|(k, v)| format!("{k}: README says {:?}, the default is {v:?}", documented[k]))
+        .collect();
+    assert!(wrong.is_empty(), "README's defaults: {wrong:#?}");
+}
