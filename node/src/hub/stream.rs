@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use media::{AudioTag, KeyframeCache, PictureSize, Snapshot, StatsSnapshot, StreamStats, VideoTag};
+use media::{
+    AudioTag, KeyframeCache, MediaKind, PictureSize, Snapshot, StatsSnapshot, StreamStats, VideoTag,
+};
 use parking_lot::Mutex;
-use rtmp::message::{MSG_AUDIO, MSG_VIDEO};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use uuid::Uuid;
 
@@ -101,20 +102,28 @@ pub struct ReadBatch {
 }
 
 impl ReadBatch {
-    /// Adds a video message. Tags that cannot be classified are relayed unchanged but
-    /// not interpreted.
-    pub fn push_video(&mut self, timestamp: u32, payload: Bytes) {
-        let tag = VideoTag::parse(&payload).ok();
-        let size = tag.and_then(|t| media::sequence_header_size(&payload, &t));
-        self.parsed.push(Parsed::Video { tag, size });
-        self.push(MSG_VIDEO, timestamp, payload);
-    }
-
-    /// Adds an audio message.
-    pub fn push_audio(&mut self, timestamp: u32, payload: Bytes) {
-        let tag = AudioTag::parse(&payload).ok();
-        self.parsed.push(Parsed::Audio { tag });
-        self.push(MSG_AUDIO, timestamp, payload);
+    /// Adds an audio or video tag body (the protocol-neutral input: RTMP's message
+    /// payloads as they came, or bodies built from elementary streams by
+    /// [`media::mux`]). Tags that cannot be classified are relayed unchanged but not
+    /// interpreted.
+    pub fn push_media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
+        match kind {
+            MediaKind::Video => {
+                let tag = VideoTag::parse(&payload).ok();
+                let size = tag.and_then(|t| media::sequence_header_size(&payload, &t));
+                self.parsed.push(Parsed::Video { tag, size });
+            }
+            MediaKind::Audio => {
+                let tag = AudioTag::parse(&payload).ok();
+                self.parsed.push(Parsed::Audio { tag });
+            }
+        }
+        self.media = true;
+        self.messages.push(StreamMessage::Media {
+            kind,
+            timestamp,
+            payload,
+        });
     }
 
     /// Adds an `onMetaData` body.
@@ -123,15 +132,6 @@ impl ReadBatch {
         self.parsed.push(Parsed::Metadata { size });
         self.messages
             .push(StreamMessage::Metadata { timestamp, payload });
-    }
-
-    fn push(&mut self, type_id: u8, timestamp: u32, payload: Bytes) {
-        self.media = true;
-        self.messages.push(StreamMessage::Media {
-            type_id,
-            timestamp,
-            payload,
-        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -268,7 +268,7 @@ impl LiveStream {
     #[cfg(test)]
     pub fn on_video(&self, timestamp: u32, payload: &Bytes) {
         let mut batch = ReadBatch::default();
-        batch.push_video(timestamp, payload.clone());
+        batch.push_media(MediaKind::Video, timestamp, payload.clone());
         self.deliver_read(&mut batch, tokio::time::Instant::now());
     }
 
@@ -276,7 +276,7 @@ impl LiveStream {
     #[cfg(test)]
     pub fn on_audio(&self, timestamp: u32, payload: &Bytes) {
         let mut batch = ReadBatch::default();
-        batch.push_audio(timestamp, payload.clone());
+        batch.push_media(MediaKind::Audio, timestamp, payload.clone());
         self.deliver_read(&mut batch, tokio::time::Instant::now());
     }
 

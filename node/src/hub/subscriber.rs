@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use media::MediaKind;
 use serde::Serialize;
 
 use super::LiveStream;
 use crate::channel::Channel;
 
-/// One message of a live stream as a subscriber receives it; the payload is shared
-/// with the ingest buffer and every other subscriber.
+/// One message of a live stream as a subscriber receives it, whatever protocol it
+/// came in on: its kind, its timestamp (milliseconds) and an FLV tag body (see
+/// [`media::mux`]); the payload is shared with the ingest buffer and every other
+/// subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamMessage {
-    /// Audio (8) or video (9) message.
+    /// An audio or video tag body.
     Media {
-        type_id: u8,
+        kind: MediaKind,
         timestamp: u32,
         payload: Bytes,
     },

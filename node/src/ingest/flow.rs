@@ -5,6 +5,7 @@
 //! the socket; both read through [`Flow::read_from`] or the task's own reads.
 
 use bytes::BytesMut;
+use media::MediaKind;
 use rtmp::{ServerEvent, ServerSession, SessionError};
 
 use super::IngestContext;
@@ -190,8 +191,14 @@ impl Flow {
             // An empty media message carries nothing: dropped here, before it costs a
             // relay queue slot.
             ServerEvent::Video(m) | ServerEvent::Audio(m) if m.payload.is_empty() => {}
-            ServerEvent::Video(m) => self.batch.push_video(m.timestamp, m.payload),
-            ServerEvent::Audio(m) => self.batch.push_audio(m.timestamp, m.payload),
+            ServerEvent::Video(m) => {
+                self.batch
+                    .push_media(MediaKind::Video, m.timestamp, m.payload)
+            }
+            ServerEvent::Audio(m) => {
+                self.batch
+                    .push_media(MediaKind::Audio, m.timestamp, m.payload)
+            }
             other => return Some(other),
         }
         None

@@ -115,10 +115,10 @@ pub(super) fn handle_replies(
 pub(super) fn send_message(session: &mut ClientSession, message: &StreamMessage) {
     match message {
         StreamMessage::Media {
-            type_id,
+            kind,
             timestamp,
             payload,
-        } => session.send_media_ref(*type_id, *timestamp, payload),
+        } => session.send_media_ref(kind.flv_tag_type(), *timestamp, payload),
         StreamMessage::Metadata { timestamp, payload } => {
             session.send_metadata(*timestamp, payload)
         }

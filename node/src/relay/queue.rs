@@ -261,7 +261,7 @@ mod tests {
 
     fn media(n: usize) -> RelayItem {
         RelayItem::Message(StreamMessage::Media {
-            type_id: 9,
+            kind: media::MediaKind::Video,
             timestamp: 0,
             payload: bytes::Bytes::from(vec![0u8; n]),
         })
