@@ -274,7 +274,7 @@ impl Server {
             .unwrap_or_default();
         let child = spawn_nginx(
             &dir,
-            "/usr/lib/nginx/modules/ngx_rtmp_module.so",
+            "rtmp",
             20000,
             &format!(
                 "rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
@@ -322,16 +322,11 @@ impl Server {
     /// The floor: nginx's `stream` module proxying every publisher's connection to the
     /// sink, bytes unchanged (the publisher's RTMP session is with the sink itself).
     fn start_byte_pipe(n: usize, sink_port: u16) -> anyhow::Result<Server> {
-        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
-        anyhow::ensure!(
-            Path::new(module).exists(),
-            "{module} is missing: apt-get install -y libnginx-mod-stream"
-        );
         let dir = temp_dir("pipe");
         let port = free_port()?;
         let child = spawn_nginx(
             &dir,
-            module,
+            "stream",
             40000,
             &format!(
                 "stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{sink_port}; }} }}\n"
@@ -371,30 +366,12 @@ impl Drop for Server {
     }
 }
 
-/// nginx in the foreground, one worker, with `module` loaded and `block` (its `rtmp`
-/// or `stream` section) as its configuration, in `dir`.
+/// nginx in the foreground, one worker, with the module `module` (`rtmp`, `stream`)
+/// loaded and `block` (its `rtmp` or `stream` section) as its configuration, in `dir`.
 fn spawn_nginx(dir: &Path, module: &str, connections: u32, block: &str) -> anyhow::Result<Child> {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;\n\
-             error_log {d}/error.log warn; pid {d}/nginx.pid;\n\
-             load_module {module};\n\
-             events {{ worker_connections {connections}; }}\n{block}"
-        ),
-    )?;
-    Ok(Command::new("nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
+    let module = testkit::nginx::module(module).map_err(anyhow::Error::msg)?;
+    testkit::nginx::write_config(dir, &[module], connections, "warn", block)?;
+    testkit::nginx::spawn(dir).map_err(anyhow::Error::msg)
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -435,127 +412,30 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     anyhow::bail!("cannot find the {name} binary next to {}; build it (cargo build --release) or set SG_STREAMGATE_BIN", me.display())
 }
 
-/// A private PostgreSQL server (Debian's binaries) for the auth and fleet benchmarks.
-pub struct PrivatePostgres {
-    dir: PathBuf,
-    port: u16,
-    bin: PathBuf,
-    root: bool,
-}
+/// A private PostgreSQL server for the auth and fleet benchmarks (the test kit's, on
+/// its `postgres` database).
+pub struct PrivatePostgres(testkit::postgres::Postgres);
 
 impl PrivatePostgres {
     pub fn start() -> anyhow::Result<PrivatePostgres> {
-        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|p| p.join("initdb").exists())
-            .collect();
-        bins.sort();
-        let bin = bins
-            .pop()
-            .ok_or_else(|| anyhow::anyhow!("no PostgreSQL server: apt-get install postgresql"))?;
-        let dir = temp_dir("pg");
-        let root =
-            String::from_utf8_lossy(&Command::new("id").arg("-u").output()?.stdout).trim() == "0";
-        if root {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()?;
-        }
-        let pg = PrivatePostgres {
-            port: free_port()?,
-            dir,
-            bin,
-            root,
-        };
-        let data = pg.dir.join("data");
-        anyhow::ensure!(
-            pg.cmd("initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["--auth=trust", "-U", "postgres", "--no-sync"])
-                .status()?
-                .success(),
-            "initdb failed"
-        );
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            pg.port,
-            pg.dir.display()
-        );
-        anyhow::ensure!(
-            pg.cmd("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .args(["-o", &opts, "-l"])
-                .arg(pg.dir.join("log"))
-                .args(["-w", "start"])
-                .stdout(Stdio::null())
-                .status()?
-                .success(),
-            "pg_ctl start failed"
-        );
-        Ok(pg)
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        if self.root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
-            c
-        } else {
-            Command::new(self.bin.join(program))
-        }
+        Ok(PrivatePostgres(
+            testkit::postgres::Postgres::try_start().map_err(anyhow::Error::msg)?,
+        ))
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            self.port
-        )
+        self.0.url("postgres")
     }
 
     /// Runs SQL with psql; returns its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
-        let out = self
-            .cmd("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        self.0
+            .psql_result("postgres", sql)
+            .map_err(|e| anyhow::anyhow!("psql: {e}"))
     }
 
     /// The server's main process (its backends are its children).
     pub fn postmaster_pid(&self) -> anyhow::Result<u32> {
-        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))?;
-        Ok(text.lines().next().unwrap_or_default().trim().parse()?)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.postmaster_pid().map_err(anyhow::Error::msg)
     }
 }

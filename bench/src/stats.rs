@@ -42,47 +42,7 @@ impl Samples {
     }
 }
 
-/// CPU seconds (user + system) of a process, its reaped children and live descendants.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    fn tree(pid: &str) -> u64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0;
-        };
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let mut total: u64 = fields
-            .get(11..15)
-            .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
-                    for c in children.split_whitespace() {
-                        total += tree(c);
-                    }
-                }
-            }
-        }
-        total
-    }
-    // USER_HZ is 100 on Linux for every architecture we run on.
-    tree(&pid.to_string()) as f64 / 100.0
-}
-
-/// Resident memory of a process, KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
+pub use testkit::proc::{cpu_seconds, rss_kib};
 
 #[cfg(test)]
 mod tests {

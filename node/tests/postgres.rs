@@ -157,7 +157,7 @@ fn an_outage_loses_nothing_and_known_keys_still_publish() {
         again.stderr()
     );
 
-    pg.start_server();
+    pg.start_server().unwrap();
     // Everything that happened during the outage reaches the table: offline at the end.
     wait_live(&pg, &db, &id, false, Duration::from_secs(15));
     assert!(
@@ -321,7 +321,7 @@ fn supabase_sql_applies_and_the_anon_role_cannot_read_keys() {
         "/../deploy/supabase.sql"
     ))
     .unwrap();
-    let file = write_file(&pg.dir.0, "supabase.sql", &sql);
+    let file = write_file(&pg.dir, "supabase.sql", &sql);
     for _ in 0..2 {
         // Applies cleanly, and again.
         run_ok(pg.psql_command(&db).arg("-f").arg(&file));
@@ -368,7 +368,7 @@ fn supabase_sql_applies_and_the_anon_role_cannot_read_keys() {
 
 #[test]
 fn sslmode_from_the_url_is_honoured() {
-    let (pg, ca_pem) = Postgres::start_tls_only();
+    let (pg, ca_pem) = start_tls_only();
     let db = pg.create_db("sg_tls");
     pg.psql(&db, streamgate_schema());
     let dir = TempDir::new("pgca");

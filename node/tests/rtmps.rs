@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,46 +19,6 @@ fn write_identity(dir: &Path) -> Vec<u8> {
     cert.cert.der().to_vec()
 }
 
-/// Accepts any certificate, remembering the one presented.
-#[derive(Debug)]
-struct Recorder(
-    Arc<Mutex<Option<Vec<u8>>>>,
-    Arc<rustls::crypto::CryptoProvider>,
-);
-
-impl rustls::client::danger::ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.1.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A TLS connection to 127.0.0.1:`port` from `source` that accepts any certificate,
 /// its handshake done, with a 10 s read deadline; `delay` passes between the TCP
 /// connect and the first TLS byte.
@@ -67,13 +27,7 @@ fn tls_connect(
     port: u16,
     delay: Duration,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recorder(Arc::default(), provider)))
-        .with_no_client_auth();
+    let (config, _) = testkit::tls::AcceptAnyServer::client_config();
     let tcp = connect_from(source, port)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     std::thread::sleep(delay);
@@ -98,14 +52,7 @@ fn rtmps_node(dir: &Path, extra: &str) -> Node {
 
 /// The certificate a new TLS handshake with the node gets.
 fn presented_certificate(port: u16) -> Vec<u8> {
-    let seen = Arc::new(Mutex::new(None));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recorder(seen.clone(), provider)))
-        .with_no_client_auth();
+    let (config, seen) = testkit::tls::AcceptAnyServer::client_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

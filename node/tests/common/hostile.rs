@@ -124,15 +124,7 @@ impl Drop for Trickler {
     }
 }
 
-/// Resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+pub use testkit::proc::{open_fds, rss_kib};
 
 /// The highest resident memory of a process, in KiB, sampled every 100 ms for `during`.
 pub fn peak_rss_kib(pid: u32, during: Duration) -> u64 {
@@ -284,11 +276,4 @@ pub fn pipelined_non_reader(source: IpAddr, port: u16, path: &str, n: usize) -> 
         let _ = w.write_all(request.as_bytes());
     });
     s
-}
-
-/// File descriptors a process holds.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }

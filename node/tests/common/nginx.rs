@@ -23,11 +23,6 @@ impl Nginx {
     /// makes nginx call that URL for every publish (as operators do for auth).
     pub fn start(apps: &[&str], on_publish: Option<&str>) -> Nginx {
         require("nginx", "nginx libnginx-mod-rtmp");
-        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-        assert!(
-            Path::new(module).exists(),
-            "{module} is missing: install it with `apt-get install -y libnginx-mod-rtmp`"
-        );
         let dir = TempDir::new("nginx");
         let mut nginx = Nginx {
             child: None,
@@ -54,30 +49,17 @@ impl Nginx {
                 self.hls_dir(app).display()
             ));
         }
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\nevents {{ worker_connections 256; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{}; access_log {d}/access.log; {apps} }} }}\n",
+        let body = format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{}; access_log {d}/access.log; {apps} }} }}\n",
             self.port
         );
-        std::fs::write(self.dir.0.join("nginx.conf"), conf).unwrap();
+        let rtmp = testkit::nginx::module("rtmp").unwrap_or_else(|e| panic!("{e}"));
+        testkit::nginx::write_config(&self.dir.0, &[rtmp], 256, "info", &body).unwrap();
     }
 
     /// Starts (or restarts) the process on the same port and folders.
     pub fn spawn(&mut self) {
-        let d = &self.dir.0;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(d)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
+        let child = testkit::nginx::spawn(&self.dir.0).unwrap_or_else(|e| panic!("{e}"));
         self.child = Some(child);
         let port = self.port;
         wait_for(Duration::from_secs(10), || {
@@ -209,8 +191,6 @@ pub struct StreamProxy {
     pub port: u16,
 }
 
-const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
-
 /// The address [`StreamProxy::balance`] connects to the nodes from (what they trust as
 /// their balancer): distinct from the clients' 127.0.0.1 and 127.0.0.2.
 pub const BALANCER_SOURCE: &str = "127.0.0.3";
@@ -261,32 +241,11 @@ impl StreamProxy {
     /// nginx with the stream module and the `stream { }` block `conf(port)` writes.
     fn run(conf: impl FnOnce(u16) -> String) -> StreamProxy {
         require("nginx", "nginx libnginx-mod-stream");
-        let module = STREAM_MODULE;
-        assert!(
-            Path::new(module).exists(),
-            "{module} is missing: install it with `apt-get install -y libnginx-mod-stream`"
-        );
+        let stream = testkit::nginx::module("stream").unwrap_or_else(|e| panic!("{e}"));
         let dir = TempDir::new("nginx-stream");
         let port = free_port();
-        let d = dir.0.display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             load_module {module};\nevents {{ worker_connections 256; }}\n{}",
-            conf(port)
-        );
-        std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-e")
-            .arg(dir.0.join("error.log"))
-            .arg("-c")
-            .arg(dir.0.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
+        testkit::nginx::write_config(&dir.0, &[stream], 256, "info", &conf(port)).unwrap();
+        let child = testkit::nginx::spawn(&dir.0).unwrap_or_else(|e| panic!("{e}"));
         let proxy = StreamProxy {
             child: Some(child),
             dir,
