@@ -34,10 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::admission::Ticket;
+use super::context::IngestContext;
 use super::flow::{Flow, READ_RESERVE};
 use super::pump::{Back, Held, Parked, Why};
 pub use super::transport::{PumpedTcp, Transport};
-use super::IngestContext;
 use crate::auth::{PublishAttempt, RefusalReason, Verdict};
 use crate::hub::{EndReason, Protocol};
 use crate::key::StreamKey;

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use media::MediaKind;
 use rtmp::{ServerEvent, ServerSession, SessionError};
 
-use super::IngestContext;
+use super::context::IngestContext;
 use crate::hub::{PublishHandle, ReadBatch};
 
 /// Spare read-buffer capacity reserved before each read. Small, because thousands of

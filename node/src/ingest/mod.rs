@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod context;
 pub mod flow;
 pub mod pacing;
 pub mod placement;
@@ -17,49 +18,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::Authorizer;
-use crate::config::{Placement, RtmpConfig};
-use crate::hub::{Hub, Protocol};
+use crate::config::Placement;
+use crate::hub::Protocol;
 use crate::metric;
-use admission::{Admission, AdmissionLimits};
+pub use context::IngestContext;
 use pump::Pump;
 use tls::TlsIdentity;
-
-/// What every connection task shares.
-pub struct IngestContext {
-    pub config: RtmpConfig,
-    pub hub: Arc<Hub>,
-    pub auth: Arc<Authorizer>,
-    /// Per-address and pending connection counts.
-    pub admission: Arc<Admission>,
-    /// One permit per open connection, RTMP and RTMPS together.
-    connections: Arc<Semaphore>,
-    /// Bytes read from clients (a handle, so a read costs one atomic add).
-    pub(crate) ingest_bytes: metrics::Counter,
-}
-
-impl IngestContext {
-    pub fn new(config: RtmpConfig, hub: Arc<Hub>, auth: Arc<Authorizer>) -> IngestContext {
-        let admission = Admission::new(AdmissionLimits {
-            per_address: config.max_connections_per_address,
-            pending_per_address: config.max_pending_per_address,
-            pending: config.max_pending,
-        });
-        IngestContext {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            ingest_bytes: metrics::counter!(metric::INGEST_BYTES),
-            config,
-            hub,
-            auth,
-            admission,
-        }
-    }
-}
 
 /// Single-threaded runtimes, one per core, that run the connections (and their relay
 /// tasks, which they spawn): a stream's ingest and relays share a thread, so handing a
