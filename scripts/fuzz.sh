@@ -29,6 +29,13 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
+  # The MPEG-TS target starts from the start of real captures (PAT, PMT, the first
+  # frames), cut to 8 KiB.
+  if [ "$t" = mpegts ] && [ -z "$(ls -A fuzz/corpus/mpegts)" ]; then
+    for f in crates/media/tests/assets/*.ts; do
+      head -c 8192 "$f" > "fuzz/corpus/mpegts/seed-$(basename "$f")"
+    done
+  fi
   log="$(mktemp)"
   if ! (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1); then
     tail -40 "$log"

@@ -10,6 +10,7 @@ pub mod flv;
 pub mod mux;
 pub mod stats;
 pub mod tag;
+pub mod ts;
 
 pub use cache::{Frame, Keyframe, KeyframeCache, Snapshot};
 pub use codec::PictureSize;

@@ -114,6 +114,68 @@ pub fn avc_frame(keyframe: bool, composition_ms: i32, units: &[&[u8]]) -> Bytes 
     out.freeze()
 }
 
+/// The H.265 NAL unit type (ITU-T H.265 7.4.2.2): 16-23 IRAP (random access) slices,
+/// 32 VPS, 33 SPS, 34 PPS, 35 access unit delimiter.
+pub fn h265_nal_type(unit: &[u8]) -> Option<u8> {
+    unit.first().map(|b| (b >> 1) & 0x3f)
+}
+
+/// The FourCC of H.265 in Enhanced RTMP.
+const HVC1: &[u8; 4] = b"hvc1";
+
+/// An H.265 sequence header tag body (Enhanced RTMP v2: `IsExHeader`, keyframe,
+/// SequenceStart, FourCC `hvc1`): the HEVCDecoderConfigurationRecord (ISO/IEC 14496-15
+/// 8.3.3.1) of these parameter sets, with 4-byte NAL lengths, its profile, tier and
+/// level copied from the SPS. `None` without an SPS that long.
+pub fn hevc_sequence_header(vps: &[&[u8]], sps: &[&[u8]], pps: &[&[u8]]) -> Option<Bytes> {
+    let first = sps.first()?;
+    // After the 2-byte NAL header: 4 bits of VPS id, 3 of sub-layers, 1 of nesting,
+    // then profile_tier_level's first 12 bytes.
+    let rbsp = crate::codec::rbsp(first.get(2..)?);
+    let ptl = rbsp.get(1..13)?;
+    let mut out = BytesMut::new();
+    out.put_u8(0x80 | (1 << 4)); // IsExHeader, keyframe, SequenceStart
+    out.put_slice(HVC1);
+    out.put_u8(1); // configurationVersion
+    out.put_slice(ptl); // profile space/tier/idc, compatibility, constraints, level
+    out.put_u16(0xf000); // min_spatial_segmentation_idc 0
+    out.put_u8(0xfc); // parallelismType 0
+    out.put_u8(0xfd); // chromaFormat 1 (4:2:0)
+    out.put_u8(0xf8); // bitDepthLumaMinus8 0
+    out.put_u8(0xf8); // bitDepthChromaMinus8 0
+    out.put_u16(0); // avgFrameRate unknown
+    out.put_u8(0x0f); // constantFrameRate 0, 1 temporal layer, nested, 4-byte lengths
+    let arrays = [(32u8, vps), (33, sps), (34, pps)];
+    out.put_u8(arrays.iter().filter(|(_, units)| !units.is_empty()).count() as u8);
+    for (nal_type, units) in arrays {
+        if units.is_empty() {
+            continue;
+        }
+        out.put_u8(0x80 | nal_type); // array_completeness
+        out.put_u16(units.len() as u16);
+        for u in units {
+            out.put_u16(u.len() as u16);
+            out.put_slice(u);
+        }
+    }
+    Some(out.freeze())
+}
+
+/// An H.265 frame tag body (Enhanced RTMP v2 CodedFrames, FourCC `hvc1`): the
+/// composition time offset, then its NAL units, each behind a 4-byte length.
+pub fn hevc_frame(keyframe: bool, composition_ms: i32, units: &[&[u8]]) -> Bytes {
+    let len: usize = units.iter().map(|u| u.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(8 + len);
+    out.put_u8(0x80 | (if keyframe { 1 } else { 2 } << 4) | 1);
+    out.put_slice(HVC1);
+    out.put_slice(&composition_ms.to_be_bytes()[1..]);
+    for u in units {
+        out.put_u32(u.len() as u32);
+        out.put_slice(u);
+    }
+    out.freeze()
+}
+
 /// An AAC sequence header tag body (AAC packet type 0): the AudioSpecificConfig
 /// (ISO/IEC 14496-3 1.6.2.1).
 pub fn aac_sequence_header(audio_specific_config: &[u8]) -> Bytes {
