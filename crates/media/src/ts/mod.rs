@@ -309,9 +309,11 @@ fn emit(e: &Elementary, pes: BytesMut, events: &mut Vec<TsEvent>) {
     if pes.len() < 9 + header_len {
         return;
     }
-    let pts = (flags & 0x80 != 0).then(|| timestamp(&pes[9..])).flatten();
+    // The time stamps are read within the header only (a short one has none).
+    let header = &pes[9..9 + header_len];
+    let pts = (flags & 0x80 != 0).then(|| timestamp(header)).flatten();
     let dts = (flags & 0xc0 == 0xc0)
-        .then(|| timestamp(&pes[14..]))
+        .then(|| header.get(5..).and_then(timestamp))
         .flatten();
     let mut pes = pes.freeze();
     let data = pes.split_off(9 + header_len);

@@ -209,6 +209,7 @@ fn the_33_bit_clock_wraps_and_jumps_are_smoothed() {
 /// its parameter sets), to read the clock through it.
 struct ClockProbe {
     c: TsToFlv,
+    pid: u16,
 }
 
 fn to_flv_clock_probe() -> ClockProbe {
@@ -221,7 +222,7 @@ fn to_flv_clock_probe() -> ClockProbe {
         }]),
         &mut out,
     );
-    ClockProbe { c }
+    ClockProbe { c, pid: 0x100 }
 }
 
 impl ClockProbe {
@@ -235,7 +236,7 @@ impl ClockProbe {
         let mut out = Vec::new();
         self.c.on_event(
             TsEvent::Pes(Pes {
-                pid: 0x100,
+                pid: self.pid,
                 stream_type: StreamType::H264,
                 pts: Some(t & ((1 << 33) - 1)),
                 dts: Some(t & ((1 << 33) - 1)),
@@ -261,6 +262,33 @@ impl ClockProbe {
     fn at(&mut self, t: u64) -> u32 {
         self.at_with_notice(t).0
     }
+}
+
+#[test]
+fn a_new_program_goes_on_from_the_old_time() {
+    // A PMT that moves the video to another PID (a restarted muxer, a splice) starts a
+    // new track: its time must not go back below what the hub already has (a fuzzer
+    // found 120 -> 0).
+    let mut c = to_flv_clock_probe();
+    c.at(90 * 1000);
+    let before = c.at(90 * 1120);
+    assert_eq!(before, 120);
+    let mut out = Vec::new();
+    c.c.on_event(
+        TsEvent::Program(vec![TsStream {
+            pid: 0x200,
+            stream_type: StreamType::H264,
+        }]),
+        &mut out,
+    );
+    c.pid = 0x200;
+    // Earlier than the stream's first time stamp (a clock of its own): a
+    // discontinuity, time goes on 1 ms after the old track's last.
+    let after = c.at(90 * 500);
+    assert_eq!(after, before + 1);
+    // And on at the stream's pace from there.
+    let next = c.at(90 * 540);
+    assert_eq!(next, after + 40);
 }
 
 #[test]
@@ -298,6 +326,7 @@ proptest::proptest! {
         for e in events {
             c.on_event(e, &mut out);
         }
+        assert_monotonic(&out);
     }
 
     #[test]
@@ -314,5 +343,62 @@ proptest::proptest! {
         for e in events {
             c.on_event(e, &mut out);
         }
+        assert_monotonic(&out);
+    }
+}
+
+/// What the hub gets of each kind never goes back in time.
+fn assert_monotonic(out: &[Output]) {
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let times: Vec<u32> = media(out, kind).into_iter().map(|(t, _)| t).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{kind:?} went back: {times:?}"
+        );
+    }
+}
+
+#[test]
+fn video_that_leaves_the_program_and_comes_back_goes_on_from_its_time() {
+    // A PMT without the video, then one with it again (a fuzzer found 790868 -> 0).
+    let mut c = to_flv_clock_probe();
+    c.at(90 * 1000);
+    let before = c.at(90 * 60_000);
+    let mut out = Vec::new();
+    c.c.on_event(TsEvent::Program(vec![]), &mut out);
+    c.c.on_event(
+        TsEvent::Program(vec![TsStream {
+            pid: 0x100,
+            stream_type: StreamType::H264,
+        }]),
+        &mut out,
+    );
+    assert_eq!(c.at(90 * 1000), before + 1);
+}
+
+#[test]
+fn a_pes_header_too_short_for_its_time_stamps_has_none() {
+    // Flags say PTS and DTS, the header holds 5 bytes and the PES ends there (a fuzzer
+    // found the DTS read past the end).
+    let e = Elementary {
+        stream: TsStream {
+            pid: 0x100,
+            stream_type: StreamType::H264,
+        },
+        cc: None,
+        pes: None,
+        random_access: false,
+    };
+    let mut pes = BytesMut::from(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0xc0, 5][..]);
+    pes.extend_from_slice(&[0x21, 0, 1, 0, 1]);
+    let mut events = Vec::new();
+    emit(&e, pes, &mut events);
+    match &events[..] {
+        [TsEvent::Pes(p)] => {
+            assert_eq!(p.pts, Some(0));
+            assert_eq!(p.dts, None);
+            assert!(p.data.is_empty());
+        }
+        other => panic!("{other:?}"),
     }
 }

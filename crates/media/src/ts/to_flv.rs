@@ -99,12 +99,15 @@ impl Clock {
     /// `raw` (90 kHz, 33 bits) of `track` as milliseconds for the hub; a jump is
     /// reported and smoothed over.
     fn ms(&mut self, track: &mut Track, raw: u64, out: &mut Vec<Output>) -> u32 {
+        // A track that replaced another (a new PMT) has a clock of its own: going back
+        // at its start is a discontinuity, not jitter.
+        let fresh = track.unwrap.last.is_none();
         let ext = track.unwrap.extend(raw);
         let base = *self.base.get_or_insert(ext);
         let mut ms = (ext as i64 - base as i64) / 90 + self.shift;
         if let Some(last) = track.last_ms {
             let jump = ms - last;
-            if jump.abs() > MAX_JUMP_MS {
+            if jump.abs() > MAX_JUMP_MS || (fresh && jump < 0) {
                 self.shift -= jump - 1;
                 ms = last + 1;
                 out.push(Output::Notice(Notice::Discontinuity {
@@ -142,6 +145,9 @@ pub struct TsToFlv {
     clock: Clock,
     video: Option<Video>,
     audio: Option<Audio>,
+    /// The last time handed on of each kind ([`MediaKind::Audio`], video), kept when a
+    /// program drops the track so that one that comes back goes on from there.
+    last_ms: [Option<i64>; 2],
 }
 
 /// AAC sampling frequencies by index (ISO/IEC 14496-3 1.6.3.4).
@@ -190,11 +196,19 @@ impl TsToFlv {
         if video.is_none() {
             out.push(Output::Notice(Notice::NoVideo));
         }
-        // A stream that stays keeps its state (a repeated PMT changes nothing).
-        if video.map(|v| v.0) != self.video.as_ref().map(|v| v.track.pid) {
+        // A stream that stays keeps its state (a repeated PMT changes nothing); one that
+        // is replaced starts a new track whose time goes on from the old one's, so what
+        // the hub sees of a kind never goes back.
+        let now_video = self.video.as_ref().map(|v| (v.track.pid, v.hevc));
+        if video != now_video {
+            if let Some(v) = &self.video {
+                self.last_ms[1] = v.track.last_ms.or(self.last_ms[1]);
+            }
+            let last_ms = self.last_ms[1];
             self.video = video.map(|(pid, hevc)| Video {
                 track: Track {
                     pid,
+                    last_ms,
                     ..Track::default()
                 },
                 hevc,
@@ -202,9 +216,14 @@ impl TsToFlv {
             });
         }
         if audio != self.audio.as_ref().map(|a| a.track.pid) {
+            if let Some(a) = &self.audio {
+                self.last_ms[0] = a.track.last_ms.or(self.last_ms[0]);
+            }
+            let last_ms = self.last_ms[0];
             self.audio = audio.map(|pid| Audio {
                 track: Track {
                     pid,
+                    last_ms,
                     ..Track::default()
                 },
                 config: None,
