@@ -28,10 +28,14 @@ create table if not exists public.channels (
     live_node       text,
     live_peer       text,
     relay_targets   jsonb,
+    srt_passphrase  text,
     created_at      timestamptz not null default now()
 );
--- Added by a later version (a table made by an earlier script gets it here).
+-- Added by later versions (a table made by an earlier script gets them here).
 alter table public.channels add column if not exists live_peer text;
+-- The passphrase an SRT publisher of the channel must encrypt with (NULL: none). A
+-- secret like the key: the client roles cannot read this table.
+alter table public.channels add column if not exists srt_passphrase text;
 
 alter table public.channels enable row level security;
 revoke all on public.channels from anon, authenticated;

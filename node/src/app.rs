@@ -247,6 +247,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // SRT: its sockets close when the node stops accepting (UDP has no connection an
+    // old instance could keep: a second instance on the port would get the packets of
+    // streams it does not know), after telling each publisher, so they reconnect to
+    // the instance that takes over.
+    if config.srt.enabled {
+        crate::srt::SrtIngest::start(
+            &config.srt,
+            &config.rtmp,
+            ctx.clone(),
+            &workers,
+            stop_accepting.clone(),
+            &tracker,
+        )?;
+    }
     let http_addr = config.http.listen;
     let http_listener = crate::listen::bind(http_addr).map_err(|e| {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")

@@ -19,6 +19,45 @@ pub struct Channel {
     /// Extra relay targets of this channel (may embed third-party keys: never shown).
     #[serde(skip)]
     pub relay_targets: Vec<String>,
+    /// The passphrase an SRT publisher of this channel must encrypt with (never shown).
+    #[serde(skip)]
+    pub srt_passphrase: Option<SrtPassphrase>,
+}
+
+/// An SRT passphrase: 10 to 79 characters, as SRT requires. Its `Debug` shows nothing
+/// of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtPassphrase(String);
+
+impl SrtPassphrase {
+    /// Shortest and longest passphrase SRT accepts.
+    pub const MIN: usize = 10;
+    pub const MAX: usize = 79;
+
+    /// Checks the length; the error says what SRT requires (never the value).
+    pub fn new(s: impl Into<String>) -> Result<SrtPassphrase, String> {
+        let s = s.into();
+        let n = s.chars().count();
+        if !(Self::MIN..=Self::MAX).contains(&n) {
+            return Err(format!(
+                "an SRT passphrase has {} to {} characters (this one has {n})",
+                Self::MIN,
+                Self::MAX
+            ));
+        }
+        Ok(SrtPassphrase(s))
+    }
+
+    /// The passphrase itself, for the key derivation and the store only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SrtPassphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SrtPassphrase(***)")
+    }
 }
 
 impl Channel {
@@ -31,6 +70,7 @@ impl Channel {
             live_since: None,
             last_seen: None,
             relay_targets: Vec::new(),
+            srt_passphrase: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
-use crate::channel::ThumbnailId;
+use crate::channel::{SrtPassphrase, ThumbnailId};
 use crate::config::{Config, LogFormat, TargetTemplate};
 use crate::{app, store};
 
@@ -87,6 +87,16 @@ pub enum ChannelCommand {
         /// Read the URLs from this file instead of standard input.
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+    /// Set the passphrase SRT publishers of the channel must encrypt with (10 to 79
+    /// characters), read from the first line of standard input (never from the
+    /// command line, where `ps` and the shell history would keep it). `--clear`
+    /// removes it. A publish already live keeps going; the next one needs it.
+    SetSrtPassphrase {
+        id: Uuid,
+        /// Remove the passphrase: SRT publishes of the channel are not encrypted.
+        #[arg(long)]
+        clear: bool,
     },
     /// Delete a channel; a live publish is ended.
     Delete { id: Uuid },
@@ -243,6 +253,28 @@ async fn channel(cmd: ChannelCommand, config: &Config) -> anyhow::Result<()> {
             println!("channel {id}: {} extra relay target(s) set", urls.len());
             if !config.relay.per_channel_targets && !urls.is_empty() {
                 println!("note: relay.per_channel_targets is false in this configuration; they are not used until it is true.");
+            }
+        }
+        ChannelCommand::SetSrtPassphrase { id, clear } => {
+            let passphrase = if clear {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let line = line.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(
+                    !line.is_empty(),
+                    "no passphrase on standard input (e.g. `printf '%s\\n' \"$PASSPHRASE\" | streamgate channel set-srt-passphrase {id}`; --clear removes it)"
+                );
+                Some(SrtPassphrase::new(line).map_err(|e| anyhow::anyhow!("{e}"))?)
+            };
+            anyhow::ensure!(
+                store.set_srt_passphrase(id, passphrase.as_ref()).await?,
+                "no channel with id {id}"
+            );
+            match passphrase {
+                Some(_) => println!("channel {id}: SRT passphrase set; SRT publishers must encrypt with it (ffmpeg/OBS: &passphrase=...), RTMP publishers are not affected"),
+                None => println!("channel {id}: SRT passphrase removed"),
             }
         }
         ChannelCommand::Delete { id } => {

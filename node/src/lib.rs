@@ -26,5 +26,6 @@ pub mod outbox;
 pub mod peer;
 pub mod relay;
 pub mod revocation;
+pub mod srt;
 pub mod store;
 pub mod thumbs;

@@ -61,6 +61,13 @@ pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
 pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
 pub const CHANNEL_BYTES: &str = "streamgate_channel_media_bytes";
 
+/// SRT: conclusions by result (`accepted`, or why not), datagrams the socket could
+/// not take, and the link totals of the SRT publishes that ended (packets received,
+/// lost, retransmitted, dropped too late).
+pub const SRT_HANDSHAKES: &str = "streamgate_srt_handshakes_total";
+pub const SRT_SEND_DROPPED: &str = "streamgate_srt_send_dropped_total";
+pub const SRT_PACKETS: &str = "streamgate_srt_packets_total";
+
 /// The relay label of a channel's own targets (their URLs may hold third parties'
 /// keys, and there is one set per channel).
 pub const CHANNEL_OWN_TARGET: &str = "channel_own";
@@ -120,6 +127,18 @@ pub fn describe() {
         "connections closed before their RTMP session, by reason"
     );
     describe_gauge!(CONNECTIONS_OPEN, "RTMP/RTMPS connections open");
+    describe_counter!(
+        SRT_HANDSHAKES,
+        "SRT conclusions answered, by result (accepted, or the reason of the rejection)"
+    );
+    describe_counter!(
+        SRT_SEND_DROPPED,
+        "SRT control datagrams the socket could not take (its send buffer full)"
+    );
+    describe_counter!(
+        SRT_PACKETS,
+        "SRT data packets of ended publishes, by kind (received, lost, retransmitted, dropped)"
+    );
     describe_gauge!(
         CONNECTIONS_PENDING,
         "connections without an accepted publish"

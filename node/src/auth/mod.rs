@@ -62,6 +62,25 @@ pub enum Verdict {
     Refused(Refusal),
 }
 
+/// The answer to [`Authorizer::admit_checked`].
+#[derive(Debug)]
+pub enum Checked<T, E> {
+    /// The publish is live on the hub, and what the check gave.
+    Admitted(PublishHandle, T),
+    Refused(Refusal),
+    /// The protocol's own check failed.
+    Failed(E),
+}
+
+impl<T, E> Checked<T, E> {
+    fn refused(reason: RefusalReason, retry_after: Option<Duration>) -> Checked<T, E> {
+        Checked::Refused(Refusal {
+            reason,
+            retry_after,
+        })
+    }
+}
+
 /// Why a publish was refused, and what to tell the encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -86,13 +105,6 @@ pub enum RefusalReason {
 }
 
 impl Refusal {
-    fn verdict(reason: RefusalReason, retry_after: Option<Duration>) -> Verdict {
-        Verdict::Refused(Refusal {
-            reason,
-            retry_after,
-        })
-    }
-
     /// What the encoder is told, in words its user can act on.
     pub fn description(&self) -> String {
         match self.reason {
@@ -184,6 +196,27 @@ impl Authorizer {
     /// starts the publish when it is admitted. The key goes no further than here: the
     /// hub gets its digest and the peer tag.
     pub async fn admit(&self, attempt: PublishAttempt) -> Verdict {
+        match self
+            .admit_checked(attempt, |_| Ok::<(), std::convert::Infallible>(()))
+            .await
+        {
+            Checked::Admitted(handle, ()) => Verdict::Admitted(handle),
+            Checked::Refused(r) => Verdict::Refused(r),
+            Checked::Failed(never) => match never {},
+        }
+    }
+
+    /// [`Authorizer::admit`] with a protocol's own check of the channel, made once the
+    /// key is known good and before the publish starts (SRT: the channel's passphrase
+    /// against the publisher's key material). A failed check counts against the
+    /// address as a wrong key does (it guards a secret too), and what it says comes
+    /// back as [`Checked::Failed`]; what it gives, with the publish, as
+    /// [`Checked::Admitted`].
+    pub async fn admit_checked<T, E>(
+        &self,
+        attempt: PublishAttempt,
+        check: impl FnOnce(&Channel) -> Result<T, E>,
+    ) -> Checked<T, E> {
         let PublishAttempt {
             key,
             peer,
@@ -206,15 +239,25 @@ impl Authorizer {
                 if self.limiter.record_failure(peer.ip(), Instant::now()) {
                     warn!(ip = %peer.ip(), "too many wrong stream keys: every publish from this address waits auth.max_failure_delay for auth.ban_duration");
                 }
-                return Refusal::verdict(RefusalReason::UnknownKey, None);
+                return Checked::refused(RefusalReason::UnknownKey, None);
             }
             Lookup::Suspended(channel) => {
                 info!(%peer, channel_id = %channel.id, "publish refused: suspended by the operator");
-                return Refusal::verdict(RefusalReason::Suspended, None);
+                return Checked::refused(RefusalReason::Suspended, None);
             }
             Lookup::Unavailable(reason) => {
                 warn!(%peer, key_fp = %key.fingerprint(), %reason, "publish refused: cannot check the key now");
-                return Refusal::verdict(RefusalReason::Unavailable, Some(self.config.timeout));
+                return Checked::refused(RefusalReason::Unavailable, Some(self.config.timeout));
+            }
+        };
+        let checked = match check(&channel) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(%peer, protocol = protocol.as_str(), channel_id = %channel.id, "publish rejected: the channel's own check failed");
+                if self.limiter.record_failure(peer.ip(), Instant::now()) {
+                    warn!(ip = %peer.ip(), "too many failed publishes: every publish from this address waits auth.max_failure_delay for auth.ban_duration");
+                }
+                return Checked::Failed(e);
             }
         };
         let tag = key.peer_tag(AddressKey::of(peer.ip()));
@@ -224,7 +267,7 @@ impl Authorizer {
             if let Some(node) = self.held_elsewhere(channel.id, &tag).await {
                 info!(%peer, channel_id = %channel.id, %node, "publish refused: the channel is live on another node from another encoder, still sending");
                 metrics::counter!(crate::metric::ALREADY_LIVE, "where" => "fleet").increment(1);
-                return Refusal::verdict(RefusalReason::AlreadyLive, Some(self.fleet.silence));
+                return Checked::refused(RefusalReason::AlreadyLive, Some(self.fleet.silence));
             }
         }
         let request = PublishRequest {
@@ -237,12 +280,12 @@ impl Authorizer {
         match self.hub.start_publish(&channel, request) {
             Ok(handle) => {
                 info!(%peer, protocol = protocol.as_str(), channel_id = %channel.id, session = %handle.stream.session_id, "publish started");
-                Verdict::Admitted(handle)
+                Checked::Admitted(handle, checked)
             }
             Err(_) => {
                 info!(%peer, channel_id = %channel.id, "publish refused: the channel is live from another encoder, still sending");
                 metrics::counter!(crate::metric::ALREADY_LIVE, "where" => "node").increment(1);
-                Refusal::verdict(RefusalReason::AlreadyLive, Some(self.fleet.silence))
+                Checked::refused(RefusalReason::AlreadyLive, Some(self.fleet.silence))
             }
         }
     }

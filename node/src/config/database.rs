@@ -144,6 +144,8 @@ pub struct DatabaseConfig {
     /// reconnecting encoder from a second one.
     pub peer_column: String,
     pub relay_targets_column: String,
+    /// The passphrase SRT publishers of a channel must encrypt with (NULL: none).
+    pub srt_passphrase_column: String,
     /// The registry of the nodes sharing this database (heartbeats; a dead node's
     /// channels are marked offline by the others). `""`: no registry (one node).
     pub nodes_table: String,
@@ -172,6 +174,7 @@ impl Default for DatabaseConfig {
             node_column: "live_node".into(),
             peer_column: "live_peer".into(),
             relay_targets_column: "relay_targets".into(),
+            srt_passphrase_column: "srt_passphrase".into(),
             nodes_table: "streamgate_nodes".into(),
             ca_file: String::new(),
             connect_timeout: Duration::from_secs(5),
@@ -202,7 +205,7 @@ impl DatabaseConfig {
     }
 
     /// Table and column names, in a fixed order.
-    fn mapping(&self) -> [&str; 12] {
+    fn mapping(&self) -> [&str; 13] {
         [
             &self.table,
             &self.id_column,
@@ -215,6 +218,7 @@ impl DatabaseConfig {
             &self.node_column,
             &self.peer_column,
             &self.relay_targets_column,
+            &self.srt_passphrase_column,
             &self.nodes_table,
         ]
     }
@@ -256,6 +260,11 @@ impl DatabaseConfig {
             (
                 "database.relay_targets_column",
                 &self.relay_targets_column,
+                false,
+            ),
+            (
+                "database.srt_passphrase_column",
+                &self.srt_passphrase_column,
                 false,
             ),
         ] {

@@ -12,6 +12,7 @@ mod env;
 mod log;
 mod relay;
 mod rtmp;
+mod srt;
 mod target;
 mod thumbnails;
 
@@ -26,6 +27,7 @@ pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
 pub use log::{LogConfig, LogFormat};
 pub use relay::RelayConfig;
 pub use rtmp::{HttpConfig, Placement, RtmpConfig, RtmpsConfig};
+pub use srt::SrtConfig;
 pub use target::{RelayUrl, TargetError, TargetTemplate, TemplateValues, PLACEHOLDERS};
 pub use thumbnails::{ThumbnailConfig, ThumbnailDecoder};
 
@@ -107,6 +109,7 @@ fn pem_file(key: &'static str, path: &str) -> Result<(), ConfigError> {
 pub struct Config {
     pub rtmp: RtmpConfig,
     pub rtmps: RtmpsConfig,
+    pub srt: SrtConfig,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
@@ -164,6 +167,7 @@ impl Config {
     pub fn validate(self) -> Result<Config, ConfigError> {
         self.rtmp.validate()?;
         self.rtmps.validate()?;
+        self.srt.validate()?;
         self.http.validate()?;
         self.database.validate()?;
         self.auth.validate()?;

@@ -68,6 +68,11 @@ pub struct StreamInfo {
     pub height: Option<u32>,
     pub fps: f64,
     pub bitrate_kbps: u64,
+    /// What the publisher speaks: `rtmp`, `rtmps` or `srt`.
+    pub protocol: &'static str,
+    /// How the publisher's link is doing (SRT: round-trip time, loss, retransmissions,
+    /// drops, receive buffer); null for RTMP.
+    pub link: Option<crate::hub::LinkStats>,
     /// File name of the thumbnail: md5 of the channel UUID, `.jpg`.
     pub thumbnail: String,
     /// Where this node serves it.
@@ -140,6 +145,8 @@ async fn streams(State(state): State<HttpState>) -> Response {
                 height: st.size.map(|p| p.height),
                 fps: (st.fps * 100.0).round() / 100.0,
                 bitrate_kbps: st.bitrate_bps / 1000,
+                protocol: s.protocol.as_str(),
+                link: s.link,
                 thumbnail_url: format!("/thumbs/{thumbnail}"),
                 thumbnail,
                 thumbnail_updated_at: state

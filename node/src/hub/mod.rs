@@ -32,7 +32,7 @@ use crate::outbox::StatusOutbox;
 use crate::peer::AddressKey;
 use crate::store::StatusUpdate;
 
-pub use stream::{LiveStream, ReadBatch, StreamInfo};
+pub use stream::{LinkStats, LiveStream, ReadBatch, StreamInfo};
 pub use subscriber::{PublishObserver, StreamMessage, Subscriber, SubscriberStatus};
 
 /// Why a publish ended, when the node ended it.

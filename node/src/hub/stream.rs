@@ -173,6 +173,28 @@ pub struct LiveStream {
     end_reason: OnceLock<EndReason>,
     /// Never held across an await or a blocking call.
     media: Mutex<MediaState>,
+    /// The last report on the publisher's link, from protocols that have one (SRT).
+    link: Mutex<Option<LinkStats>>,
+}
+
+/// How the publisher's link to the node is doing, as its protocol reports it (SRT
+/// does; RTMP over TCP has nothing of the kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LinkStats {
+    /// Round-trip time, milliseconds.
+    pub rtt_ms: f64,
+    /// The stream's latency: how long a lost packet may take to be sent again.
+    pub latency_ms: u32,
+    pub packets_received: u64,
+    /// Packets found missing (most come again: retransmitted).
+    pub packets_lost: u64,
+    pub packets_retransmitted: u64,
+    /// Packets given up (too late): what the viewers miss.
+    pub packets_dropped: u64,
+    /// Packets waiting behind a lost one now.
+    pub receive_buffer_packets: usize,
+    pub receive_kbps: u64,
+    pub encrypted: bool,
 }
 
 /// What the API shows of a live stream.
@@ -184,6 +206,8 @@ pub struct StreamInfo {
     pub started_at: DateTime<Utc>,
     pub stats: StatsSnapshot,
     pub subscribers: Vec<SubscriberStatus>,
+    pub protocol: super::Protocol,
+    pub link: Option<LinkStats>,
 }
 
 impl std::fmt::Debug for LiveStream {
@@ -223,7 +247,17 @@ impl LiveStream {
             cancel: cancel.unwrap_or_default(),
             end_reason: OnceLock::new(),
             media: Mutex::new(MediaState::default()),
+            link: Mutex::new(None),
         }
+    }
+
+    /// The protocol driver's latest report on the publisher's link.
+    pub fn set_link(&self, stats: LinkStats) {
+        *self.link.lock() = Some(stats);
+    }
+
+    pub fn link(&self) -> Option<LinkStats> {
+        *self.link.lock()
     }
 
     fn ms_since_start(&self) -> u64 {
@@ -353,6 +387,8 @@ impl LiveStream {
             started_at: self.started_at,
             stats,
             subscribers,
+            protocol: self.protocol,
+            link: self.link(),
         }
     }
 

@@ -18,8 +18,8 @@ pub struct IngestContext {
     pub auth: Arc<Authorizer>,
     /// Per-address and pending connection counts.
     pub admission: Arc<Admission>,
-    /// One permit per open connection, RTMP and RTMPS together.
-    pub(super) connections: Arc<Semaphore>,
+    /// One permit per open connection, RTMP, RTMPS and SRT together.
+    pub(crate) connections: Arc<Semaphore>,
     /// Bytes read from clients (a handle, so a read costs one atomic add).
     pub(crate) ingest_bytes: metrics::Counter,
 }

@@ -100,6 +100,11 @@ impl IngestWorkers {
         self.handles.len()
     }
 
+    /// The runtime of ingest thread `i`.
+    pub fn handle(&self, i: usize) -> &tokio::runtime::Handle {
+        &self.handles[i]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.handles.is_empty()
     }

@@ -271,6 +271,13 @@ pub trait ChannelDirectory: Send + Sync + 'static {
     async fn rotate_key(&self, id: Uuid) -> Result<Option<StreamKey>, StoreError>;
     /// Replaces the channel's extra relay targets; `false` when there is no channel.
     async fn set_relay_targets(&self, id: Uuid, targets: &[String]) -> Result<bool, StoreError>;
+    /// Sets (or with `None` removes) the channel's SRT passphrase; `false`: no such
+    /// channel.
+    async fn set_srt_passphrase(
+        &self,
+        id: Uuid,
+        passphrase: Option<&crate::channel::SrtPassphrase>,
+    ) -> Result<bool, StoreError>;
     /// Deletes the channel; `false` when there was none.
     async fn delete_channel(&self, id: Uuid) -> Result<bool, StoreError>;
 }

@@ -17,7 +17,7 @@ use super::{
     ChannelDirectory, ChannelState, ChannelStore, FleetRegistry, StatusStore, StatusUpdate,
     StoreError, StoreErrorKind,
 };
-use crate::channel::Channel;
+use crate::channel::{Channel, SrtPassphrase};
 use crate::key::StreamKey;
 
 /// How long a statement waits for a lock held by another process (the CLI).
@@ -33,11 +33,12 @@ CREATE TABLE IF NOT EXISTS channels (
     last_seen       TEXT,
     live_session    TEXT,
     relay_targets   TEXT,
+    srt_passphrase  TEXT,
     created_at      TEXT NOT NULL
 );";
 
 /// Columns added after the first release, created on open when missing.
-const ADDED_COLUMNS: [(&str, &str); 1] = [("relay_targets", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str); 2] = [("relay_targets", "TEXT"), ("srt_passphrase", "TEXT")];
 
 /// Channels in a SQLite file.
 #[derive(Clone)]
@@ -84,10 +85,14 @@ fn row_to_channel(row: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
             .get::<_, Option<String>>(5)?
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default(),
+        srt_passphrase: row
+            .get::<_, Option<String>>(6)?
+            .and_then(|p| SrtPassphrase::new(p).ok()),
     })
 }
 
-const CHANNEL_COLUMNS: &str = "id, name, is_live, live_since, last_seen, relay_targets";
+const CHANNEL_COLUMNS: &str =
+    "id, name, is_live, live_since, last_seen, relay_targets, srt_passphrase";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its folder.
@@ -256,6 +261,21 @@ impl ChannelDirectory for SqliteStore {
             Ok(c.execute(
                 "UPDATE channels SET relay_targets = ?2 WHERE id = ?1",
                 params![id.to_string(), json],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn set_srt_passphrase(
+        &self,
+        id: Uuid,
+        passphrase: Option<&SrtPassphrase>,
+    ) -> Result<bool, StoreError> {
+        let value = passphrase.map(|p| p.expose().to_string());
+        self.with(move |c| {
+            Ok(c.execute(
+                "UPDATE channels SET srt_passphrase = ?2 WHERE id = ?1",
+                params![id.to_string(), value],
             )? > 0)
         })
         .await

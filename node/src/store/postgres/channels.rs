@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::errors::violated_unique_index;
 use super::schema::column_or_null;
 use super::PgStore;
-use crate::channel::Channel;
+use crate::channel::{Channel, SrtPassphrase};
 use crate::key::StreamKey;
 use crate::store::{ChannelDirectory, ChannelState, StoreError, StoreErrorKind};
 
@@ -20,13 +20,14 @@ impl PgStore {
     pub(super) fn select_columns(&self) -> String {
         let m = self.map();
         format!(
-            "{}::text, {}::text, {}, {}, {}, {}",
+            "{}::text, {}::text, {}, {}, {}, {}, {}",
             m.id.quoted,
             m.name.quoted,
             m.live.quoted,
             column_or_null(&m.live_since, "", "timestamptz"),
             column_or_null(&m.last_seen, "", "timestamptz"),
             column_or_null(&m.relay_targets, "", "text"),
+            column_or_null(&m.srt_passphrase, "", "text"),
         )
     }
 
@@ -100,6 +101,9 @@ fn row_to_channel(row: &Row) -> Result<Channel, StoreError> {
             .get::<_, Option<String>>(5)
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default(),
+        srt_passphrase: row
+            .get::<_, Option<String>>(6)
+            .and_then(|p| SrtPassphrase::new(p).ok()),
     })
 }
 
@@ -242,6 +246,30 @@ impl ChannelDirectory for PgStore {
         );
         Ok(!self
             .query(&sql, &[(&ids, Type::TEXT_ARRAY), (&json, Type::TEXT)])
+            .await?
+            .is_empty())
+    }
+
+    async fn set_srt_passphrase(
+        &self,
+        id: Uuid,
+        passphrase: Option<&SrtPassphrase>,
+    ) -> Result<bool, StoreError> {
+        let m = self.map();
+        let Some(col) = &m.srt_passphrase else {
+            return Err(StoreError::new(
+                StoreErrorKind::Rejected,
+                "database.srt_passphrase_column is not configured",
+            ));
+        };
+        let value = passphrase.map(|p| p.expose().to_string());
+        let ids = self.id_values(&[id]);
+        let sql = format!(
+            "UPDATE {} SET {} = $2::text WHERE {} = ANY($1::{}[]) RETURNING 1",
+            m.table, col.quoted, m.id.quoted, m.id.cast
+        );
+        Ok(!self
+            .query(&sql, &[(&ids, Type::TEXT_ARRAY), (&value, Type::TEXT)])
             .await?
             .is_empty())
     }

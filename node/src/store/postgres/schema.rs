@@ -31,6 +31,7 @@ pub(super) struct Mapping {
     pub(super) node: Option<Col>,
     pub(super) peer: Option<Col>,
     pub(super) relay_targets: Option<Col>,
+    pub(super) srt_passphrase: Option<Col>,
     /// The nodes registry (quoted), when configured.
     pub(super) nodes: Option<String>,
     pub(super) plain_keys: bool,
@@ -139,6 +140,7 @@ impl PgStore {
             &s.relay_targets_column,
             &["jsonb", "json", "text"],
         );
+        let srt_passphrase = col("srt_passphrase_column", &s.srt_passphrase_column, TEXT);
         if !problems.is_empty() {
             let hint = if s.is_default_schema() {
                 " (a table made by an older `streamgate migrate`: run `streamgate migrate` again, it adds what is missing)"
@@ -181,6 +183,7 @@ impl PgStore {
             node,
             peer,
             relay_targets,
+            srt_passphrase,
             nodes,
             plain_keys: s.key_storage == KeyStorage::Plain,
         };
@@ -290,9 +293,11 @@ pub const DEFAULT_SCHEMA: &[&str] = &[
     live_node       text,
     live_peer       text,
     relay_targets   jsonb,
+    srt_passphrase  text,
     created_at      timestamptz NOT NULL DEFAULT now()
 )",
     "ALTER TABLE channels ADD COLUMN IF NOT EXISTS live_peer text",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS srt_passphrase text",
 ];
 
 /// Columns of the nodes registry.
