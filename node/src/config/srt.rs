@@ -102,7 +102,11 @@ mod tests {
             receive_buffer_packets: 4,
             ..SrtConfig::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("srt.receive_buffer_packets"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("srt.receive_buffer_packets"));
         assert!(SrtConfig::default().validate().is_ok());
     }
 }

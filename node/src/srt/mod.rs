@@ -64,7 +64,9 @@ impl SrtIngest {
         };
         let first = bind_udp(srt.listen, srt.socket_receive_buffer).map_err(cannot)?;
         let local = first.local_addr().map_err(cannot)?;
-        let got = socket2::SockRef::from(&first).recv_buffer_size().unwrap_or(0);
+        let got = socket2::SockRef::from(&first)
+            .recv_buffer_size()
+            .unwrap_or(0);
         if got < srt.socket_receive_buffer {
             // Linux reports twice what it grants.
             warn!(asked = srt.socket_receive_buffer, got, "the kernel gave the SRT sockets a smaller receive buffer than srt.socket_receive_buffer: raise net.core.rmem_max (sysctl) so that bursts are not dropped");

@@ -28,7 +28,9 @@ pub enum StreamIdError {
     Mode(String),
     #[error("type {0:?} in the stream id: this node only takes streams")]
     Type(String),
-    #[error("unsupported stream id syntax (use the key, live/<key> or #!::r=live/<key>,m=publish)")]
+    #[error(
+        "unsupported stream id syntax (use the key, live/<key> or #!::r=live/<key>,m=publish)"
+    )]
     Syntax,
 }
 
@@ -141,10 +143,16 @@ mod tests {
         assert_eq!(key_of(None, "live").unwrap_err(), StreamIdError::Missing);
         assert_eq!(key(""), Err(StreamIdError::Missing));
         assert_eq!(key("other/sg_abc"), Err(StreamIdError::UnknownApp));
-        assert_eq!(key("other/sg_abc").unwrap_err().code(), RejectCode::NOT_FOUND);
+        assert_eq!(
+            key("other/sg_abc").unwrap_err().code(),
+            RejectCode::NOT_FOUND
+        );
         let e = key("#!::r=live/sg_abc,m=request").unwrap_err();
         assert_eq!((e.code(), e.label()), (RejectCode::BAD_MODE, "not_publish"));
-        assert_eq!(key("#!::r=live/x,t=file").unwrap_err().code(), RejectCode(1415));
+        assert_eq!(
+            key("#!::r=live/x,t=file").unwrap_err().code(),
+            RejectCode(1415)
+        );
         assert_eq!(key("#!::m=publish"), Err(StreamIdError::NoKey));
         assert_eq!(key("live/"), Err(StreamIdError::NoKey));
         assert_eq!(key("live/a/b"), Err(StreamIdError::NoKey));

@@ -70,7 +70,7 @@ struct Decided {
 }
 
 enum Outcome {
-    Admitted(crate::hub::PublishHandle, Option<Decrypter>),
+    Admitted(crate::hub::PublishHandle, Option<Box<Decrypter>>),
     Refused(RejectCode, &'static str),
 }
 
@@ -362,7 +362,9 @@ impl Worker {
             )
             .await;
             let outcome = match verdict {
-                Ok(Checked::Admitted(handle, decrypter)) => Outcome::Admitted(handle, decrypter),
+                Ok(Checked::Admitted(handle, decrypter)) => {
+                    Outcome::Admitted(handle, decrypter.map(Box::new))
+                }
                 Ok(Checked::Refused(r)) => Outcome::Refused(refusal_code(&r), r.label()),
                 Ok(Checked::Failed(e)) => Outcome::Refused(e.code(), e.label()),
                 Err(_) => Outcome::Refused(RejectCode::UNAVAILABLE, "auth_deadline"),
@@ -408,9 +410,13 @@ impl Worker {
             Outcome::Admitted(publish, decrypter) => {
                 let now = Instant::now();
                 let id = self.next_id();
-                let conn = p
-                    .conclusion
-                    .accept(now, id, &self.cfg.listener, decrypter, &mut self.out);
+                let conn = p.conclusion.accept(
+                    now,
+                    id,
+                    &self.cfg.listener,
+                    decrypter.map(|d| *d),
+                    &mut self.out,
+                );
                 metrics::counter!(metric::SRT_HANDSHAKES, "result" => "accepted").increment(1);
                 info!(%peer, channel_id = %publish.stream.channel_id, session = %publish.stream.session_id, latency_ms = conn.stats().latency_ms, encrypted = conn.stats().encrypted, "SRT publish accepted");
                 let mut ticket = p.ticket;
@@ -481,11 +487,13 @@ impl Worker {
             }
             if got {
                 s.last_payload = now;
-                s.media
-                    .flush(&s.publish, tokio::time::Instant::now());
+                s.media.flush(&s.publish, tokio::time::Instant::now());
             }
             if let Some(c) = closed {
-                ending.push((*id, format!("{c:?}: nothing from the publisher for srt.peer_idle_timeout")));
+                ending.push((
+                    *id,
+                    format!("{c:?}: nothing from the publisher for srt.peer_idle_timeout"),
+                ));
             } else if now.duration_since(s.last_payload) >= self.cfg.idle_timeout {
                 ending.push((*id, "no media for rtmp.idle_timeout".into()));
             }
