@@ -242,6 +242,26 @@ fn an_existing_supabase_table_with_plain_keys() {
     // A wrong key is still wrong.
     let mut bad = ffmpeg_publish(&node.publish_url("live_nope"), "320x240", 3);
     assert!(!bad.wait(Duration::from_secs(5)).expect("refused").success());
+    // The table predates SRT passphrases: the node says so once, and SRT publishes
+    // to it all the same.
+    assert!(node
+        .transcript
+        .contains("the channels table has no SRT passphrase column"));
+    let srt = node.srt_port.expect("SRT listening");
+    let mut ff = ffmpeg_srt(&srt_url(srt, key, ""), "libx264", "320x240", 6);
+    wait_for(Duration::from_secs(10), || {
+        (is_live(&pg) == "t").then_some(())
+    })
+    .expect("live in profiles over SRT");
+    assert_eq!(
+        wait_listed(&node, &id, Duration::from_secs(5))["protocol"],
+        "srt"
+    );
+    assert!(ff.wait(Duration::from_secs(20)).expect("done").success());
+    wait_for(Duration::from_secs(5), || {
+        (is_live(&pg) == "f").then_some(())
+    })
+    .expect("offline in profiles after SRT");
     node.assert_never_printed(key);
 }
 

@@ -212,7 +212,7 @@ impl Authorizer {
     /// address as a wrong key does (it guards a secret too), and what it says comes
     /// back as [`Checked::Failed`]; what it gives, with the publish, as
     /// [`Checked::Admitted`].
-    pub async fn admit_checked<T, E>(
+    pub async fn admit_checked<T, E: std::fmt::Display>(
         &self,
         attempt: PublishAttempt,
         check: impl FnOnce(&Channel) -> Result<T, E>,
@@ -253,7 +253,7 @@ impl Authorizer {
         let checked = match check(&channel) {
             Ok(v) => v,
             Err(e) => {
-                warn!(%peer, protocol = protocol.as_str(), channel_id = %channel.id, "publish rejected: the channel's own check failed");
+                warn!(%peer, protocol = protocol.as_str(), channel_id = %channel.id, reason = %e, "publish rejected");
                 if self.limiter.record_failure(peer.ip(), Instant::now()) {
                     warn!(ip = %peer.ip(), "too many failed publishes: every publish from this address waits auth.max_failure_delay for auth.ban_duration");
                 }

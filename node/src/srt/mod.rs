@@ -99,7 +99,7 @@ impl SrtIngest {
                 &handle,
             );
         }
-        info!(addr = %local, app = %rtmp.app, workers = workers.len(), latency = %humantime::format_duration(srt.latency), "SRT listening (UDP)");
+        info!(addr = %local, transport = "udp", app = %rtmp.app, workers = workers.len(), latency = %humantime::format_duration(srt.latency), "SRT listening");
         Ok(SrtIngest { local })
     }
 

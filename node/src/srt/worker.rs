@@ -87,6 +87,17 @@ enum Secret {
     Unsupported,
 }
 
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Required => "the channel has an SRT passphrase and the publisher does not encrypt",
+            Secret::Unexpected => "the publisher encrypts and the channel has no SRT passphrase (channel set-srt-passphrase)",
+            Secret::Wrong => "wrong SRT passphrase",
+            Secret::Unsupported => "the publisher encrypts with a cipher other than AES-CTR",
+        })
+    }
+}
+
 impl Secret {
     fn code(self) -> RejectCode {
         match self {

@@ -17,6 +17,7 @@ pub mod node;
 pub mod postgres;
 pub mod publisher;
 pub mod source;
+pub mod srt;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use self::srt::*;
 pub use encoders::*;
 pub use hostile::*;
 pub use middlebox::*;

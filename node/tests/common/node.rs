@@ -36,6 +36,8 @@ pub struct Node {
     pub rtmps_port: Option<u16>,
     /// The admin/metrics port, when `admin.listen` is set.
     pub admin_port: Option<u16>,
+    /// The SRT port (UDP), unless `srt.enabled` is false.
+    pub srt_port: Option<u16>,
     pub http_port: u16,
     /// Node output plus API answers.
     pub transcript: Transcript,
@@ -98,6 +100,9 @@ impl Node {
         if !extra.contains("[http]") {
             text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
         }
+        if !extra.contains("[srt]") {
+            text.push_str("[srt]\nlisten = \"127.0.0.1:0\"\n");
+        }
         std::fs::write(&config, text).unwrap();
         Node::spawned(dir, config, env)
     }
@@ -111,6 +116,7 @@ impl Node {
             rtmp_port: 0,
             rtmps_port: None,
             admin_port: None,
+            srt_port: None,
             http_port: 0,
             transcript: Transcript::default(),
             env: env
@@ -170,7 +176,7 @@ impl Node {
                 }
             }));
         }
-        let (mut rtmp, mut http, mut rtmps, mut admin) = (None, None, None, None);
+        let (mut rtmp, mut http, mut rtmps, mut admin, mut srt) = (None, None, None, None, None);
         let text = std::fs::read_to_string(&self.config).unwrap_or_default();
         let table: toml::Table = text.parse().unwrap_or_default();
         let want_rtmps = table
@@ -183,11 +189,17 @@ impl Node {
             .and_then(|t| t.get("listen"))
             .and_then(|l| l.as_str())
             .is_some_and(|l| !l.is_empty());
+        let want_srt = table
+            .get("srt")
+            .and_then(|t| t.get("enabled"))
+            .and_then(|e| e.as_bool())
+            .unwrap_or(true);
         let deadline = Instant::now() + Duration::from_secs(15);
         while rtmp.is_none()
             || http.is_none()
             || (want_rtmps && rtmps.is_none())
             || (want_admin && admin.is_none())
+            || (want_srt && srt.is_none())
         {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
@@ -196,6 +208,7 @@ impl Node {
                     http = http.or_else(|| port_from(&line, "HTTP"));
                     rtmps = rtmps.or_else(|| port_from(&line, "RTMPS"));
                     admin = admin.or_else(|| port_from(&line, "admin"));
+                    srt = srt.or_else(|| port_from(&line, "SRT"));
                 }
                 // Still starting, unless it exited (a configuration error, say).
                 Err(_) if left > Duration::ZERO && child.try_wait().ok().flatten().is_none() => {}
@@ -213,6 +226,7 @@ impl Node {
         self.rtmp_port = rtmp.unwrap();
         self.rtmps_port = rtmps;
         self.admin_port = admin;
+        self.srt_port = srt;
         self.http_port = http.unwrap();
         self.child = Some(child);
     }

@@ -402,3 +402,18 @@ fn a_pes_header_too_short_for_its_time_stamps_has_none() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_clock_that_goes_back_more_than_a_second_is_a_discontinuity() {
+    // A looped file: two seconds in, the clock starts again.
+    let mut c = to_flv_clock_probe();
+    c.at(90 * 1000);
+    let before = c.at(90 * 3000);
+    let (after, notice) = c.at_with_notice(90 * 1000);
+    assert!(notice);
+    assert_eq!(after, before + 1);
+    assert_eq!(c.at(90 * 1040), after + 40, "and on at the stream's pace");
+    // Jitter back by less is held.
+    let held = c.at(90 * 1000);
+    assert_eq!(held, after + 40);
+}

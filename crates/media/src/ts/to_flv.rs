@@ -9,8 +9,9 @@
 //!   frame of a PES timed 1024 samples after the one before.
 //! - Time: 33-bit PTS/DTS unwrapped per track, counted from the stream's first time
 //!   stamp (the same zero for every track, so they stay in sync), handed on monotonic
-//!   per track; a jump of more than [`MAX_JUMP_MS`] (a discontinuity: an encoder
-//!   restarted, a splice) shifts every track so that time goes on from where it was.
+//!   per track; a jump forward by more than [`MAX_JUMP_MS`] or back by more than
+//!   [`MAX_BACK_MS`] (a discontinuity: an encoder restarted, a splice, a looped file)
+//!   shifts every track so that time goes on from where it was.
 //! - The first video stream (H.264 or H.265) and the first AAC stream of the program
 //!   are used; anything else is reported once as a [`Notice`] and not relayed.
 
@@ -19,8 +20,12 @@ use bytes::Bytes;
 use super::{Pes, StreamType, TsEvent, TsStream};
 use crate::mux::{self, MediaKind};
 
-/// A jump of a track's time larger than this is a discontinuity.
+/// A jump of a track's time forward by more than this is a discontinuity (less is a
+/// gap: frames were lost).
 pub const MAX_JUMP_MS: i64 = 10_000;
+/// A jump back by more than this is a discontinuity (a looped file, an encoder that
+/// restarted its clock); less is jitter, held at the last time.
+pub const MAX_BACK_MS: i64 = 1_000;
 /// One lap of a 33-bit 90 kHz clock.
 const WRAP: u64 = 1 << 33;
 
@@ -107,7 +112,7 @@ impl Clock {
         let mut ms = (ext as i64 - base as i64) / 90 + self.shift;
         if let Some(last) = track.last_ms {
             let jump = ms - last;
-            if jump.abs() > MAX_JUMP_MS || (fresh && jump < 0) {
+            if !(-MAX_BACK_MS..=MAX_JUMP_MS).contains(&jump) || (fresh && jump < 0) {
                 self.shift -= jump - 1;
                 ms = last + 1;
                 out.push(Output::Notice(Notice::Discontinuity {

@@ -140,7 +140,19 @@ impl PgStore {
             &s.relay_targets_column,
             &["jsonb", "json", "text"],
         );
-        let srt_passphrase = col("srt_passphrase_column", &s.srt_passphrase_column, TEXT);
+        // Per-channel SRT passphrases came after the other columns: a table
+        // without the column (an existing deployment) keeps working, without them.
+        let srt_passphrase = if !s.srt_passphrase_column.is_empty()
+            && !columns.contains_key(&s.srt_passphrase_column)
+        {
+            warn!(
+                column = %s.srt_passphrase_column,
+                "the channels table has no SRT passphrase column: per-channel SRT passphrases are off (run `streamgate migrate` or add the column, or set database.srt_passphrase_column = \"\" to silence this)"
+            );
+            None
+        } else {
+            col("srt_passphrase_column", &s.srt_passphrase_column, TEXT)
+        };
         if !problems.is_empty() {
             let hint = if s.is_default_schema() {
                 " (a table made by an older `streamgate migrate`: run `streamgate migrate` again, it adds what is missing)"
