@@ -527,3 +527,88 @@ fn event_streams_are_capped_per_address_and_in_all() {
     });
     assert!(stream.is_some(), "a closed stream gives its place back");
 }
+
+/// Handshakes a second from the SRT attacker: about 40 Mbit/s of them, a thousand
+/// times what a caller sends. (Faster, the flood outruns what the node's debug build
+/// reads on this 2-core machine, and the kernel drops datagrams of the socket's queue
+/// without looking: the streamer's too. BENCHMARKS.md measures the release build.)
+const FLOOD_RATE: u64 = 50_000;
+
+/// SRT's port faces the internet too. A caller floods it from one address (ffmpeg
+/// cannot pick its source address, so here the attacker is 127.0.0.2): inductions
+/// from ever new sockets, and every cookie it gets back taken to a conclusion with a
+/// wrong key, so each could cost the node an admission. A streamer from another
+/// address still goes live at once and streams without a loss.
+#[test]
+fn an_srt_handshake_flood_from_one_address_keeps_no_streamer_off() {
+    let node = Node::start("[log]\nlevel = \"info\"\n");
+    let (id, key) = node.create_channel("srt-streamer");
+    let port = node.srt_port.expect("SRT listening");
+    let flood = SrtFlood::start(STREAMER, port, 2, FLOOD_RATE);
+    wait_for(Duration::from_secs(10), || {
+        (flood.concluded.load(std::sync::atomic::Ordering::Relaxed) > 50).then_some(())
+    })
+    .expect("the flood gets cookies and concludes");
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let mut ff = ffmpeg_srt(
+        &srt_url(port, &format!("live/{key}"), ""),
+        "libx264",
+        "320x240",
+        8,
+    );
+    let s = wait_for(Duration::from_secs(10), || node.stream(&id)).unwrap_or_else(|| {
+        panic!(
+            "not live under the flood ({} inductions sent, {} concluded, rejections {:?}); ffmpeg said: {}",
+            flood.sent.load(std::sync::atomic::Ordering::Relaxed),
+            flood.concluded.load(std::sync::atomic::Ordering::Relaxed),
+            flood.rejections.lock().unwrap(),
+            ff.stderr()
+        )
+    });
+    let took = started.elapsed();
+    assert_eq!(s["protocol"], "srt");
+    assert!(took < Duration::from_secs(5), "live after {took:?}");
+    assert!(
+        ff.wait(Duration::from_secs(30))
+            .expect("ffmpeg done")
+            .success(),
+        "{}",
+        ff.stderr()
+    );
+    let sent = flood.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let rejections = flood.rejections.lock().unwrap().clone();
+    drop(flood);
+    eprintln!("flood: {sent} inductions, rejections {rejections:?}, streamer live after {took:?}");
+    // The address's handshakes past its rate were dropped unread, before any work.
+    let (_, _, metrics) = node.http_get("/metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let limited = metrics
+        .lines()
+        .find(|l| l.starts_with("streamgate_srt_handshakes_total{result=\"rate_limited\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rate-limited handshakes counted:\n{metrics}"));
+    assert!(
+        limited as u64 > sent / 2,
+        "{limited} of {sent} dropped by the rate"
+    );
+    let ended = wait_for(Duration::from_secs(5), || {
+        node.transcript
+            .text()
+            .lines()
+            .find(|l| l.contains("SRT publish ended"))
+            .map(str::to_string)
+    })
+    .expect("the publish ended");
+    let field = |name: &str| -> u64 {
+        ended
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {ended}"))
+    };
+    let (packets, dropped) = (field("packets"), field("dropped"));
+    assert!(packets > 300, "{ended}");
+    assert_eq!(dropped, 0, "{ended}");
+    node.assert_never_printed(&key);
+}

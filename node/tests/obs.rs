@@ -345,3 +345,64 @@ fn refusals_of_obs(node: &Node) -> usize {
         })
         .count()
 }
+
+/// OBS publishing over SRT (Server `srt://HOST:PORT?streamid=<key>`, written by its
+/// FFmpeg MPEG-TS output with libsrt): live, thumbnailed, relayed to nginx-rtmp's HLS,
+/// offline when it stops.
+#[test]
+fn obs_studio_publishes_over_srt() {
+    require("obs", "obs-studio");
+    require("xvfb-run", "xvfb");
+    require("xauth", "xauth");
+    let dir = TempDir::new("obs-srt");
+    let mut nginx = Nginx::start(&["live"], None);
+    let node = Node::start(&format!(
+        "[relay]\ntargets = [\"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n[thumbnails]\ninterval = \"2s\"\n",
+        nginx.port
+    ));
+    let port = node.srt_port.expect("SRT listening");
+    let (id, key) = node.create_channel("obs-srt");
+    let home = dir.0.join("home");
+    write_obs_profile(&home, &format!("srt://127.0.0.1:{port}?streamid={key}"), "");
+    let obs = Obs::start(&home);
+    let stream = wait_for(Duration::from_secs(60), || {
+        node.stream(&id)
+            .filter(|s| s["video_codec"].is_string() && s["audio_codec"].is_string())
+    })
+    .unwrap_or_else(|| panic!("OBS did not go live over SRT within 60 s:\n{}", obs.said()));
+    assert_eq!(stream["protocol"], "srt", "{stream}");
+    assert_eq!(stream["video_codec"], "h264", "{stream}");
+    assert_eq!(stream["audio_codec"], "aac", "{stream}");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{stream}"
+    );
+    wait_for(Duration::from_secs(20), || {
+        node.stream(&id)?["thumbnail_updated_at"]
+            .as_str()
+            .map(|_| ())
+    })
+    .expect("a thumbnail of OBS's SRT stream");
+    wait_db_live(&node, &id);
+    let playlist = nginx.wait_playlist("live", &id, Duration::from_secs(20));
+
+    drop(obs);
+    wait_for(Duration::from_secs(15), || {
+        (!node.db_live(&id).0 && node.stream(&id).is_none()).then_some(())
+    })
+    .expect("offline after OBS stopped");
+    nginx.stop();
+    let streams = ffprobe_streams(&playlist);
+    assert!(
+        streams
+            .iter()
+            .any(|s| s.0 == "video" && s.1 == "h264" && s.2 == Some(640)),
+        "{streams:?}"
+    );
+    assert!(
+        streams.iter().any(|s| s.0 == "audio" && s.1 == "aac"),
+        "{streams:?}"
+    );
+    node.assert_never_printed(&key);
+}

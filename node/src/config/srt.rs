@@ -37,6 +37,11 @@ pub struct SrtConfig {
     /// datagrams wait there while the thread is busy. Above `net.core.rmem_max` the
     /// kernel gives less (the node logs what it got).
     pub socket_receive_buffer: usize,
+    /// Handshake packets an address may send per second (to each ingest thread's
+    /// socket; twice that at once): the rest is dropped unread, before any work. A
+    /// caller sends 2 to connect, and repeats its conclusion every 250 ms while its
+    /// key is checked; 50 lets a dozen encoders behind one NAT start together.
+    pub max_handshakes_per_address: u32,
 }
 
 impl Default for SrtConfig {
@@ -48,6 +53,7 @@ impl Default for SrtConfig {
             peer_idle_timeout: Duration::from_secs(5),
             receive_buffer_packets: 8192,
             socket_receive_buffer: 8 * 1024 * 1024,
+            max_handshakes_per_address: 50,
         }
     }
 }
@@ -80,6 +86,13 @@ impl SrtConfig {
                 "srt.socket_receive_buffer",
                 self.socket_receive_buffer,
                 "must be at least 65536 bytes (8388608 is a good value)",
+            ));
+        }
+        if self.max_handshakes_per_address < 4 {
+            return Err(invalid(
+                "srt.max_handshakes_per_address",
+                self.max_handshakes_per_address,
+                "must be at least 4 (a caller needs 2 to connect and repeats them; 50 is the default)",
             ));
         }
         Ok(())

@@ -86,6 +86,7 @@ impl SrtIngest {
                 app: rtmp.app.clone(),
                 auth_deadline: rtmp.auth_deadline,
                 idle_timeout: rtmp.idle_timeout,
+                max_handshakes_per_address: srt.max_handshakes_per_address,
             };
             let (ctx, ids, shutdown) = (ctx.clone(), ids.clone(), shutdown.clone());
             let handle = workers.handle(i).clone();

@@ -21,7 +21,7 @@ use ::srt::{Conclusion, Handshaking, Outgoing, RejectCode};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::stream::{Stream, TsMedia};
 use super::streamid;
@@ -31,6 +31,7 @@ use crate::hub::{EndReason, Protocol};
 use crate::ingest::admission::Ticket;
 use crate::ingest::IngestContext;
 use crate::metric;
+use crate::peer::AddressKey;
 
 /// How often the streams' timers run (SRT's ACK period).
 const TICK: Duration = Duration::from_millis(10);
@@ -43,6 +44,90 @@ const RECV_BATCH: usize = 256;
 /// How often each stream's link statistics go to the hub.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// Refusals before the key check logged per window, at most (the rest counted).
+const LOG_BUDGET: u32 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// At most [`LOG_BUDGET`] lines per [`LOG_WINDOW`] for what a caller can repeat at
+/// will; what is left out is summed up in one line.
+struct LogBudget {
+    since: Instant,
+    logged: u32,
+    left_out: u64,
+}
+
+impl LogBudget {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.since) >= LOG_WINDOW {
+            if self.left_out > 0 {
+                info!(
+                    refusals = self.left_out,
+                    "more SRT publishes refused than logged (streamgate_srt_handshakes_total counts them all)"
+                );
+            }
+            *self = LogBudget {
+                since: now,
+                logged: 0,
+                left_out: 0,
+            };
+        }
+        if self.logged < LOG_BUDGET {
+            self.logged += 1;
+            true
+        } else {
+            self.left_out += 1;
+            false
+        }
+    }
+}
+
+/// Addresses whose handshake rate is tracked at most; past it, idle ones are
+/// forgotten, and if none is, new addresses go unchecked (spoofed inductions cost
+/// one cookie each; a conclusion needs a real address).
+const RATE_ADDRESSES_MAX: usize = 65_536;
+
+/// A token bucket per source address (IPv6 per /64) for handshake packets.
+struct HandshakeRate {
+    per_second: f64,
+    burst: f64,
+    buckets: HashMap<AddressKey, (f64, Instant)>,
+}
+
+impl HandshakeRate {
+    fn new(per_second: u32) -> HandshakeRate {
+        HandshakeRate {
+            per_second: per_second as f64,
+            burst: 2.0 * per_second as f64,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Whether a handshake from `ip` may be read now.
+    fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let key = AddressKey::of(ip);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= RATE_ADDRESSES_MAX {
+            let (rate, burst) = (self.per_second, self.burst);
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+            if self.buckets.len() >= RATE_ADDRESSES_MAX {
+                return true;
+            }
+        }
+        let (tokens, at) = self.buckets.entry(key).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// What identifies a caller's attempt: its address and its socket.
 type Caller = (SocketAddr, u32);
 
@@ -52,6 +137,7 @@ pub(super) struct WorkerConfig {
     pub(super) app: String,
     pub(super) auth_deadline: Duration,
     pub(super) idle_timeout: Duration,
+    pub(super) max_handshakes_per_address: u32,
 }
 
 /// An admission in progress.
@@ -164,6 +250,8 @@ pub(super) struct Worker {
     dests: Vec<SocketAddr>,
     /// Streams that received payloads since their media was last flushed.
     touched: Vec<u32>,
+    log_budget: LogBudget,
+    handshake_rate: HandshakeRate,
 }
 
 impl Worker {
@@ -176,7 +264,9 @@ impl Worker {
         let mut secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut secret);
         let (decided_tx, decided_rx) = mpsc::unbounded_channel();
+        let handshake_rate = HandshakeRate::new(cfg.max_handshakes_per_address);
         Worker {
+            handshake_rate,
             socket,
             listener: ::srt::Listener::new(cfg.listener, secret, Instant::now()),
             cfg,
@@ -191,14 +281,18 @@ impl Worker {
             out: Outgoing::new(),
             dests: Vec::new(),
             touched: Vec::new(),
+            log_budget: LogBudget {
+                since: Instant::now(),
+                logged: 0,
+                left_out: 0,
+            },
         }
     }
 
     /// Runs until `shutdown`; then tells every publisher the connection is over.
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut buf = vec![0u8; 2048];
+        let mut next_tick = Instant::now() + TICK;
         loop {
             tokio::select! {
                 biased;
@@ -209,7 +303,17 @@ impl Worker {
                     }
                 }
                 Some(d) = self.decided_rx.recv() => self.decided(d),
-                _ = tick.tick() => self.tick(),
+                _ = tokio::time::sleep_until(next_tick.into()) => {}
+            }
+            // Under a flood the socket is always readable: the verdicts and the timers
+            // (ACKs, NAKs, ends) still get their turn after every batch.
+            while let Ok(d) = self.decided_rx.try_recv() {
+                self.decided(d);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick();
+                next_tick = now + TICK;
             }
             self.send();
         }
@@ -244,6 +348,10 @@ impl Worker {
             Err(_) => return,
         };
         if dest == 0 {
+            if !self.handshake_rate.allow(peer.ip(), now) {
+                metrics::counter!(metric::SRT_HANDSHAKES, "result" => "rate_limited").increment(1);
+                return;
+            }
             match self.listener.on_handshake(now, peer, d, &mut self.out) {
                 Handshaking::Answered => {}
                 Handshaking::Conclusion(c) => self.conclusion(c),
@@ -332,25 +440,31 @@ impl Worker {
             return;
         }
         if let Some(code) = c.unacceptable {
-            info!(peer = %c.peer, code = code.0, "SRT publish refused: the caller asks for what this node does not do (HSv4, stream mode, another congestion controller, a packet filter or a group)");
+            if self.log_budget.take() {
+                info!(peer = %c.peer, code = code.0, "SRT publish refused: the caller asks for what this node does not do (HSv4, stream mode, another congestion controller, a packet filter or a group)");
+            }
             return self.refuse(&c, code, "unsupported");
         }
         let key = match streamid::key_of(c.stream_id.as_deref(), &self.cfg.app) {
             Ok(k) => k,
             Err(e) => {
-                info!(peer = %c.peer, reason = %e, "SRT publish refused");
+                if self.log_budget.take() {
+                    info!(peer = %c.peer, reason = %e, "SRT publish refused");
+                }
                 return self.refuse(&c, e.code(), e.label());
             }
         };
+        // Refusals by the caps are counted, not logged above debug (as for RTMP): a
+        // flood would fill the log.
         let ticket = match self.ctx.admission.admit(c.peer.ip()) {
             Ok(t) => t,
             Err(e) => {
-                warn!(peer = %c.peer, reason = %e, "SRT publish refused");
+                debug!(peer = %c.peer, reason = %e, "SRT publish refused");
                 return self.refuse(&c, RejectCode::OVERLOAD, e.label());
             }
         };
         let Ok(permit) = self.ctx.connections.clone().try_acquire_owned() else {
-            warn!(peer = %c.peer, "SRT publish refused: rtmp.max_connections connections are open");
+            debug!(peer = %c.peer, "SRT publish refused: rtmp.max_connections connections are open");
             return self.refuse(&c, RejectCode::OVERLOAD, "max_connections");
         };
         let cancel = CancellationToken::new();
@@ -528,5 +642,46 @@ impl Drop for Worker {
         for p in self.pending.values() {
             p.cancel.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_burst_then_its_rate_and_others_are_untouched() {
+        let mut r = HandshakeRate::new(50);
+        let t0 = Instant::now();
+        let a: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        let b: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let allowed = (0..1000).filter(|_| r.allow(a, t0)).count();
+        assert_eq!(allowed, 100, "twice the rate at once");
+        assert!(r.allow(b, t0), "another address has its own bucket");
+        // A second later, a second's worth.
+        let t1 = t0 + Duration::from_secs(1);
+        let allowed = (0..1000).filter(|_| r.allow(a, t1)).count();
+        assert_eq!(allowed, 50);
+        // IPv6 counts per /64.
+        let v6a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let v6b: std::net::IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+        assert_eq!((0..100).filter(|_| r.allow(v6a, t1)).count(), 100);
+        assert!(!r.allow(v6b, t1));
+    }
+
+    #[test]
+    fn a_full_table_forgets_idle_addresses_and_never_refuses_a_new_one() {
+        let mut r = HandshakeRate::new(50);
+        let t0 = Instant::now();
+        for i in 0..RATE_ADDRESSES_MAX as u32 {
+            assert!(r.allow(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0));
+        }
+        let new: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        // Nobody idle yet (each used one token): the new address is let through.
+        assert!(r.allow(new, t0));
+        assert_eq!(r.buckets.len(), RATE_ADDRESSES_MAX);
+        // Two seconds later every bucket is full again: forgotten, room made.
+        assert!(r.allow(new, t0 + Duration::from_secs(2)));
+        assert_eq!(r.buckets.len(), 1);
     }
 }

@@ -233,3 +233,162 @@ pub fn assert_continuous(playlist: &Path, max_gap: f64) {
         }
     }
 }
+
+/// A hostile SRT caller: from one address, as fast as it can, inductions from ever
+/// new socket ids, and for every induction answered a conclusion with the cookie and
+/// a stream id (`live/<wrong key>` unless told otherwise): every handshake the node
+/// must take to an admission. Counts what it sent and the rejection codes it got.
+pub struct SrtFlood {
+    pub sent: Arc<AtomicU64>,
+    pub concluded: Arc<AtomicU64>,
+    pub rejections: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, u64>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SrtFlood {
+    /// `per_second` inductions in all (0: as fast as the sockets go).
+    pub fn start(
+        from: std::net::IpAddr,
+        node_port: u16,
+        sockets: usize,
+        per_second: u64,
+    ) -> SrtFlood {
+        use ::srt::handshake::{self, cmd, ext_flags, options, Handshake, HsType, SrtOptions};
+        use ::srt::packet::{self, ControlHeader, ControlType, HEADER_LEN};
+        let (sent, concluded, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let rejections: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, u64>>> =
+            Arc::default();
+        let packet = |hs: &Handshake, sid: Option<&str>| {
+            let mut b = Vec::with_capacity(128);
+            packet::write_control(
+                &mut b,
+                &ControlHeader {
+                    kind: ControlType::Handshake,
+                    subtype: 0,
+                    info: 0,
+                    timestamp: 0,
+                    dest: 0,
+                },
+            );
+            hs.write(&mut b);
+            if let Some(sid) = sid {
+                SrtOptions {
+                    version: 0x010501,
+                    flags: options::TSBPDSND
+                        | options::TSBPDRCV
+                        | options::CRYPT
+                        | options::TLPKTDROP
+                        | options::NAKREPORT
+                        | options::REXMITFLG,
+                    recv_latency: 120,
+                    send_latency: 120,
+                }
+                .write(&mut b, cmd::HSREQ);
+                handshake::write_string(&mut b, cmd::SID, sid);
+            }
+            b
+        };
+        let threads = (0..sockets)
+            .map(|t| {
+                let (sent, concluded, stop, rejections) = (
+                    sent.clone(),
+                    concluded.clone(),
+                    stop.clone(),
+                    rejections.clone(),
+                );
+                let socket = UdpSocket::bind((from, 0)).expect("bind the attacker's address");
+                socket.connect(("127.0.0.1", node_port)).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                std::thread::spawn(move || {
+                    let mut id = (t as u32 + 1) << 24;
+                    let mut buf = [0u8; 1500];
+                    let started = std::time::Instant::now();
+                    let mut batches = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if per_second > 0 {
+                            // 32 per batch, the sockets sharing the rate.
+                            let due = Duration::from_secs_f64(
+                                (batches * 32 * sockets as u64) as f64 / per_second as f64,
+                            );
+                            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        batches += 1;
+                        for _ in 0..32 {
+                            id = id.wrapping_add(1);
+                            let induction = Handshake {
+                                version: 4,
+                                encryption: 0,
+                                extension: 2,
+                                isn: ::srt::SeqNo::new(id & 0x7fff_ffff),
+                                mss: 1500,
+                                flow_window: 8192,
+                                kind: HsType::Induction,
+                                socket_id: id,
+                                cookie: 0,
+                                peer_ip: [0; 16],
+                            };
+                            if socket.send(&packet(&induction, None)).is_ok() {
+                                sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        // Everything answered so far: conclude inductions, count
+                        // rejections.
+                        let mut idle = true;
+                        while let Ok(n) = socket.recv(&mut buf) {
+                            idle = false;
+                            let Ok((h, _)) = Handshake::parse(&buf[HEADER_LEN.min(n)..n]) else {
+                                continue;
+                            };
+                            match h.kind {
+                                HsType::Induction => {
+                                    let conclusion = Handshake {
+                                        version: 5,
+                                        extension: ext_flags::HSREQ | ext_flags::CONFIG,
+                                        kind: HsType::Conclusion,
+                                        socket_id: h.socket_id,
+                                        cookie: h.cookie,
+                                        isn: h.isn,
+                                        ..h
+                                    };
+                                    let sid = format!("live/wrong_{:08x}_{t}", h.socket_id);
+                                    let _ = socket.send(&packet(&conclusion, Some(&sid)));
+                                    concluded.fetch_add(1, Ordering::Relaxed);
+                                }
+                                HsType::Rejection(code) => {
+                                    *rejections.lock().unwrap().entry(code.0).or_default() += 1;
+                                }
+                                _ => {}
+                            }
+                        }
+                        if idle {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        SrtFlood {
+            sent,
+            concluded,
+            rejections,
+            stop,
+            threads,
+        }
+    }
+}
+
+impl Drop for SrtFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
