@@ -60,6 +60,10 @@ pub const ADMIN_TOKEN_FAILURES: &str = "streamgate_admin_token_failures_total";
 pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
 pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
 pub const CHANNEL_BYTES: &str = "streamgate_channel_media_bytes";
+pub const CHANNEL_SRT_RTT: &str = "streamgate_channel_srt_rtt_seconds";
+pub const CHANNEL_SRT_PACKETS: &str = "streamgate_channel_srt_packets";
+pub const CHANNEL_SRT_BUFFERED: &str = "streamgate_channel_srt_buffered_packets";
+pub const LIVE_STREAMS_BY_PROTOCOL: &str = "streamgate_live_streams_by_protocol";
 
 /// SRT: conclusions by result (`accepted`, or why not), datagrams the socket could
 /// not take, and the link totals of the SRT publishes that ended (packets received,
@@ -137,7 +141,7 @@ pub fn describe() {
     );
     describe_counter!(
         SRT_PACKETS,
-        "SRT data packets of ended publishes, by kind (received, lost, retransmitted, dropped)"
+        "SRT data packets, by kind (received, lost, retransmitted, dropped: given up), counted every second"
     );
     describe_gauge!(
         CONNECTIONS_PENDING,
@@ -225,6 +229,23 @@ pub fn describe() {
     );
     describe_gauge!(CHANNEL_BITRATE, "bitrate of a live channel (opt-in)");
     describe_gauge!(CHANNEL_FPS, "frames per second of a live channel (opt-in)");
+    describe_gauge!(
+        CHANNEL_SRT_RTT,
+        Unit::Seconds,
+        "round-trip time of a live SRT channel's link (opt-in)"
+    );
+    describe_gauge!(
+        CHANNEL_SRT_PACKETS,
+        "data packets of a live SRT channel's publish so far, by kind: received, lost, retransmitted, dropped (opt-in)"
+    );
+    describe_gauge!(
+        CHANNEL_SRT_BUFFERED,
+        "packets a live SRT channel holds behind a lost one (opt-in)"
+    );
+    describe_gauge!(
+        LIVE_STREAMS_BY_PROTOCOL,
+        "live publishes on this node, by protocol (rtmp, rtmps, srt)"
+    );
     describe_gauge!(
         CHANNEL_BYTES,
         Unit::Bytes,

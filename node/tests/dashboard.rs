@@ -123,6 +123,7 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
         nginx.port
     ));
     let (id, key) = node.create_channel("Studio <b>A</b>");
+    let (srt_id, srt_key) = node.create_channel("Field unit");
     let driver = Driver::start();
     let url = format!("http://127.0.0.1:{}/dashboard", node.http_port);
 
@@ -202,6 +203,42 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
             "{fields}"
         );
         assert_eq!(fields["codecs"], "h264 + aac", "{fields}");
+        let ingest = c
+            .execute(
+                &format!(
+                    "const c = document.querySelector(\"{card}\"); \
+                     return [c.querySelector('.protocol').textContent, c.querySelector('.link').hidden]"
+                ),
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(ingest, serde_json::json!(["RTMP", true]), "RTMP has no SRT link figures");
+
+        // A second channel over SRT: its card says so and shows the link.
+        let mut srt = ffmpeg_srt(
+            &srt_url(node.srt_port.unwrap(), &srt_key, ""),
+            "libx264",
+            "320x240",
+            60,
+        );
+        let link = until(
+            &c,
+            "the SRT card with its link",
+            Duration::from_secs(15),
+            &format!(
+                "const c = document.querySelector(\".card[data-channel-id='{srt_id}']\"); \
+                 if (!c || c.querySelector('.link').hidden) return null; \
+                 return [c.querySelector('.protocol').textContent, c.querySelector('.link').textContent]"
+            ),
+        )
+        .await;
+        assert_eq!(link[0], "SRT", "{link}");
+        assert!(
+            link[1].as_str().unwrap().starts_with("RTT ") && link[1].as_str().unwrap().contains("loss 0.0%"),
+            "{link}"
+        );
+        drop(srt.child.kill());
         let relay = fields["relay"].as_str().unwrap();
         assert!(
             relay.contains(&format!("127.0.0.1:{}/live/{id}", nginx.port))
@@ -254,4 +291,5 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
         c.close().await.unwrap();
     });
     node.assert_never_printed(&key);
+    node.assert_never_printed(&srt_key);
 }

@@ -266,6 +266,7 @@ fn the_fleet_compose_file_runs_two_nodes_behind_the_balancer_they_trust() {
             Some(1048576)
         );
         assert!(read("nginx-stream.conf").contains(&format!("server {name}:1935")));
+        assert!(read("nginx-stream.conf").contains(&format!("server {name}:8890")));
         let printed = check_config_with(&node["environment"]);
         // Postgres, its own node id, and PROXY headers from the balancer only.
         assert!(
@@ -299,9 +300,15 @@ fn the_fleet_compose_file_runs_two_nodes_behind_the_balancer_they_trust() {
         &read("nginx-stream.conf")
             .replace("node-a:1935", "127.0.0.1:1")
             .replace("node-b:1935", "127.0.0.1:2")
+            .replace("node-a:8890", "127.0.0.1:3")
+            .replace("node-b:8890", "127.0.0.1:4")
             .replace(
                 "listen 1935;",
                 &format!("listen 127.0.0.1:{};", free_port()),
+            )
+            .replace(
+                "listen 8890 udp;",
+                &format!("listen 127.0.0.1:{} udp;", free_port()),
             ),
     );
     let conf = write_file(

@@ -538,3 +538,94 @@ fn a_dead_node_is_swept_exactly_once_by_concurrent_sweepers() {
     );
     assert_eq!(pg.psql(&db, "SELECT id FROM streamgate_nodes"), "alive");
 }
+
+/// SRT publishes follow the fleet's rules as RTMP ones do: while an RTMP encoder
+/// sends on one node, an SRT publish of its key from another address on the other
+/// node is refused (1409, conflict); once the encoder has been silent for
+/// `rtmp.takeover_silence`, the SRT publish takes the channel over and the first node
+/// lets it go; then an RTMP publish from elsewhere is refused while SRT sends.
+#[test]
+fn srt_publishes_take_over_and_are_refused_across_nodes_as_rtmp_ones() {
+    let f = Fleet::start("sg_fleet_srt", "");
+    let (id, key) = f.a.create_channel("fleet-srt");
+    // RTMP on node a, from 127.0.0.1.
+    let mut rtmp = ffmpeg_publish(&f.a.publish_url(&key), "320x240", 60);
+    wait_listed(&f.a, &id, Duration::from_secs(15));
+    f.wait_row(&id, Duration::from_secs(5), |r| r.0 && r.2 == "node-a");
+
+    // SRT on node b from 127.0.0.2 while it sends: refused, told why.
+    let b_srt = f.b.srt_port.expect("SRT on node b");
+    let elsewhere = LossyPath::start_from(second_client(), b_srt, u64::MAX);
+    let url = srt_url(elsewhere.port, &format!("live/{key}"), "");
+    let mut refused = ffmpeg_srt(&url, "libx264", "320x240", 5);
+    let status = refused
+        .wait(Duration::from_secs(10))
+        .expect("ffmpeg gives up on a refusal");
+    assert!(!status.success());
+    assert!(
+        refused.stderr().contains("REJECT") || refused.stderr().contains("reject"),
+        "{}",
+        refused.stderr()
+    );
+    wait_logged(
+        &f.b,
+        "live on another node from another encoder",
+        Duration::from_secs(5),
+    );
+    assert!(f.b.stream(&id).is_none() && f.a.stream(&id).is_some());
+
+    // The RTMP encoder goes half-dead: the SRT publish takes over after the silence.
+    signal(rtmp.child.id(), "STOP");
+    let stopped = Instant::now();
+    let mut srt = None;
+    let taken = wait_for(Duration::from_secs(15), || {
+        if srt.is_none() {
+            srt = Some(ffmpeg_srt(&url, "libx264", "320x240", 40));
+        }
+        if let Some(s) = f.b.stream(&id) {
+            return Some(s);
+        }
+        // Refused for now: ffmpeg gives up; try again.
+        if srt
+            .as_mut()
+            .unwrap()
+            .wait(Duration::from_millis(300))
+            .is_some()
+        {
+            srt = None;
+        }
+        None
+    })
+    .unwrap_or_else(|| panic!("never taken over over SRT:\n{}", f.b.transcript.text()));
+    let waited = stopped.elapsed();
+    assert_eq!(taken["protocol"], "srt", "{taken}");
+    assert!(
+        waited >= SILENCE && waited < Duration::from_secs(12),
+        "taken over {waited:?} after the encoder went silent"
+    );
+    wait_for(RECHECK + Duration::from_secs(1), || {
+        f.a.stream(&id).is_none().then_some(())
+    })
+    .unwrap_or_else(|| panic!("node a kept the silent publish:\n{}", f.a.transcript.text()));
+    f.wait_row(&id, Duration::from_secs(5), |r| r.0 && r.2 == "node-b");
+    signal(rtmp.child.id(), "CONT");
+    let _ = rtmp.wait(Duration::from_secs(10));
+
+    // While SRT sends, RTMP from another address is refused, on either node.
+    for node in [&f.a, &f.b] {
+        let refused =
+            RawPublisher::publish_from([127, 0, 0, 1].into(), node.rtmp_port, "live", &key)
+                .err()
+                .expect("an RTMP encoder from elsewhere is refused");
+        assert!(
+            refused.contains("already live from another encoder"),
+            "{refused}"
+        );
+    }
+    assert!(f.b.stream(&id).is_some());
+    drop(srt);
+    for n in [&f.a, &f.b] {
+        n.assert_never_printed(&key);
+    }
+    drop(f.upstream);
+}

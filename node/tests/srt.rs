@@ -31,7 +31,8 @@ fn wait_srt_live(node: &Node, id: &str) -> serde_json::Value {
 fn ffmpeg_h264_over_srt_is_live_relayed_to_hls_thumbnailed_then_offline() {
     let mut nginx = Nginx::start(&["live"], None);
     let node = Node::start(&format!(
-        "[relay]\ntargets = [\"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n[thumbnails]\ninterval = \"2s\"\n",
+        "[relay]\ntargets = [\"rtmp://127.0.0.1:{}/live/{{channel_id}}\"]\n[thumbnails]\ninterval = \"2s\"\n\
+         [admin]\nper_channel_metrics = true\n",
         nginx.port
     ));
     let (id, key) = node.create_channel("srt-h264");
@@ -58,6 +59,43 @@ fn ffmpeg_h264_over_srt_is_live_relayed_to_hls_thumbnailed_then_offline() {
         (s["width"].as_u64(), s["height"].as_u64()),
         (Some(640), Some(360)),
         "{s}"
+    );
+    // The link in the metrics: the channel's own series (opt-in), the node's totals.
+    let scrape = || String::from_utf8_lossy(&node.http_get("/metrics").2).into_owned();
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let m = wait_for(Duration::from_secs(5), || {
+        let m = scrape();
+        (value(&m, "streamgate_srt_packets_total{kind=\"received\"}")? > 100.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("no SRT packet totals:\n{}", scrape()));
+    assert_eq!(
+        value(&m, "streamgate_live_streams_by_protocol{protocol=\"srt\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "streamgate_live_streams_by_protocol{protocol=\"rtmp\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    let rtt = value(
+        &m,
+        &format!("streamgate_channel_srt_rtt_seconds{{channel_id=\"{id}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no RTT series:\n{m}"));
+    assert!((0.0..0.05).contains(&rtt), "{rtt}");
+    assert!(
+        value(
+            &m,
+            &format!("streamgate_channel_srt_packets{{channel_id=\"{id}\",kind=\"received\"}}")
+        )
+        .unwrap_or(0.0)
+            > 100.0,
+        "{m}"
     );
     let thumb = node
         .dir

@@ -111,7 +111,16 @@ async fn scrape(State(s): State<AdminState>) -> Response {
             .absolute(paused[i] as u64);
     }
     let mut targets: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
+    let mut by_protocol: std::collections::BTreeMap<&'static str, u64> = [
+        crate::hub::Protocol::Rtmp,
+        crate::hub::Protocol::Rtmps,
+        crate::hub::Protocol::Srt,
+    ]
+    .into_iter()
+    .map(|p| (p.as_str(), 0))
+    .collect();
     for info in &infos {
+        *by_protocol.entry(info.protocol.as_str()).or_default() += 1;
         for r in &info.subscribers {
             let state = if r.connected {
                 "connected"
@@ -125,9 +134,27 @@ async fn scrape(State(s): State<AdminState>) -> Response {
             metrics::gauge!(metric::CHANNEL_BITRATE, "channel_id" => id.clone())
                 .set(info.stats.bitrate_bps as f64);
             metrics::gauge!(metric::CHANNEL_FPS, "channel_id" => id.clone()).set(info.stats.fps);
-            metrics::gauge!(metric::CHANNEL_BYTES, "channel_id" => id)
+            metrics::gauge!(metric::CHANNEL_BYTES, "channel_id" => id.clone())
                 .set(info.stats.bytes_total as f64);
+            if let Some(l) = &info.link {
+                metrics::gauge!(metric::CHANNEL_SRT_RTT, "channel_id" => id.clone())
+                    .set(l.rtt_ms / 1000.0);
+                metrics::gauge!(metric::CHANNEL_SRT_BUFFERED, "channel_id" => id.clone())
+                    .set(l.receive_buffer_packets as f64);
+                for (kind, n) in [
+                    ("received", l.packets_received),
+                    ("lost", l.packets_lost),
+                    ("retransmitted", l.packets_retransmitted),
+                    ("dropped", l.packets_dropped),
+                ] {
+                    metrics::gauge!(metric::CHANNEL_SRT_PACKETS, "channel_id" => id.clone(), "kind" => kind)
+                        .set(n as f64);
+                }
+            }
         }
+    }
+    for (protocol, n) in by_protocol {
+        metrics::gauge!(metric::LIVE_STREAMS_BY_PROTOCOL, "protocol" => protocol).set(n as f64);
     }
     for ((target, state), n) in targets {
         metrics::gauge!(metric::RELAY_TARGETS, "target" => target, "state" => state).set(n as f64);

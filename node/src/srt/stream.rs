@@ -26,6 +26,8 @@ pub(super) struct Stream {
     pub(super) last_payload: Instant,
     /// When the link statistics were last handed to the hub.
     pub(super) reported: Instant,
+    /// The packet counts already added to the node's totals.
+    pub(super) counted: [u64; 4],
     pub(super) _ticket: Ticket,
     pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -127,6 +129,23 @@ impl Told {
 
 impl Stream {
     /// The link statistics as the hub shows them.
+    /// Adds what the link counted since the last call to the node's totals
+    /// (`streamgate_srt_packets_total` by kind).
+    pub(super) fn count_packets(&mut self) {
+        let r = self.conn.stats().receiver;
+        let now = [r.packets, r.lost, r.retransmitted, r.dropped];
+        for (i, kind) in ["received", "lost", "retransmitted", "dropped"]
+            .into_iter()
+            .enumerate()
+        {
+            let add = now[i].saturating_sub(self.counted[i]);
+            if add > 0 {
+                metrics::counter!(crate::metric::SRT_PACKETS, "kind" => kind).increment(add);
+            }
+        }
+        self.counted = now;
+    }
+
     pub(super) fn link_stats(&self) -> LinkStats {
         let s = self.conn.stats();
         let r = s.receiver;

@@ -556,6 +556,7 @@ impl Worker {
                         media: TsMedia::new(),
                         last_payload: now,
                         reported: now,
+                        counted: [0; 4],
                         _ticket: ticket,
                         _permit: p.permit,
                     },
@@ -576,9 +577,10 @@ impl Worker {
 
     /// Ends stream `id`: the caller is told, the publish ends (its handle dropped).
     fn end(&mut self, id: u32, why: &str) {
-        let Some(s) = self.streams.remove(&id) else {
+        let Some(mut s) = self.streams.remove(&id) else {
             return;
         };
+        s.count_packets();
         s.conn.shutdown(&mut self.out);
         self.address_new(s.conn.peer);
         self.accepted.remove(&(s.conn.peer, s.conn.caller_socket));
@@ -625,6 +627,7 @@ impl Worker {
             if now.duration_since(s.reported) >= REPORT_EVERY {
                 s.reported = now;
                 s.publish.stream.set_link(s.link_stats());
+                s.count_packets();
             }
         }
         for (id, why) in ending {

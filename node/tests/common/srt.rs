@@ -75,8 +75,14 @@ pub struct LossyPath {
 
 impl LossyPath {
     pub fn start(node_port: u16, every: u64) -> LossyPath {
+        LossyPath::start_from([127, 0, 0, 1].into(), node_port, every)
+    }
+
+    /// The same, sending to the node from `source` (the node sees the caller there;
+    /// `every` = `u64::MAX` loses nothing).
+    pub fn start_from(source: std::net::IpAddr, node_port: u16, every: u64) -> LossyPath {
         let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let inside = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let inside = UdpSocket::bind((source, 0)).unwrap();
         inside.connect(("127.0.0.1", node_port)).unwrap();
         for s in [&outside, &inside] {
             s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();

@@ -58,6 +58,23 @@ function updateCard(entry, stream) {
   field(el, "fps", stream.fps ? stream.fps.toFixed(stream.fps % 1 ? 2 : 0) : "–");
   field(el, "bitrate", bitrate(stream.bitrate_kbps));
   field(el, "codecs", [stream.video_codec, stream.audio_codec].filter(Boolean).join(" + ") || "–");
+  field(el, "protocol", (stream.protocol || "rtmp").toUpperCase());
+  // SRT's link: round trip, what was lost and resent, what was given up.
+  const link = stream.link;
+  el.querySelector(".link-row").hidden = !link;
+  el.querySelector(".link").hidden = !link;
+  if (link) {
+    const lossPct = link.packets_received
+      ? (100 * link.packets_lost) / (link.packets_received + link.packets_lost)
+      : 0;
+    let text = "RTT " + Math.round(link.rtt_ms) + " ms · loss " + lossPct.toFixed(1) + "%";
+    if (link.packets_dropped > 0) text += " · " + link.packets_dropped + " dropped";
+    field(el, "link", text);
+    el.querySelector(".link").title =
+      "latency " + link.latency_ms + " ms, " + link.packets_retransmitted + " retransmitted, " +
+      link.receive_buffer_packets + " packets waiting" + (link.encrypted ? ", encrypted" : "");
+    el.querySelector(".link").dataset.state = link.packets_dropped > 0 ? "bad" : "ok";
+  }
   // A new picture only when the node wrote one (the URL changes with it).
   if (stream.thumbnail_updated_at && stream.thumbnail_updated_at !== entry.thumbKey) {
     entry.thumbKey = stream.thumbnail_updated_at;
