@@ -345,6 +345,9 @@ impl Receiver {
         }
         let end = (end as usize).min(self.cfg.capacity - 1);
         let start = self.next.offset_to(first).max(0) as usize;
+        if start > end {
+            return; // all of it past the window: nothing held there to give up
+        }
         while self.held.len() <= end {
             self.held.push_back(Slot::Hole);
         }

@@ -165,6 +165,23 @@ fn a_drop_request_skips_what_the_sender_will_not_send() {
         .any(|s| s.0 == ControlType::Nak && s.2.len() > 8));
 }
 
+/// Found by the fuzzer: a drop request wholly past the receive window indexed past
+/// the held packets (a panic on what a caller sends).
+#[test]
+fn a_drop_request_past_the_window_is_ignored() {
+    let mut rx = Rx::new();
+    rx.data(0, 100);
+    let far = 101 + CFG.capacity as u32 + 10;
+    rx.r.on_drop_request(SeqNo::new(far), SeqNo::new(far + 5), &mut |_| {});
+    assert_eq!(rx.r.stats().dropped, 0);
+    rx.data(1, 101);
+    assert_eq!(rx.got, [100, 101]);
+    // Straddling the window's end: what is inside it is given up.
+    let end = 102 + CFG.capacity as u32;
+    rx.r.on_drop_request(SeqNo::new(102), SeqNo::new(end + 100), &mut |_| {});
+    assert_eq!(rx.r.stats().dropped as usize, CFG.capacity);
+}
+
 #[test]
 fn acks_carry_the_ack_point_and_ackacks_measure_the_round_trip() {
     let mut rx = Rx::new();
