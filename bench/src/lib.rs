@@ -20,6 +20,7 @@ pub mod flv_source;
 pub mod publisher;
 pub mod servers;
 pub mod sink;
+pub mod srt_bench;
 pub mod stats;
 pub mod thumbs;
 
@@ -275,8 +276,17 @@ pub async fn side_by_side(
     for c in contenders {
         servers.push(match c {
             Contender::Build(bin) => {
-                Server::start_streamgate_config(bin, n, Some(sink_port), None, None, 0, "pack")
-                    .await?
+                Server::start_streamgate_config(
+                    bin,
+                    n,
+                    Some(sink_port),
+                    None,
+                    None,
+                    0,
+                    "pack",
+                    false,
+                )
+                .await?
             }
             Contender::Kind(kind) => Server::start(*kind, n, Some(sink_port)).await?,
         });

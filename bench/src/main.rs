@@ -101,6 +101,29 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// SRT ingest under load against each server, one after the other: the same
+    /// media as `compare`, as MPEG-TS over SRT (one UDP socket per publisher),
+    /// relayed to the sink as RTMP (the floor, srt-live-transmit, sends UDP).
+    CompareSrt {
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        #[arg(long, value_enum, default_value_t = Profile::P360)]
+        profile: Profile,
+        #[arg(long, default_value_t = 200.0)]
+        ramp: f64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Comma-separated: streamgate, srs (SRS_SRT_BIN: SRS built with --srt=on),
+        /// floor (srt-live-transmit, one per stream).
+        #[arg(long, default_value = "streamgate,srs,floor")]
+        servers: String,
+        #[arg(long, default_value_t = 10)]
+        tick_ms: u64,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Two streamgate builds relaying at the same time (N publishers each, one
     /// generator, one sink), in rounds that alternate which starts first: the CPU per
     /// stream-second of each and their ratio, to measure a change to the node.
@@ -309,6 +332,55 @@ async fn main() -> anyhow::Result<()> {
                     rows.push(r);
                 }
                 // Back in the order asked for.
+                rows.sort_by_key(|r| kinds.iter().position(|k| k.name() == r.server));
+                all.push(rows);
+            }
+            if all.len() == 1 {
+                print_table(&title, &all[0]);
+            } else {
+                streamgate_bench::print_rounds(&title, &all);
+            }
+        }
+        Command::CompareSrt {
+            streams,
+            profile,
+            ramp,
+            seconds,
+            servers,
+            tick_ms,
+            rounds,
+            json,
+        } => {
+            use streamgate_bench::srt_bench::{srt_run, SrtServer, TsSource};
+            // Long enough for the ramp, the warm-up and the window, without a loop.
+            let length = (streams as f64 / ramp) as u64 + seconds + 60;
+            let source = Arc::new(TsSource::from_flv(&media_path(profile)?, length)?);
+            let title = format!(
+                "SRT ingest, {streams} publishers of {:?} as MPEG-TS ({} kbps), {seconds} s window",
+                profile,
+                source.bitrate / 1000
+            );
+            let kinds = SrtServer::parse(&servers)?;
+            let mut all = Vec::new();
+            for round in 0..rounds.max(1) {
+                let mut rows = Vec::new();
+                for i in 0..kinds.len() {
+                    let kind = kinds[(i + round) % kinds.len()];
+                    eprintln!("round {}: running {} ...", round + 1, kind.name());
+                    let r = srt_run(
+                        kind,
+                        streams,
+                        source.clone(),
+                        ramp,
+                        Duration::from_secs(seconds),
+                        Duration::from_millis(tick_ms),
+                    )
+                    .await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    }
+                    rows.push(r);
+                }
                 rows.sort_by_key(|r| kinds.iter().position(|k| k.name() == r.server));
                 all.push(rows);
             }

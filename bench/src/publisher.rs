@@ -27,7 +27,7 @@ pub struct SendLog {
 const SEND_LOG_LEN: usize = 512;
 
 impl SendLog {
-    fn record(&self, ts: u32, at: Instant) {
+    pub fn record(&self, ts: u32, at: Instant) {
         let mut s = self.sent.lock().expect("send log");
         if s.len() == SEND_LOG_LEN {
             s.pop_front();

@@ -69,6 +69,11 @@ pub struct ChannelKey {
 pub struct Server {
     pub pid: u32,
     pub rtmp_addr: SocketAddr,
+    /// Where SRT publishers send (servers started for SRT).
+    pub srt_addr: Option<SocketAddr>,
+    /// Processes beside `pid` whose CPU counts too (the SRT floor: one
+    /// srt-live-transmit per stream).
+    pub more_pids: Vec<u32>,
     /// streamgate's HTTP API (none for the peers).
     pub http_addr: Option<SocketAddr>,
     pub channels: Vec<ChannelKey>,
@@ -111,7 +116,8 @@ impl Server {
             }
             ServerKind::StreamgateSpread => {
                 let bin = sibling_binary("streamgate")?;
-                Self::start_streamgate_config(&bin, n, sink_port, None, None, 0, "spread").await
+                Self::start_streamgate_config(&bin, n, sink_port, None, None, 0, "spread", false)
+                    .await
             }
             ServerKind::Nginx => Self::start_nginx(n, sink_port),
             ServerKind::Srs => Self::start_srs(n, sink_port),
@@ -144,10 +150,13 @@ impl Server {
         workers: usize,
     ) -> anyhow::Result<Server> {
         let bin = sibling_binary("streamgate")?;
-        Self::start_streamgate_config(&bin, n, sink_port, pg, thumbnails, workers, "pack").await
+        Self::start_streamgate_config(&bin, n, sink_port, pg, thumbnails, workers, "pack", false)
+            .await
     }
 
-    /// The streamgate binary at `bin`, with `rtmp.workers` and `rtmp.placement`.
+    /// The streamgate binary at `bin`, with `rtmp.workers` and `rtmp.placement`, and
+    /// an SRT listener when `srt`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_streamgate_config(
         bin: &Path,
         n: usize,
@@ -156,6 +165,7 @@ impl Server {
         thumbnails: Option<&str>,
         workers: usize,
         placement: &str,
+        srt: bool,
     ) -> anyhow::Result<Server> {
         let dir = temp_dir("sg");
         let mut config = streamgate::config::Config::default();
@@ -213,7 +223,12 @@ impl Server {
              max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
-             [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info\"\n{relay}"
+             [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info,streamgate::srt=info\"\n{relay}{srt}",
+            srt = if srt {
+                "[srt]\nlisten = \"127.0.0.1:0\"\n"
+            } else {
+                ""
+            }
         );
         let cfg = dir.join("sg.toml");
         std::fs::write(&cfg, text)?;
@@ -234,7 +249,7 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for what in ["RTMP", "HTTP"] {
+                for what in ["RTMP", "HTTP", "SRT"] {
                     if let Some(rest) = line.split(&format!("{what} listening addr=")).nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                         let _ = tx.send((what, addr));
@@ -245,19 +260,22 @@ impl Server {
                 }
             }
         });
-        let (mut rtmp, mut http) = (None, None);
-        while rtmp.is_none() || http.is_none() {
+        let (mut rtmp, mut http, mut srt_addr) = (None, None, None);
+        while rtmp.is_none() || http.is_none() || (srt && srt_addr.is_none()) {
             let (what, addr) = rx
                 .recv_timeout(Duration::from_secs(20))
                 .map_err(|_| anyhow::anyhow!("streamgate did not start"))?;
             let addr: SocketAddr = addr.parse()?;
             match what {
                 "RTMP" => rtmp = Some(addr),
+                "SRT" => srt_addr = Some(addr),
                 _ => http = Some(addr),
             }
         }
         Ok(Server {
             pid: child.id(),
+            srt_addr,
+            more_pids: Vec::new(),
             rtmp_addr: rtmp.expect("set above"),
             http_addr: http,
             channels,
@@ -335,11 +353,23 @@ impl Server {
         Server::keyless(child, port, n, dir)
     }
 
+    /// [`Server::keyless`] for a peer started elsewhere (its RTMP port `port`).
+    pub fn keyless_child(
+        child: Child,
+        port: u16,
+        n: usize,
+        dir: PathBuf,
+    ) -> anyhow::Result<Server> {
+        Server::keyless(child, port, n, dir)
+    }
+
     /// A peer server without key checks, once it listens: `n` random stream names,
     /// relayed under the same name.
     fn keyless(child: Child, port: u16, n: usize, dir: PathBuf) -> anyhow::Result<Server> {
         let server = Server {
             pid: child.id(),
+            srt_addr: None,
+            more_pids: Vec::new(),
             rtmp_addr: ([127, 0, 0, 1], port).into(),
             http_addr: None,
             channels: (0..n)

@@ -26,6 +26,35 @@ fn small_flv() -> std::path::PathBuf {
     path
 }
 
+/// The SRT workload: generated SRT callers through streamgate (relayed to the sink
+/// as RTMP, delays measured) and the srt-live-transmit floor (bytes counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_srt_publishers_reach_the_sink_through_streamgate_and_the_floor() {
+    use streamgate_bench::srt_bench::{srt_run, SrtServer, TsSource};
+    let path = small_flv();
+    let source = Arc::new(TsSource::from_flv(&path, 30).unwrap());
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path.with_extension("30s.ts"));
+    for kind in [SrtServer::Streamgate, SrtServer::Floor] {
+        let r = srt_run(
+            kind,
+            10,
+            source.clone(),
+            100.0,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.connected, r.failed), (10, 0), "{}: {r:?}", kind.name());
+        assert_eq!(r.relayed_streams, 10, "{}: {r:?}", kind.name());
+        assert!(r.relayed_mbps > 1.0, "{}: {r:?}", kind.name());
+        if kind == SrtServer::Streamgate {
+            assert!(r.delay_samples > 100, "relay delay measured: {r:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_publishers_reach_the_sink_through_each_server() {
     let path = small_flv();
