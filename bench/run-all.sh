@@ -24,6 +24,14 @@ $B compare --streams 1000 --profile p360 --seconds 20 --ramp 200 \
   --servers streamgate-w1,streamgate-w2,streamgate-spread --rounds 3
 # The placements with the machine full: packed, round-robin, one thread, nginx-rtmp.
 $B pair --servers streamgate,streamgate-spread,streamgate-w1,nginx --streams 300 --rounds 3
+# SRT ingest: streamgate, SRS built with SRT (SRS_SRT_BIN, see BENCHMARKS.md "SRT
+# ingest" for its build) and srt-live-transmit, one per stream.
+if [ -n "${SRS_SRT_BIN:-}" ]; then SRT_PEERS=streamgate,srs; else
+  echo "run-all: SRS_SRT_BIN is not set: the SRT tables run without SRS" >&2
+  SRT_PEERS=streamgate
+fi
+$B compare-srt --streams 500 --seconds 20 --rounds 2 --servers $SRT_PEERS,floor
+$B compare-srt --streams 1000 --seconds 20 --rounds 2 --servers $SRT_PEERS
 $B storm --streams 1000 --within-ms 1000
 $B auth --streams 300
 $B auth --streams 300 --postgres

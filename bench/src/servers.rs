@@ -225,7 +225,9 @@ impl Server {
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
              [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info,streamgate::srt=info\"\n{relay}{srt}",
             srt = if srt {
-                "[srt]\nlisten = \"127.0.0.1:0\"\n"
+                // Every generated caller comes from 127.0.0.1, as the per-address
+                // RTMP caps above are raised for them.
+                "[srt]\nlisten = \"127.0.0.1:0\"\nmax_handshakes_per_address = 1000000\n"
             } else {
                 ""
             }
