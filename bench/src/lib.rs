@@ -17,6 +17,7 @@
 pub mod chunk_cost;
 pub mod fleet;
 pub mod flv_source;
+pub mod pin;
 pub mod publisher;
 pub mod servers;
 pub mod sink;
@@ -194,6 +195,7 @@ pub async fn relay_run(
     let sink_port = listener.local_addr()?.port();
     tokio::spawn(sink.clone().serve(listener));
     let server = Server::start(kind, n, Some(sink_port)).await?;
+    pin::server(&[server.pid])?;
     let rss_idle = stats::rss_kib(server.pid);
     let stats = Arc::new(GeneratorStats::default());
     let ramp_time = Duration::from_secs_f64(n as f64 / ramp);

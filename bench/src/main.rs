@@ -100,6 +100,10 @@ enum Command {
         /// the ratios taken within each round.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Pin the generator and the sink to core 0 and the server (with everything it
+        /// starts) to core 1; streamgate then runs one ingest thread.
+        #[arg(long)]
+        pin: bool,
     },
     /// SRT ingest under load against each server, one after the other: the same
     /// media as `compare`, as MPEG-TS over SRT (one UDP socket per publisher),
@@ -123,6 +127,10 @@ enum Command {
         rounds: usize,
         #[arg(long)]
         json: bool,
+        /// Pin the generator and the sink to core 0 and the server (with everything it
+        /// starts) to core 1; streamgate then runs one ingest thread.
+        #[arg(long)]
+        pin: bool,
     },
     /// Two streamgate builds relaying at the same time (N publishers each, one
     /// generator, one sink), in rounds that alternate which starts first: the CPU per
@@ -303,12 +311,21 @@ async fn main() -> anyhow::Result<()> {
             tick_ms,
             json,
             rounds,
+            pin,
         } => {
+            if pin {
+                streamgate_bench::pin::enable()?;
+            }
             let source = Arc::new(FlvSource::load(&media_path(profile)?)?);
             let title = format!(
-                "relay, {streams} publishers of {:?} ({} kbps), {seconds} s window",
+                "relay, {streams} publishers of {:?} ({} kbps), {seconds} s window{}",
                 profile,
-                source.bitrate / 1000
+                source.bitrate / 1000,
+                if pin {
+                    ", pinned (generator and sink on core 0, server on core 1)"
+                } else {
+                    ""
+                }
             );
             let kinds = parse_servers(&servers)?;
             let mut all = Vec::new();
@@ -350,15 +367,20 @@ async fn main() -> anyhow::Result<()> {
             tick_ms,
             rounds,
             json,
+            pin,
         } => {
             use streamgate_bench::srt_bench::{srt_run, SrtServer, TsSource};
+            if pin {
+                streamgate_bench::pin::enable()?;
+            }
             // Long enough for the ramp, the warm-up and the window, without a loop.
             let length = (streams as f64 / ramp) as u64 + seconds + 60;
             let source = Arc::new(TsSource::from_flv(&media_path(profile)?, length)?);
             let title = format!(
-                "SRT ingest, {streams} publishers of {:?} as MPEG-TS ({} kbps), {seconds} s window",
+                "SRT ingest, {streams} publishers of {:?} as MPEG-TS ({} kbps), {seconds} s window{}",
                 profile,
-                source.bitrate / 1000
+                source.bitrate / 1000,
+                if pin { ", pinned (generator and sink on core 0, server on core 1)" } else { "" }
             );
             let kinds = SrtServer::parse(&servers)?;
             let mut all = Vec::new();

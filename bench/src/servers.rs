@@ -107,6 +107,10 @@ impl Server {
         sink_port: Option<u16>,
     ) -> anyhow::Result<Server> {
         match kind {
+            // Pinned to one core: one ingest thread.
+            ServerKind::Streamgate if crate::pin::enabled() => {
+                Self::start_streamgate_with(n, sink_port, None, None, 1).await
+            }
             ServerKind::Streamgate => Self::start_streamgate(n, sink_port, None, None).await,
             ServerKind::StreamgateThumbs => {
                 Self::start_streamgate(n, sink_port, None, Some("enabled = true")).await

@@ -567,7 +567,7 @@ pub async fn srt_run(
                 Some(sink_port),
                 None,
                 None,
-                0,
+                if crate::pin::enabled() { 1 } else { 0 },
                 "pack",
                 true,
             )
@@ -622,6 +622,7 @@ pub async fn srt_run(
         (_, Some(f)) => f.children.iter().map(|c| c.id()).collect(),
         _ => unreachable!(),
     };
+    crate::pin::server(&pids)?;
     let rss = |pids: &[u32]| pids.iter().map(|p| stats::rss_kib(*p)).sum::<u64>();
     let cpu = |pids: &[u32]| pids.iter().map(|p| stats::cpu_seconds(*p)).sum::<f64>();
     let rss_idle = rss(&pids);
