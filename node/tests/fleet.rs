@@ -74,7 +74,10 @@ impl Fleet {
         };
         let a = node("node-a");
         let b = node("node-b");
-        let balancer = StreamProxy::balance(a.rtmp_port, b.rtmp_port);
+        let balancer = StreamProxy::balance(
+            (a.rtmp_port, b.rtmp_port),
+            (a.srt_port.expect("SRT"), b.srt_port.expect("SRT")),
+        );
         Fleet {
             pg,
             db,
@@ -624,8 +627,26 @@ fn srt_publishes_take_over_and_are_refused_across_nodes_as_rtmp_ones() {
     }
     assert!(f.b.stream(&id).is_some());
     drop(srt);
+
+    // Through the balancer's UDP port (deploy/nginx-stream.conf): an SRT publish of
+    // another channel lands on one node and goes live there.
+    let (other, other_key) = f.a.create_channel("fleet-srt-balanced");
+    let balanced = srt_url(f.balancer.srt_port.unwrap(), &other_key, "");
+    let _through = ffmpeg_srt(&balanced, "libx264", "320x240", 20);
+    let on = wait_for(Duration::from_secs(15), || {
+        if f.a.stream(&other).is_some() {
+            Some("node-a")
+        } else if f.b.stream(&other).is_some() {
+            Some("node-b")
+        } else {
+            None
+        }
+    })
+    .expect("an SRT publish through the balancer went live on a node");
+    f.wait_row(&other, Duration::from_secs(5), |r| r.0 && r.2 == on);
     for n in [&f.a, &f.b] {
         n.assert_never_printed(&key);
+        n.assert_never_printed(&other_key);
     }
     drop(f.upstream);
 }

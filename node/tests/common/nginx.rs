@@ -189,6 +189,8 @@ pub struct StreamProxy {
     pub child: Option<Child>,
     pub dir: TempDir,
     pub port: u16,
+    /// The balancer's SRT port (UDP), for [`StreamProxy::balance`].
+    pub srt_port: Option<u16>,
 }
 
 /// The address [`StreamProxy::balance`] connects to the nodes from (what they trust as
@@ -211,22 +213,31 @@ impl StreamProxy {
 
     /// The balancer of `deploy/nginx-stream.conf` (the file operators deploy) in front
     /// of two nodes, with its host names and ports replaced by the nodes' loopback
-    /// ports; it connects to them from [`BALANCER_SOURCE`].
-    pub fn balance(node_a: u16, node_b: u16) -> StreamProxy {
+    /// ports; it connects to them from [`BALANCER_SOURCE`] (RTMP; SRT's datagrams come
+    /// from nginx's own address). `rtmp` and `srt`: the nodes' ports.
+    pub fn balance(rtmp: (u16, u16), srt: (u16, u16)) -> StreamProxy {
         let deployed = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/nginx-stream.conf"
         ))
         .unwrap();
-        StreamProxy::run(|port| {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut proxy = StreamProxy::run(|port| {
             let mut conf = deployed.clone();
             for (from, to) in [
-                ("server node-a:1935", format!("server 127.0.0.1:{node_a}")),
-                ("server node-b:1935", format!("server 127.0.0.1:{node_b}")),
+                ("server node-a:1935", format!("server 127.0.0.1:{}", rtmp.0)),
+                ("server node-b:1935", format!("server 127.0.0.1:{}", rtmp.1)),
                 (
                     "listen 1935;",
                     format!("listen 127.0.0.1:{port}; proxy_bind {BALANCER_SOURCE};"),
                 ),
+                ("server node-a:8890", format!("server 127.0.0.1:{}", srt.0)),
+                ("server node-b:8890", format!("server 127.0.0.1:{}", srt.1)),
+                ("listen 8890 udp;", format!("listen 127.0.0.1:{udp} udp;")),
             ] {
                 assert!(
                     conf.contains(from),
@@ -235,7 +246,9 @@ impl StreamProxy {
                 conf = conf.replace(from, &to);
             }
             conf
-        })
+        });
+        proxy.srt_port = Some(udp);
+        proxy
     }
 
     /// nginx with the stream module and the `stream { }` block `conf(port)` writes.
@@ -250,6 +263,7 @@ impl StreamProxy {
             child: Some(child),
             dir,
             port,
+            srt_port: None,
         };
         wait_for(Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", port)).ok()
