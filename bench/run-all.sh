@@ -32,6 +32,12 @@ if [ -n "${SRS_SRT_BIN:-}" ]; then SRT_PEERS=streamgate,srs; else
 fi
 $B compare-srt --streams 500 --seconds 20 --rounds 2 --servers $SRT_PEERS,floor
 $B compare-srt --streams 1000 --seconds 20 --rounds 2 --servers $SRT_PEERS
+# Pinned: generator and sink on core 0, the server on core 1 (streamgate with one
+# ingest thread), so that no server is starved by the generator.
+for n in 500 1000 2000; do
+  $B compare --streams "$n" --profile p360 --seconds 20 --ramp 200 --servers streamgate,nginx,floor --rounds 1 --pin
+done
+$B compare-srt --streams 500 --seconds 20 --rounds 1 --servers $SRT_PEERS --pin
 $B storm --streams 1000 --within-ms 1000
 $B auth --streams 300
 $B auth --streams 300 --postgres
