@@ -411,3 +411,92 @@ fn a_lossy_path_keeps_the_stream_live_and_relayed() {
     assert_continuous(&playlist, 0.5);
     node.assert_never_printed(&key);
 }
+
+/// ffmpeg over SRT with `args` (inputs and codecs) for `seconds`.
+fn ffmpeg_srt_with(url: &str, args: &[&str], seconds: u32) -> Proc {
+    require("ffmpeg", "ffmpeg");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "warning", "-re"])
+        .args(args)
+        .args(["-t", &seconds.to_string(), "-f", "mpegts", url]);
+    Proc::spawn(&mut cmd)
+}
+
+/// What the node does not relay is said once, and the rest goes on: H.264 with MP2
+/// audio is live with its video; AAC alone is live with its audio, told it has no
+/// video (and so no thumbnail).
+#[test]
+fn an_unsupported_track_or_no_video_is_logged_and_the_rest_is_relayed() {
+    let node = Node::start("[thumbnails]\ninterval = \"2s\"\n");
+    let port = srt_port(&node);
+    let (id, key) = node.create_channel("mp2-audio");
+    let mut ff = ffmpeg_srt_with(
+        &srt_url(port, &key, ""),
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "mp2",
+        ],
+        6,
+    );
+    let s = wait_for(Duration::from_secs(15), || {
+        node.stream(&id).filter(|s| s["video_codec"] == "h264")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the video of an H.264 + MP2 stream is not live: {}",
+            ff.stderr()
+        )
+    });
+    assert!(s["audio_codec"].is_null(), "MP2 is not relayed: {s}");
+    wait_logged(
+        &node,
+        "carries a codec the node does not relay",
+        Duration::from_secs(5),
+    );
+    wait_for(Duration::from_secs(15), || {
+        node.stream(&id)?["thumbnail_updated_at"]
+            .as_str()
+            .map(|_| ())
+    })
+    .expect("the video is thumbnailed");
+    let _ = ff.wait(Duration::from_secs(20));
+
+    let (id2, key2) = node.create_channel("audio-only");
+    let mut ff = ffmpeg_srt_with(
+        &srt_url(port, &key2, ""),
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-c:a",
+            "aac",
+        ],
+        6,
+    );
+    let s = wait_for(Duration::from_secs(15), || {
+        node.stream(&id2).filter(|s| s["audio_codec"] == "aac")
+    })
+    .unwrap_or_else(|| panic!("an AAC-only stream is not live: {}", ff.stderr()));
+    assert!(s["video_codec"].is_null(), "{s}");
+    wait_logged(&node, "has no H.264 or H.265 video", Duration::from_secs(5));
+    let _ = ff.wait(Duration::from_secs(20));
+    node.assert_never_printed(&key);
+    node.assert_never_printed(&key2);
+}
