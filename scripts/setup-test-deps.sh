@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, from Debian's packages:
 # ffmpeg/ffprobe (publisher, checks; RTMP and SRT), GStreamer (a second RTMP and SRT
-# client), libsrt's srt-live-transmit (a third SRT client), nginx with the
+# client), libsrt's srt-live-transmit (a third SRT client) and libsrt itself (the
+# benchmark's libsrt callers), nginx with the
 # RTMP module (relay upstream), PostgreSQL (channel store), systemd's verifier (the
 # unit in deploy/), Chromium with its WebDriver (the dashboard test), OBS Studio on a
 # virtual display (an RTMPS publish) and libfaketime (a node whose clock is off).
@@ -12,7 +13,7 @@ packages=(
   ffmpeg
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  srt-tools
+  srt-tools libsrt1.5-openssl
   nginx libnginx-mod-rtmp libnginx-mod-stream
   postgresql
   systemd

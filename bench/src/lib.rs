@@ -17,6 +17,7 @@
 pub mod chunk_cost;
 pub mod fleet;
 pub mod flv_source;
+pub mod libsrt;
 pub mod pin;
 pub mod publisher;
 pub mod servers;

@@ -131,6 +131,10 @@ enum Command {
         /// starts) to core 1; streamgate then runs one ingest thread.
         #[arg(long)]
         pin: bool,
+        /// The SRT callers: native (crates/srt's codec, no thread per publisher) or
+        /// libsrt (the system's libsrt.so.1.5, its threads per socket).
+        #[arg(long, value_enum, default_value_t = streamgate_bench::srt_bench::Generator::Native)]
+        generator: streamgate_bench::srt_bench::Generator,
     },
     /// Two streamgate builds relaying at the same time (N publishers each, one
     /// generator, one sink), in rounds that alternate which starts first: the CPU per
@@ -368,6 +372,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             json,
             pin,
+            generator,
         } => {
             use streamgate_bench::srt_bench::{srt_run, SrtServer, TsSource};
             if pin {
@@ -377,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
             let length = (streams as f64 / ramp) as u64 + seconds + 60;
             let source = Arc::new(TsSource::from_flv(&media_path(profile)?, length)?);
             let title = format!(
-                "SRT ingest, {streams} publishers of {:?} as MPEG-TS ({} kbps), {seconds} s window{}",
+                "SRT ingest, {streams} {generator:?} publishers of {:?} as MPEG-TS ({} kbps), {seconds} s window{}",
                 profile,
                 source.bitrate / 1000,
                 if pin { ", pinned (generator and sink on core 0, server on core 1)" } else { "" }
@@ -391,6 +396,7 @@ async fn main() -> anyhow::Result<()> {
                     eprintln!("round {}: running {} ...", round + 1, kind.name());
                     let r = srt_run(
                         kind,
+                        generator,
                         streams,
                         source.clone(),
                         ramp,

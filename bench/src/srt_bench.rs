@@ -404,6 +404,78 @@ fn rand_u32() -> u32 {
     (x ^ (x >> 29)) as u32
 }
 
+/// Who sends: the minimal caller above, or libsrt itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    /// The caller on crates/srt's codec: one UDP socket, no thread, per publisher.
+    Native,
+    /// libsrt (the system's libsrt.so.1.5): one socket per publisher, with libsrt's
+    /// own threads (two per socket: each has a port of its own).
+    Libsrt,
+}
+
+/// One publisher through libsrt until `stop_at`: connected on a blocking thread, then
+/// paced like the native caller; libsrt answers ACKs and NAKs itself.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_libsrt_publisher(
+    addr: SocketAddr,
+    key: String,
+    absolute: bool,
+    tick: Duration,
+    stop_at: Instant,
+    source: Arc<TsSource>,
+    stats: Arc<GeneratorStats>,
+    log: Arc<SendLog>,
+) {
+    let SocketAddr::V4(to) = addr else {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let asked = Instant::now();
+    let caller =
+        tokio::task::spawn_blocking(move || crate::libsrt::Caller::connect(to, &key)).await;
+    let Ok(Ok(caller)) = caller else {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    stats.auth_latency.record(asked.elapsed());
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let start = Instant::now();
+    let mut next = 0usize;
+    let mut tick = tokio::time::interval(tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= stop_at || next >= source.chunks.len() {
+            break;
+        }
+        let elapsed = now.duration_since(start).as_millis() as u32;
+        let mut sent_video = Vec::new();
+        while next < source.chunks.len() && source.chunks[next].due_ms <= elapsed {
+            let chunk = &source.chunks[next];
+            if caller.send(&chunk.bytes) {
+                stats
+                    .bytes_sent
+                    .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            }
+            if let Some(v) = if absolute {
+                chunk.video_abs_ms
+            } else {
+                chunk.video_ms
+            } {
+                sent_video.push(v);
+            }
+            next += 1;
+        }
+        let sent = Instant::now();
+        for v in sent_video {
+            log.record(v, sent);
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(caller)).await;
+}
+
 /// The servers an SRT comparison runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SrtServer {
@@ -543,8 +615,10 @@ impl Drop for Floor {
 }
 
 /// One server under `n` SRT publishers.
+#[allow(clippy::too_many_arguments)]
 pub async fn srt_run(
     kind: SrtServer,
+    generator: Generator,
     n: usize,
     source: Arc<TsSource>,
     ramp: f64,
@@ -644,7 +718,15 @@ pub async fn srt_run(
         let start = begin + gap * i as u32;
         handles.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
-            run_publisher(addr, key, absolute, tick, stop_at, source, gstats, log).await;
+            match generator {
+                Generator::Native => {
+                    run_publisher(addr, key, absolute, tick, stop_at, source, gstats, log).await
+                }
+                Generator::Libsrt => {
+                    run_libsrt_publisher(addr, key, absolute, tick, stop_at, source, gstats, log)
+                        .await
+                }
+            }
         }));
     }
     tokio::time::sleep(ramp_time + warmup).await;

@@ -26,18 +26,24 @@ fn small_flv() -> std::path::PathBuf {
     path
 }
 
-/// The SRT workload: generated SRT callers through streamgate (relayed to the sink
-/// as RTMP, delays measured) and the srt-live-transmit floor (bytes counted).
+/// The SRT workload: generated SRT callers (ours, and libsrt's) through streamgate
+/// (relayed to the sink as RTMP, delays measured) and the srt-live-transmit floor
+/// (bytes counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_srt_publishers_reach_the_sink_through_streamgate_and_the_floor() {
-    use streamgate_bench::srt_bench::{srt_run, SrtServer, TsSource};
+    use streamgate_bench::srt_bench::{srt_run, Generator, SrtServer, TsSource};
     let path = small_flv();
     let source = Arc::new(TsSource::from_flv(&path, 30).unwrap());
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(path.with_extension("30s.ts"));
-    for kind in [SrtServer::Streamgate, SrtServer::Floor] {
+    for (kind, generator) in [
+        (SrtServer::Streamgate, Generator::Native),
+        (SrtServer::Streamgate, Generator::Libsrt),
+        (SrtServer::Floor, Generator::Native),
+    ] {
         let r = srt_run(
             kind,
+            generator,
             10,
             source.clone(),
             100.0,
