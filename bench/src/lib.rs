@@ -23,8 +23,10 @@ pub mod publisher;
 pub mod servers;
 pub mod sink;
 pub mod srt_bench;
+pub mod srt_caller;
 pub mod stats;
 pub mod thumbs;
+pub mod ts_source;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
