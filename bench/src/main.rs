@@ -374,49 +374,21 @@ async fn main() -> anyhow::Result<()> {
             pin,
             generator,
         } => {
-            use streamgate_bench::srt_bench::{srt_run, SrtServer, TsSource};
             if pin {
                 streamgate_bench::pin::enable()?;
             }
-            // Long enough for the ramp, the warm-up and the window, without a loop.
-            let length = (streams as f64 / ramp) as u64 + seconds + 60;
-            let source = Arc::new(TsSource::from_flv(&media_path(profile)?, length)?);
-            let title = format!(
-                "SRT ingest, {streams} {generator:?} publishers of {:?} as MPEG-TS ({} kbps), {seconds} s window{}",
-                profile,
-                source.bitrate / 1000,
-                if pin { ", pinned (generator and sink on core 0, server on core 1)" } else { "" }
-            );
-            let kinds = SrtServer::parse(&servers)?;
-            let mut all = Vec::new();
-            for round in 0..rounds.max(1) {
-                let mut rows = Vec::new();
-                for i in 0..kinds.len() {
-                    let kind = kinds[(i + round) % kinds.len()];
-                    eprintln!("round {}: running {} ...", round + 1, kind.name());
-                    let r = srt_run(
-                        kind,
-                        generator,
-                        streams,
-                        source.clone(),
-                        ramp,
-                        Duration::from_secs(seconds),
-                        Duration::from_millis(tick_ms),
-                    )
-                    .await?;
-                    if json {
-                        println!("{}", serde_json::to_string(&r)?);
-                    }
-                    rows.push(r);
-                }
-                rows.sort_by_key(|r| kinds.iter().position(|k| k.name() == r.server));
-                all.push(rows);
-            }
-            if all.len() == 1 {
-                print_table(&title, &all[0]);
-            } else {
-                streamgate_bench::print_rounds(&title, &all);
-            }
+            let run = streamgate_bench::srt_bench::Comparison {
+                servers: streamgate_bench::srt_bench::SrtServer::parse(&servers)?,
+                generator,
+                streams,
+                media: media_path(profile)?,
+                ramp,
+                window: Duration::from_secs(seconds),
+                tick: Duration::from_millis(tick_ms),
+                rounds,
+                json,
+            };
+            run.run(&format!("{profile:?}"), pin).await?;
         }
         Command::Ab { base, new, run } => {
             // The servers run in folders of their own: paths must not be relative.

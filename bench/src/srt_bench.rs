@@ -328,3 +328,69 @@ pub async fn srt_run(
         auth_ms_p99: a99,
     })
 }
+
+/// `sgbench compare-srt`: each server in turn, in rounds that rotate the order.
+pub struct Comparison {
+    pub servers: Vec<SrtServer>,
+    pub generator: Generator,
+    pub streams: usize,
+    /// The workload's FLV (remuxed to MPEG-TS once).
+    pub media: PathBuf,
+    pub ramp: f64,
+    pub window: Duration,
+    pub tick: Duration,
+    pub rounds: usize,
+    pub json: bool,
+}
+
+impl Comparison {
+    /// Runs every round and prints the table (`profile`: the media's name, for it).
+    pub async fn run(&self, profile: &str, pinned: bool) -> anyhow::Result<()> {
+        // Long enough for the ramp, the warm-up and the window, without a loop.
+        let length = (self.streams as f64 / self.ramp) as u64 + self.window.as_secs() + 60;
+        let source = Arc::new(TsSource::from_flv(&self.media, length)?);
+        let title = format!(
+            "SRT ingest, {} {:?} publishers of {profile} as MPEG-TS ({} kbps), {} s window{}",
+            self.streams,
+            self.generator,
+            source.bitrate / 1000,
+            self.window.as_secs(),
+            if pinned {
+                ", pinned (generator and sink on core 0, server on core 1)"
+            } else {
+                ""
+            }
+        );
+        let kinds = &self.servers;
+        let mut all = Vec::new();
+        for round in 0..self.rounds.max(1) {
+            let mut rows = Vec::new();
+            for i in 0..kinds.len() {
+                let kind = kinds[(i + round) % kinds.len()];
+                eprintln!("round {}: running {} ...", round + 1, kind.name());
+                let r = srt_run(
+                    kind,
+                    self.generator,
+                    self.streams,
+                    source.clone(),
+                    self.ramp,
+                    self.window,
+                    self.tick,
+                )
+                .await?;
+                if self.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                rows.push(r);
+            }
+            rows.sort_by_key(|r| kinds.iter().position(|k| k.name() == r.server));
+            all.push(rows);
+        }
+        if all.len() == 1 {
+            crate::print_table(&title, &all[0]);
+        } else {
+            crate::print_rounds(&title, &all);
+        }
+        Ok(())
+    }
+}
