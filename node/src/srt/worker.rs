@@ -35,6 +35,8 @@ use crate::peer::AddressKey;
 
 /// How often the streams' timers run (SRT's ACK period).
 const TICK: Duration = Duration::from_millis(10);
+/// How often an idle worker (no stream, no admission) wakes.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long a rejection is remembered for the caller's repeated conclusions.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(10);
 /// Rejections remembered at most (each a few dozen bytes).
@@ -313,6 +315,15 @@ impl Worker {
             let now = Instant::now();
             if now >= next_tick {
                 self.tick();
+                // Nothing to time without streams or admissions: an idle worker wakes
+                // for datagrams and verdicts only (and a second's housekeeping), not
+                // 100 times a second.
+                let idle = self.streams.is_empty() && self.pending.is_empty();
+                next_tick = now + if idle { IDLE_TICK } else { TICK };
+            } else if next_tick > now + TICK
+                && !(self.streams.is_empty() && self.pending.is_empty())
+            {
+                // Work arrived while idle: the timers run from now.
                 next_tick = now + TICK;
             }
             self.send();
