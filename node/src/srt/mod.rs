@@ -7,6 +7,7 @@
 //! streams ([`worker`]). The protocol itself is the sans-IO `srt` crate; the stream id
 //! is read by [`streamid`]; the media goes through `media::ts` ([`stream`]).
 
+mod limits;
 mod stream;
 pub mod streamid;
 mod worker;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::limits::{HandshakeRate, LogBudget};
 use super::stream::{Stream, TsMedia};
 use super::streamid;
 use crate::auth::{Checked, PublishAttempt, Refusal, RefusalReason};
@@ -31,7 +32,6 @@ use crate::hub::{EndReason, Protocol};
 use crate::ingest::admission::Ticket;
 use crate::ingest::IngestContext;
 use crate::metric;
-use crate::peer::AddressKey;
 
 /// How often the streams' timers run (SRT's ACK period).
 const TICK: Duration = Duration::from_millis(10);
@@ -45,90 +45,6 @@ const REFUSALS_MAX: usize = 4096;
 const RECV_BATCH: usize = 256;
 /// How often each stream's link statistics go to the hub.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-
-/// Refusals before the key check logged per window, at most (the rest counted).
-const LOG_BUDGET: u32 = 20;
-const LOG_WINDOW: Duration = Duration::from_secs(10);
-
-/// At most [`LOG_BUDGET`] lines per [`LOG_WINDOW`] for what a caller can repeat at
-/// will; what is left out is summed up in one line.
-struct LogBudget {
-    since: Instant,
-    logged: u32,
-    left_out: u64,
-}
-
-impl LogBudget {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.since) >= LOG_WINDOW {
-            if self.left_out > 0 {
-                info!(
-                    refusals = self.left_out,
-                    "more SRT publishes refused than logged (streamgate_srt_handshakes_total counts them all)"
-                );
-            }
-            *self = LogBudget {
-                since: now,
-                logged: 0,
-                left_out: 0,
-            };
-        }
-        if self.logged < LOG_BUDGET {
-            self.logged += 1;
-            true
-        } else {
-            self.left_out += 1;
-            false
-        }
-    }
-}
-
-/// Addresses whose handshake rate is tracked at most; past it, idle ones are
-/// forgotten, and if none is, new addresses go unchecked (spoofed inductions cost
-/// one cookie each; a conclusion needs a real address).
-const RATE_ADDRESSES_MAX: usize = 65_536;
-
-/// A token bucket per source address (IPv6 per /64) for handshake packets.
-struct HandshakeRate {
-    per_second: f64,
-    burst: f64,
-    buckets: HashMap<AddressKey, (f64, Instant)>,
-}
-
-impl HandshakeRate {
-    fn new(per_second: u32) -> HandshakeRate {
-        HandshakeRate {
-            per_second: per_second as f64,
-            burst: 2.0 * per_second as f64,
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Whether a handshake from `ip` may be read now.
-    fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
-        let key = AddressKey::of(ip);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= RATE_ADDRESSES_MAX {
-            let (rate, burst) = (self.per_second, self.burst);
-            self.buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
-            if self.buckets.len() >= RATE_ADDRESSES_MAX {
-                return true;
-            }
-        }
-        let (tokens, at) = self.buckets.entry(key).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// What identifies a caller's attempt: its address and its socket.
 type Caller = (SocketAddr, u32);
@@ -283,11 +199,7 @@ impl Worker {
             out: Outgoing::new(),
             dests: Vec::new(),
             touched: Vec::new(),
-            log_budget: LogBudget {
-                since: Instant::now(),
-                logged: 0,
-                left_out: 0,
-            },
+            log_budget: LogBudget::new(),
         }
     }
 
@@ -656,46 +568,5 @@ impl Drop for Worker {
         for p in self.pending.values() {
             p.cancel.cancel();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_address_gets_its_burst_then_its_rate_and_others_are_untouched() {
-        let mut r = HandshakeRate::new(50);
-        let t0 = Instant::now();
-        let a: std::net::IpAddr = "198.51.100.7".parse().unwrap();
-        let b: std::net::IpAddr = "203.0.113.9".parse().unwrap();
-        let allowed = (0..1000).filter(|_| r.allow(a, t0)).count();
-        assert_eq!(allowed, 100, "twice the rate at once");
-        assert!(r.allow(b, t0), "another address has its own bucket");
-        // A second later, a second's worth.
-        let t1 = t0 + Duration::from_secs(1);
-        let allowed = (0..1000).filter(|_| r.allow(a, t1)).count();
-        assert_eq!(allowed, 50);
-        // IPv6 counts per /64.
-        let v6a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let v6b: std::net::IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
-        assert_eq!((0..100).filter(|_| r.allow(v6a, t1)).count(), 100);
-        assert!(!r.allow(v6b, t1));
-    }
-
-    #[test]
-    fn a_full_table_forgets_idle_addresses_and_never_refuses_a_new_one() {
-        let mut r = HandshakeRate::new(50);
-        let t0 = Instant::now();
-        for i in 0..RATE_ADDRESSES_MAX as u32 {
-            assert!(r.allow(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0));
-        }
-        let new: std::net::IpAddr = "192.0.2.1".parse().unwrap();
-        // Nobody idle yet (each used one token): the new address is let through.
-        assert!(r.allow(new, t0));
-        assert_eq!(r.buckets.len(), RATE_ADDRESSES_MAX);
-        // Two seconds later every bucket is full again: forgotten, room made.
-        assert!(r.allow(new, t0 + Duration::from_secs(2)));
-        assert_eq!(r.buckets.len(), 1);
     }
 }
