@@ -107,6 +107,44 @@ async fn connect(sock: &UdpSocket, key: &str, me: u32, isn: SeqNo) -> anyhow::Re
     }
 }
 
+/// Hands `send` every chunk due by `now` (its index and the chunk), from `*next` on;
+/// counts the bytes of those it took (`send` says whether it did) and logs when each
+/// video frame left, for the delay (`absolute`: in SRS's time stamps).
+#[allow(clippy::too_many_arguments)]
+fn send_due(
+    source: &TsSource,
+    start: Instant,
+    now: Instant,
+    next: &mut usize,
+    absolute: bool,
+    stats: &GeneratorStats,
+    log: &SendLog,
+    mut send: impl FnMut(usize, &TsChunk) -> bool,
+) {
+    let elapsed = now.duration_since(start).as_millis() as u32;
+    let mut sent_video = Vec::new();
+    while *next < source.chunks.len() && source.chunks[*next].due_ms <= elapsed {
+        let chunk = &source.chunks[*next];
+        if send(*next, chunk) {
+            stats
+                .bytes_sent
+                .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+        }
+        if let Some(v) = if absolute {
+            chunk.video_abs_ms
+        } else {
+            chunk.video_ms
+        } {
+            sent_video.push(v);
+        }
+        *next += 1;
+    }
+    let sent = Instant::now();
+    for v in sent_video {
+        log.record(v, sent);
+    }
+}
+
 /// Packets kept for retransmission (about 10 s of a 600 kbps stream).
 const KEPT: usize = 8192;
 
@@ -172,35 +210,26 @@ pub async fn run_publisher(
         if now >= stop_at || next >= source.chunks.len() {
             break;
         }
-        let elapsed = now.duration_since(start).as_millis() as u32;
-        let mut sent_video = Vec::new();
-        while next < source.chunks.len() && source.chunks[next].due_ms <= elapsed {
-            let chunk = &source.chunks[next];
-            data(&mut out, seq, msgno, chunk, false, now);
-            if sock.try_send(&out).is_ok() {
-                stats
-                    .bytes_sent
-                    .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
-            }
-            if let Some(v) = if absolute {
-                chunk.video_abs_ms
-            } else {
-                chunk.video_ms
-            } {
-                sent_video.push(v);
-            }
-            if kept.len() == KEPT {
-                kept.pop_front();
-            }
-            kept.push_back((seq, next));
-            seq = seq.add(1);
-            msgno = (msgno + 1) & 0x03ff_ffff;
-            next += 1;
-        }
-        let sent = Instant::now();
-        for v in sent_video {
-            log.record(v, sent);
-        }
+        send_due(
+            &source,
+            start,
+            now,
+            &mut next,
+            absolute,
+            &stats,
+            &log,
+            |i, chunk| {
+                data(&mut out, seq, msgno, chunk, false, now);
+                let taken = sock.try_send(&out).is_ok();
+                if kept.len() == KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back((seq, i));
+                seq = seq.add(1);
+                msgno = (msgno + 1) & 0x03ff_ffff;
+                taken
+            },
+        );
         // What the server said meanwhile: never wait for it.
         while let Ok(n) = sock.try_recv(&mut buf) {
             let Ok(Header::Control(h)) = packet::parse_header(&buf[..n]) else {
@@ -301,28 +330,16 @@ pub async fn run_libsrt_publisher(
         if now >= stop_at || next >= source.chunks.len() {
             break;
         }
-        let elapsed = now.duration_since(start).as_millis() as u32;
-        let mut sent_video = Vec::new();
-        while next < source.chunks.len() && source.chunks[next].due_ms <= elapsed {
-            let chunk = &source.chunks[next];
-            if caller.send(&chunk.bytes) {
-                stats
-                    .bytes_sent
-                    .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
-            }
-            if let Some(v) = if absolute {
-                chunk.video_abs_ms
-            } else {
-                chunk.video_ms
-            } {
-                sent_video.push(v);
-            }
-            next += 1;
-        }
-        let sent = Instant::now();
-        for v in sent_video {
-            log.record(v, sent);
-        }
+        send_due(
+            &source,
+            start,
+            now,
+            &mut next,
+            absolute,
+            &stats,
+            &log,
+            |_, chunk| caller.send(&chunk.bytes),
+        );
     }
     let _ = tokio::task::spawn_blocking(move || drop(caller)).await;
 }
