@@ -183,6 +183,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         vec![relay.clone() as Arc<dyn PublishObserver>],
         config.rtmp.takeover_silence,
     );
+    // Webhooks see every event from the first publish on.
+    let webhooks = crate::webhooks::Webhooks::new(&config.webhooks, node_id.clone())?;
+    let webhooks_stop = CancellationToken::new();
+    if let Some(w) = &webhooks {
+        hub.events().set_sink(w.clone());
+        w.start(webhooks_stop.clone());
+    }
+    hub.track_health(config.health.enabled);
+    let health = config
+        .health
+        .enabled
+        .then(|| crate::health::HealthMonitor::new(hub.clone(), &config.health));
+    if let Some(h) = &health {
+        tokio::spawn(h.clone().run(cancel.clone()));
+    }
     let thumbnails = thumbs::start(&config.thumbnails, hub.clone(), cancel.clone()).await?;
     let authorizer = Arc::new(Authorizer::new(
         store.clone(),
@@ -270,6 +285,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         hub: hub.clone(),
         thumbnails_dir: config.thumbnails.dir.clone(),
         thumbnails,
+        health: health.clone(),
         node: config.http.show_node.then(|| node_id.clone()),
         event_streams: http::EventStreamCaps::new(
             config.http.event_streams(),
@@ -290,6 +306,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         dead_after: config.status.dead_after(),
         ingest: workers.clone(),
         token_failures: Arc::new(crate::auth::FailureLimiter::new(&config.auth)),
+        health,
+        webhooks: webhooks.clone(),
     });
     let limits = http::server::HttpLimits::of(&config.http);
     let grace = config.status.shutdown_grace;
@@ -393,6 +411,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             pending = outbox.pending_len(),
             "could not write every status update before exit"
         );
+    }
+    // The backend hears of the last offlines.
+    if let Some(w) = &webhooks {
+        if !w.drain(grace).await {
+            warn!(
+                pending = w.pending(),
+                "webhook deliveries still waiting at exit"
+            );
+        }
+        webhooks_stop.cancel();
     }
     // Gone from the fleet's registry (an instance of a restart that still runs
     // registers the node again at its next beat).

@@ -1,5 +1,6 @@
-//! Public events for websites (`GET /api/v1/events`, server-sent events): a channel
-//! went live, went offline, or got a new thumbnail, named by its public id only. A
+//! Public events for websites (`GET /api/v1/events`, server-sent events) and webhooks:
+//! a channel went live, went offline, got a new thumbnail, or its health verdicts
+//! changed, named by its public id only. A
 //! bounded broadcast: a listener that falls behind loses the oldest events (and is told
 //! how many), never slows the node. Each event is serialised once, when it is
 //! published, into the SSE frame every listener is sent (shared, not copied).
@@ -35,6 +36,34 @@ pub enum PublicEvent {
         thumbnail: String,
         updated_at: DateTime<Utc>,
     },
+    /// A stream's health verdicts changed (see `crate::health`).
+    Health {
+        channel_id: Uuid,
+        /// The worst verdict now.
+        verdict: &'static str,
+        /// Every check that is not good now.
+        problems: Vec<CheckView>,
+        /// What changed.
+        changes: Vec<Change>,
+    },
+}
+
+/// One check as told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckView {
+    pub check: &'static str,
+    pub verdict: &'static str,
+    pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub fix: String,
+}
+
+/// A verdict that changed, in a `health` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub check: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
 }
 
 impl PublicEvent {
@@ -44,6 +73,17 @@ impl PublicEvent {
             PublicEvent::Live { .. } => "live",
             PublicEvent::Offline { .. } => "offline",
             PublicEvent::Thumbnail { .. } => "thumbnail",
+            PublicEvent::Health { .. } => "health",
+        }
+    }
+
+    /// The channel it is about.
+    pub fn channel_id(&self) -> Uuid {
+        match self {
+            PublicEvent::Live { channel_id, .. }
+            | PublicEvent::Offline { channel_id }
+            | PublicEvent::Thumbnail { channel_id, .. }
+            | PublicEvent::Health { channel_id, .. } => *channel_id,
         }
     }
 
@@ -72,27 +112,53 @@ impl Published {
     }
 }
 
+/// A consumer that must see every event, in order (webhooks): given each event as it
+/// is published, possibly under the hub's session lock, so it must only queue.
+pub trait EventSink: Send + Sync {
+    fn offer(&self, event: &PublicEvent);
+}
+
 /// Where events go; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<Published>>,
+    /// Set once at start, before the first publish.
+    sink: Arc<std::sync::OnceLock<Arc<dyn EventSink>>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("listeners", &self.sender.receiver_count())
+            .field("sink", &self.sink.get().is_some())
+            .finish()
+    }
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         EventBus {
             sender: broadcast::channel(CAPACITY).0,
+            sink: Arc::default(),
         }
     }
 }
 
 impl EventBus {
-    /// Sends to whoever listens now (nobody listening is fine; then it is not even
-    /// serialised).
+    /// Sends to the sink and to whoever listens now (nobody listening is fine; then
+    /// it is not even serialised).
     pub fn publish(&self, event: PublicEvent) {
+        if let Some(sink) = self.sink.get() {
+            sink.offer(&event);
+        }
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(Arc::new(Published::new(event)));
         }
+    }
+
+    /// Gives every event from now on to `sink` too (once; a second sink is refused).
+    pub fn set_sink(&self, sink: Arc<dyn EventSink>) -> bool {
+        self.sink.set(sink).is_ok()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {

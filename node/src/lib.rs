@@ -4,8 +4,8 @@
 //! README.md says how to run it; ARCHITECTURE.md how the modules fit together.
 //!
 //! The flow reads one way: `ingest` → `auth` → `hub` → (`relay` | `thumbs` |
-//! `outbox`) → `store`, with `http` reading snapshots, `revocation` and `heartbeat`
-//! watching from the side, and `app` only wiring. `config`, `channel`, `key` and `peer` are
+//! `outbox`) → `store`, with `http` reading snapshots, `revocation`, `heartbeat` and
+//! `health` watching from the side, `webhooks` telling a backend what `events` says, and `app` only wiring. `config`, `channel`, `key` and `peer` are
 //! the vocabulary everyone uses.
 
 pub mod app;
@@ -13,8 +13,10 @@ pub mod auth;
 pub mod channel;
 pub mod check;
 pub mod cli;
+pub mod client_tls;
 pub mod config;
 pub mod events;
+pub mod health;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
@@ -29,3 +31,4 @@ pub mod revocation;
 pub mod srt;
 pub mod store;
 pub mod thumbs;
+pub mod webhooks;

@@ -56,6 +56,18 @@ pub const NODES_SWEPT: &str = "streamgate_dead_nodes_swept_total";
 pub const HTTP_REFUSED: &str = "streamgate_http_refused_total";
 pub const HTTP_RESERVED: &str = "streamgate_http_reserved_connections_total";
 pub const ADMIN_TOKEN_FAILURES: &str = "streamgate_admin_token_failures_total";
+/// Live streams by health verdict (`good`, `warn`, `bad`); verdict changes told, by
+/// check and new verdict; per channel (opt-in), each check's verdict (0 good, 1 warn,
+/// 2 bad).
+pub const STREAMS_BY_HEALTH: &str = "streamgate_streams_by_health";
+pub const HEALTH_CHANGES: &str = "streamgate_health_changes_total";
+pub const CHANNEL_HEALTH: &str = "streamgate_channel_health";
+/// Webhooks: attempts by URL (redacted) and result (`delivered`, `failed`,
+/// `refused`), deliveries dropped from a full queue, deliveries waiting, attempt time.
+pub const WEBHOOK_ATTEMPTS: &str = "streamgate_webhook_attempts_total";
+pub const WEBHOOK_DROPPED: &str = "streamgate_webhook_dropped_total";
+pub const WEBHOOK_PENDING: &str = "streamgate_webhook_pending";
+pub const WEBHOOK_SECONDS: &str = "streamgate_webhook_seconds";
 /// Per channel (opt-in): bitrate, frames per second, media bytes since the start.
 pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
 pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
@@ -226,6 +238,29 @@ pub fn describe() {
     describe_counter!(
         ADMIN_TOKEN_FAILURES,
         "admin API requests with a wrong token"
+    );
+    describe_gauge!(STREAMS_BY_HEALTH, "live streams by health verdict");
+    describe_counter!(
+        HEALTH_CHANGES,
+        "stream health verdict changes told, by check and new verdict"
+    );
+    describe_gauge!(
+        CHANNEL_HEALTH,
+        "a live channel's verdict per health check: 0 good, 1 warn, 2 bad (opt-in)"
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "webhook delivery attempts, by URL and result"
+    );
+    describe_counter!(
+        WEBHOOK_DROPPED,
+        "webhook deliveries dropped from a full queue (webhooks.queue_max)"
+    );
+    describe_gauge!(WEBHOOK_PENDING, "webhook deliveries waiting");
+    describe_histogram!(
+        WEBHOOK_SECONDS,
+        Unit::Seconds,
+        "time of one webhook delivery attempt"
     );
     describe_gauge!(CHANNEL_BITRATE, "bitrate of a live channel (opt-in)");
     describe_gauge!(CHANNEL_FPS, "frames per second of a live channel (opt-in)");

@@ -135,6 +135,27 @@ impl VideoTag {
     pub fn is_keyframe_data(&self) -> bool {
         self.keyframe && self.packet == VideoPacket::Frames
     }
+
+    /// The composition time offset of coded AVC/HEVC frames (PTS - DTS, milliseconds,
+    /// a signed 24-bit field: FLV 10.1 E.4.3.1, Enhanced RTMP `CodedFrames`); 0 for
+    /// everything else (`CodedFramesX` carries none). Non-zero means the encoder
+    /// reorders frames: B-frames.
+    pub fn composition_time(&self, body: &[u8]) -> i32 {
+        if self.packet != VideoPacket::Frames
+            || !matches!(self.codec, VideoCodec::Avc | VideoCodec::Hevc)
+            // Legacy: [flags][AVCPacketType][CompositionTime 24]; Enhanced
+            // `CodedFrames`: [flags][FourCC][CompositionTime 24]; `CodedFramesX`
+            // (offset 5 when enhanced) has none.
+            || self.data_offset != if self.enhanced { 8 } else { 5 }
+        {
+            return 0;
+        }
+        match body.get(self.data_offset - 3..self.data_offset) {
+            // Sign-extend the 24-bit big-endian value.
+            Some(b) => i32::from_be_bytes([b[0], b[1], b[2], 0]) >> 8,
+            None => 0,
+        }
+    }
 }
 
 /// Audio codec of a tag.
@@ -220,6 +241,13 @@ mod tests {
         let inter = VideoTag::parse(&[0x27, 1, 0, 0, 0]).unwrap();
         assert!(!inter.keyframe);
         assert!(!inter.enhanced);
+        assert_eq!(inter.composition_time(&[0x27, 1, 0, 0, 0]), 0);
+        let b = [0x27, 1, 0, 0, 0x42, 0];
+        assert_eq!(VideoTag::parse(&b).unwrap().composition_time(&b), 0x42);
+        let negative = [0x27, 1, 0xff, 0xff, 0xdf, 0];
+        let t = VideoTag::parse(&negative).unwrap();
+        assert_eq!(t.composition_time(&negative), -33);
+        assert_eq!(seq.composition_time(&[0x17, 0, 0, 0, 9, 1]), 0);
     }
 
     #[test]
@@ -231,9 +259,11 @@ mod tests {
         assert!(t.keyframe && t.enhanced);
         assert_eq!(t.packet, VideoPacket::Frames);
         assert_eq!(t.data_offset, 8);
+        assert_eq!(t.composition_time(b"\x91hvc1\x00\x00\x21data"), 33);
         // CodedFramesX (3): no composition time.
         let x = VideoTag::parse(b"\x93hvc1data").unwrap();
         assert_eq!(x.data_offset, 5);
+        assert_eq!(x.composition_time(b"\x93hvc1data"), 0);
         let seq = VideoTag::parse(b"\x90av01cfg").unwrap();
         assert_eq!(
             (seq.codec, seq.packet),
@@ -280,7 +310,10 @@ mod tests {
         proptest! {
             #[test]
             fn arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..64)) {
-                if let Ok(t) = VideoTag::parse(&b) { prop_assert!(t.data_offset <= b.len()); }
+                if let Ok(t) = VideoTag::parse(&b) {
+                    prop_assert!(t.data_offset <= b.len());
+                    let _ = t.composition_time(&b);
+                }
                 let _ = AudioTag::parse(&b);
             }
         }

@@ -9,12 +9,14 @@ mod auth;
 mod database;
 mod duration;
 mod env;
+mod health;
 mod log;
 mod relay;
 mod rtmp;
 mod srt;
 mod target;
 mod thumbnails;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,12 +26,14 @@ use serde::{Deserialize, Serialize};
 pub use admin::{AdminConfig, Secret};
 pub use auth::{AuthConfig, StatusConfig};
 pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
+pub use health::{BFramesVerdict, HealthConfig};
 pub use log::{LogConfig, LogFormat};
 pub use relay::RelayConfig;
 pub use rtmp::{HttpConfig, Placement, RtmpConfig, RtmpsConfig};
 pub use srt::SrtConfig;
 pub use target::{RelayUrl, TargetError, TargetTemplate, TemplateValues, PLACEHOLDERS};
 pub use thumbnails::{ThumbnailConfig, ThumbnailDecoder};
+pub use webhooks::{secret_bytes, WebhookEvent, WebhookUrl, WebhooksConfig};
 
 /// Environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "STREAMGATE_";
@@ -116,6 +120,8 @@ pub struct Config {
     pub status: StatusConfig,
     pub relay: RelayConfig,
     pub thumbnails: ThumbnailConfig,
+    pub health: HealthConfig,
+    pub webhooks: WebhooksConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     /// What loading found worth saying but not fatal (an unknown `STREAMGATE_*`
@@ -168,6 +174,8 @@ impl Config {
         self.rtmp.validate()?;
         self.rtmps.validate()?;
         self.srt.validate()?;
+        self.health.validate()?;
+        self.webhooks.validate()?;
         self.http.validate()?;
         self.database.validate()?;
         self.auth.validate()?;

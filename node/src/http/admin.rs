@@ -65,6 +65,10 @@ pub struct AdminState {
     pub ingest: Arc<crate::ingest::IngestWorkers>,
     /// Wrong admin tokens per address: their next requests wait.
     pub token_failures: Arc<FailureLimiter>,
+    /// Stream health (`health.enabled`).
+    pub health: Option<Arc<crate::health::HealthMonitor>>,
+    /// Webhook queues (`webhooks.urls`).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -152,6 +156,25 @@ async fn scrape(State(s): State<AdminState>) -> Response {
                 }
             }
         }
+    }
+    if let Some(health) = &s.health {
+        let mut by_verdict = [0u64; 3];
+        for (id, verdict, checks) in health.verdicts() {
+            by_verdict[usize::from(verdict.level())] += 1;
+            if s.per_channel_metrics {
+                let id = id.to_string();
+                for (check, v) in checks {
+                    metrics::gauge!(metric::CHANNEL_HEALTH, "channel_id" => id.clone(), "check" => check.as_str())
+                        .set(f64::from(v.level()));
+                }
+            }
+        }
+        for (verdict, n) in ["good", "warn", "bad"].into_iter().zip(by_verdict) {
+            metrics::gauge!(metric::STREAMS_BY_HEALTH, "verdict" => verdict).set(n as f64);
+        }
+    }
+    if let Some(w) = &s.webhooks {
+        metrics::gauge!(metric::WEBHOOK_PENDING).set(w.pending() as f64);
     }
     for (protocol, n) in by_protocol {
         metrics::gauge!(metric::LIVE_STREAMS_BY_PROTOCOL, "protocol" => protocol).set(n as f64);

@@ -1,5 +1,5 @@
 //! HTTP: `GET /healthz`, `GET /api/v1/streams` (public data only: never a key, never
-//! a peer address), `GET /api/v1/events` (server-sent events, capped in all and per
+//! a peer address), `GET /api/v1/streams/{channel_id}/health`, `GET /api/v1/events` (server-sent events, capped in all and per
 //! address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
 //! `{"error": "..."}`. The server loop that bounds connections and slow clients is
 //! [`server`].
@@ -21,6 +21,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::channel::ThumbnailId;
+use crate::health::HealthMonitor;
 use crate::hub::{Hub, SubscriberStatus};
 use crate::peer::PerAddress;
 use crate::thumbs::ThumbnailScheduler;
@@ -50,6 +51,8 @@ pub struct HttpState {
     pub thumbnails_dir: PathBuf,
     /// When thumbnails are made: when each was last written.
     pub thumbnails: Option<Arc<ThumbnailScheduler>>,
+    /// Stream health, when `health.enabled`.
+    pub health: Option<Arc<HealthMonitor>>,
     /// This node's id, when the streams list is to show it (`http.show_node`).
     pub node: Option<String>,
     /// `http.max_event_streams`, `http.max_event_streams_per_address`.
@@ -81,15 +84,26 @@ pub struct StreamInfo {
     pub thumbnail_updated_at: Option<DateTime<Utc>>,
     /// State of each relay target: scheme, host, port, app and public name only.
     pub relays: Vec<SubscriberStatus>,
+    /// The stream's health verdict and what is not good (null when health is off or
+    /// not judged yet); the whole of it at `/api/v1/streams/{channel_id}/health`.
+    pub health: Option<HealthSummary>,
     /// The node carrying it (only with `http.show_node`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// A stream's health in the streams list.
+#[derive(Debug, Serialize)]
+pub struct HealthSummary {
+    pub verdict: &'static str,
+    pub problems: Vec<crate::events::CheckView>,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/streams", get(streams))
+        .route("/api/v1/streams/{channel_id}/health", get(stream_health))
         .route("/api/v1/events", get(events))
         .route("/thumbs/{name}", get(thumbnail))
         .fallback(not_found)
@@ -154,12 +168,52 @@ async fn streams(State(state): State<HttpState>) -> Response {
                     .as_ref()
                     .and_then(|t| t.written_at(s.channel_id, s.session_id)),
                 relays: s.subscribers,
+                health: state
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.get(&s.channel_id))
+                    .map(|h| HealthSummary {
+                        verdict: h.verdict,
+                        problems: h
+                            .checks
+                            .into_iter()
+                            .filter(|c| c.verdict != "good")
+                            .collect(),
+                    }),
                 node: state.node.clone(),
             }
         })
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     Json(serde_json::json!({ "streams": list })).into_response()
+}
+
+/// One live stream's health: every check with its verdict, reason and fix, and the
+/// measures behind them. Public data only (the channel's public id).
+async fn stream_health(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
+    let Some(health) = &state.health else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "stream health is off on this node (health.enabled = false)",
+        );
+    };
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error(StatusCode::NOT_FOUND, "not a channel id");
+    };
+    if state.hub.get(&id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this channel is not live on this node",
+        );
+    }
+    match health.get(&id) {
+        Some(h) => Json(h).into_response(),
+        // Live, not judged yet (within a second of its start).
+        None => Json(serde_json::json!({
+            "channel_id": id, "verdict": "good", "checks": [], "measures": {}, "updated_at": null
+        }))
+        .into_response(),
+    }
 }
 
 /// How often an idle event stream gets a comment line (keeps proxies from closing it).

@@ -145,6 +145,8 @@ pub struct Hub {
     events: EventBus,
     /// See [`takeover_allowed`].
     takeover_silence: Duration,
+    /// Whether new publishes track their health (`health.enabled`).
+    track_health: std::sync::atomic::AtomicBool,
     /// Test hook: runs inside `finish` once a session is known to be over, before its
     /// status is queued.
     #[cfg(test)]
@@ -166,6 +168,7 @@ impl Hub {
             observers,
             events: EventBus::default(),
             takeover_silence,
+            track_health: std::sync::atomic::AtomicBool::new(true),
             #[cfg(test)]
             offline_probe: Mutex::new(None),
         })
@@ -210,7 +213,13 @@ impl Hub {
         request: PublishRequest,
     ) -> Result<PublishHandle, AlreadyLive> {
         let peer = request.peer;
-        let stream = Arc::new(LiveStream::new(channel.id, channel.name.clone(), request));
+        let track_health = self.track_health.load(std::sync::atomic::Ordering::Relaxed);
+        let stream = Arc::new(LiveStream::new(
+            channel.id,
+            channel.name.clone(),
+            request,
+            track_health,
+        ));
         let previous = {
             let mut sessions = self.sessions.lock();
             if let Some(current) = sessions.streams.get(&channel.id) {
@@ -238,6 +247,12 @@ impl Hub {
             hub: self.clone(),
             stream,
         })
+    }
+
+    /// Whether publishes from now on track their health (on by default).
+    pub fn track_health(&self, on: bool) {
+        self.track_health
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the table has accepted this publish's "live" (after which a different

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use media::health::{HealthReport, HealthTracker, Thresholds};
 use media::{
     AudioTag, KeyframeCache, MediaKind, PictureSize, Snapshot, StatsSnapshot, StreamStats, VideoTag,
 };
@@ -34,6 +35,8 @@ struct MediaState {
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// Whether any video was seen (an audio-only stream restarts on any audio).
     has_video: bool,
+    /// What the encoder's settings look like (`health.enabled`).
+    health: Option<Box<HealthTracker>>,
 }
 
 impl MediaState {
@@ -42,11 +45,28 @@ impl MediaState {
     fn record(&mut self, ms: u64, message: &StreamMessage, parsed: &Parsed) -> bool {
         let payload = message.payload();
         match (message, parsed) {
-            (StreamMessage::Media { timestamp, .. }, Parsed::Video { tag, size }) => {
+            (
+                StreamMessage::Media { timestamp, .. },
+                Parsed::Video {
+                    tag,
+                    size,
+                    composition,
+                },
+            ) => {
                 self.has_video = true;
                 match tag {
                     Some(tag) => {
                         self.stats.on_video(ms, payload.len(), tag, *size);
+                        if let Some(h) = &mut self.health {
+                            h.on_video(
+                                ms,
+                                *timestamp,
+                                payload.len(),
+                                tag.packet == media::VideoPacket::Frames,
+                                tag.keyframe,
+                                *composition,
+                            );
+                        }
                         self.cache.on_video(*timestamp, payload, tag);
                         tag.is_keyframe_data()
                     }
@@ -56,6 +76,9 @@ impl MediaState {
             (StreamMessage::Media { timestamp, .. }, Parsed::Audio { tag }) => {
                 if let Some(tag) = tag {
                     self.stats.on_audio(ms, payload.len(), tag);
+                    if let Some(h) = &mut self.health {
+                        h.on_audio(ms, *timestamp, payload.len());
+                    }
                     self.cache.on_audio(*timestamp, payload, tag);
                 }
                 !self.has_video
@@ -79,6 +102,8 @@ enum Parsed {
     Video {
         tag: Option<VideoTag>,
         size: Option<PictureSize>,
+        /// PTS - DTS of a coded frame (non-zero: B-frames).
+        composition: i32,
     },
     Audio {
         tag: Option<AudioTag>,
@@ -111,7 +136,12 @@ impl ReadBatch {
             MediaKind::Video => {
                 let tag = VideoTag::parse(&payload).ok();
                 let size = tag.and_then(|t| media::sequence_header_size(&payload, &t));
-                self.parsed.push(Parsed::Video { tag, size });
+                let composition = tag.map_or(0, |t| t.composition_time(&payload));
+                self.parsed.push(Parsed::Video {
+                    tag,
+                    size,
+                    composition,
+                });
             }
             MediaKind::Audio => {
                 let tag = AudioTag::parse(&payload).ok();
@@ -225,6 +255,7 @@ impl LiveStream {
         channel_id: Uuid,
         name: String,
         request: super::PublishRequest,
+        track_health: bool,
     ) -> LiveStream {
         let super::PublishRequest {
             key_hash,
@@ -246,7 +277,10 @@ impl LiveStream {
             last_media_ms: AtomicU64::new(0),
             cancel: cancel.unwrap_or_default(),
             end_reason: OnceLock::new(),
-            media: Mutex::new(MediaState::default()),
+            media: Mutex::new(MediaState {
+                health: track_health.then(Box::default),
+                ..MediaState::default()
+            }),
             link: Mutex::new(None),
         }
     }
@@ -390,6 +424,19 @@ impl LiveStream {
             protocol: self.protocol,
             link: self.link(),
         }
+    }
+
+    /// What the encoder's settings look like now (`None` when health is off).
+    pub fn health(&self, thresholds: &Thresholds) -> Option<HealthReport> {
+        let now = self.ms_since_start();
+        let m = self.media.lock();
+        m.health.as_ref().map(|h| h.report(now, thresholds))
+    }
+
+    /// The relays' states (their drop counters), without the rest of [`Self::info`].
+    pub fn subscriber_statuses(&self) -> Vec<SubscriberStatus> {
+        let m = self.media.lock();
+        m.subscribers.iter().map(|s| s.status()).collect()
     }
 
     /// Runs `f` while holding the media lock (tests of what a failure inside it does).

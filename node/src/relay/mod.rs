@@ -33,43 +33,10 @@ pub struct RelayManager {
     pub tracker: TaskTracker,
 }
 
-/// Builds the TLS client configuration: public web roots plus `ca_file`.
-fn tls_connector(config: &RelayConfig) -> anyhow::Result<TlsConnector> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if !config.ca_file.is_empty() {
-        let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(&config.ca_file)
-            .map_err(|e| anyhow::anyhow!("relay.ca_file {:?}: {e}", config.ca_file))?
-        {
-            let cert =
-                cert.map_err(|e| anyhow::anyhow!("relay.ca_file {:?}: {e}", config.ca_file))?;
-            roots
-                .add(cert)
-                .map_err(|e| anyhow::anyhow!("relay.ca_file {:?}: {e}", config.ca_file))?;
-            added += 1;
-        }
-        anyhow::ensure!(
-            added > 0,
-            "relay.ca_file {:?} holds no PEM certificate",
-            config.ca_file
-        );
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(tls)))
-}
-
 impl RelayManager {
     pub fn new(config: RelayConfig) -> anyhow::Result<Arc<RelayManager>> {
         Ok(Arc::new(RelayManager {
-            tls: tls_connector(&config)?,
+            tls: crate::client_tls::connector(&config.ca_file, "relay.ca_file")?,
             config: Arc::new(config),
             tracker: TaskTracker::new(),
         }))
