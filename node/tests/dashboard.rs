@@ -124,6 +124,7 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
     ));
     let (id, key) = node.create_channel("Studio <b>A</b>");
     let (srt_id, srt_key) = node.create_channel("Field unit");
+    let (bf_id, bf_key) = node.create_channel("B-frames");
     let driver = Driver::start();
     let url = format!("http://127.0.0.1:{}/dashboard", node.http_port);
 
@@ -239,6 +240,41 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
             "{link}"
         );
         drop(srt.child.kill());
+
+        // Health: the clean stream's badge says good; an encoder with B-frames gets a
+        // warning with the reason, and the fix on hover.
+        until(
+            &c,
+            "a good health badge",
+            Duration::from_secs(10),
+            &format!(
+                "const c = document.querySelector(\"{card}\"); \
+                 return c && c.querySelector('.health').textContent === 'good' \
+                   && c.querySelectorAll('.problems li').length === 0 ? true : null"
+            ),
+        )
+        .await;
+        let mut bf = ffmpeg_publish_with(
+            &node.publish_url(&bf_key),
+            &["-preset", "veryfast", "-bf", "3", "-g", "60"],
+            None,
+            60,
+        );
+        let problem = until(
+            &c,
+            "the B-frames warning on its card",
+            Duration::from_secs(20),
+            &format!(
+                "const c = document.querySelector(\".card[data-channel-id='{bf_id}']\"); \
+                 const p = c && c.querySelector('.problems li'); \
+                 return p ? [c.querySelector('.health').textContent, p.textContent, p.title] : null"
+            ),
+        )
+        .await;
+        assert_eq!(problem[0], "warn", "{problem}");
+        assert!(problem[1].as_str().unwrap().starts_with("B-frames on"), "{problem}");
+        assert!(problem[2].as_str().unwrap().contains("bframes=0"), "{problem}");
+        drop(bf.child.kill());
         let relay = fields["relay"].as_str().unwrap();
         assert!(
             relay.contains(&format!("127.0.0.1:{}/live/{id}", nginx.port))
@@ -292,4 +328,5 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
     });
     node.assert_never_printed(&key);
     node.assert_never_printed(&srt_key);
+    node.assert_never_printed(&bf_key);
 }

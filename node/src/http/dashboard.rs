@@ -1,6 +1,6 @@
 //! The operator dashboard: `GET /dashboard`, a page that shows the live channels as a
 //! grid of thumbnail cards (name, uptime, resolution, fps, bitrate, codecs, relay
-//! state) and keeps itself current: it follows `/api/v1/events` and polls
+//! state, health verdict with the reasons and fixes) and keeps itself current: it follows `/api/v1/events` and polls
 //! `/api/v1/streams` every few seconds. It reads the public API only, so nothing on it
 //! can hold a key, and it needs no token in the browser. Served where `/metrics` is
 //! (`admin.listen` when set).

@@ -49,6 +49,45 @@ pub fn ffmpeg_publish_pix(url: &str, size: &str, seconds: u32, pix_fmt: &str) ->
     ]))
 }
 
+/// ffmpeg publishing a 320x180 30 fps test pattern with AAC, with `video` as the
+/// H.264 settings and `filter` on the picture.
+pub fn ffmpeg_publish_with(url: &str, video: &[&str], filter: Option<&str>, seconds: u32) -> Proc {
+    require("ffmpeg", "ffmpeg");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+    ]);
+    if let Some(f) = filter {
+        cmd.args(["-vf", f]);
+    }
+    cmd.args(["-c:v", "libx264", "-pix_fmt", "yuv420p"]);
+    cmd.args(video);
+    cmd.args([
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-t",
+        &seconds.to_string(),
+        "-f",
+        "flv",
+        url,
+    ]);
+    Proc::spawn(&mut cmd)
+}
+
 /// Streams ffprobe finds in a file or playlist: (codec_type, codec_name, width, height).
 pub fn ffprobe_streams(path: &Path) -> Vec<(String, String, Option<u64>, Option<u64>)> {
     require("ffprobe", "ffmpeg");

@@ -75,6 +75,21 @@ function updateCard(entry, stream) {
       link.receive_buffer_packets + " packets waiting" + (link.encrypted ? ", encrypted" : "");
     el.querySelector(".link").dataset.state = link.packets_dropped > 0 ? "bad" : "ok";
   }
+  // Health: a badge, and each check that is not good with its reason and fix.
+  const health = stream.health;
+  const badge = el.querySelector(".health");
+  badge.textContent = health ? health.verdict : "–";
+  badge.dataset.verdict = health ? health.verdict : "";
+  const problems = (health && health.problems) || [];
+  el.querySelector(".problems").replaceChildren(
+    ...problems.map((p) => {
+      const li = document.createElement("li");
+      li.dataset.verdict = p.verdict;
+      li.textContent = p.reason;
+      li.title = p.fix;
+      return li;
+    }),
+  );
   // A new picture only when the node wrote one (the URL changes with it).
   if (stream.thumbnail_updated_at && stream.thumbnail_updated_at !== entry.thumbKey) {
     entry.thumbKey = stream.thumbnail_updated_at;
@@ -179,6 +194,7 @@ function follow() {
   const events = new EventSource("/api/v1/events");
   events.addEventListener("live", refreshSoon);
   events.addEventListener("thumbnail", refreshSoon);
+  events.addEventListener("health", refreshSoon);
   events.addEventListener("lagged", refreshSoon);
   events.addEventListener("offline", (e) => {
     try {
