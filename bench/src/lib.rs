@@ -281,17 +281,8 @@ pub async fn side_by_side(
     for c in contenders {
         servers.push(match c {
             Contender::Build(bin) => {
-                Server::start_streamgate_config(
-                    bin,
-                    n,
-                    Some(sink_port),
-                    None,
-                    None,
-                    0,
-                    "pack",
-                    false,
-                )
-                .await?
+                Server::start_streamgate_config(bin, n, Some(sink_port), None, None, 0, "pack", "")
+                    .await?
             }
             Contender::Kind(kind) => Server::start(*kind, n, Some(sink_port)).await?,
         });
@@ -492,10 +483,11 @@ pub fn parse_servers(list: &str) -> anyhow::Result<Vec<ServerKind>> {
             "srs" => Ok(ServerKind::Srs),
             "floor" => Ok(ServerKind::BytePipe),
             "streamgate-spread" => Ok(ServerKind::StreamgateSpread),
+            "streamgate-nohealth" => Ok(ServerKind::StreamgateNoHealth),
             other => match other.strip_prefix("streamgate-w").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 0 => Ok(ServerKind::StreamgateWorkers(n)),
                 _ => anyhow::bail!(
-                    "unknown server {other:?} (streamgate, streamgate-thumbs, streamgate-wN, streamgate-spread, nginx, srs, floor)"
+                    "unknown server {other:?} (streamgate, streamgate-thumbs, streamgate-wN, streamgate-spread, streamgate-nohealth, nginx, srs, floor)"
                 ),
             },
         })

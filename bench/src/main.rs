@@ -84,7 +84,7 @@ enum Command {
         seconds: u64,
         /// Comma-separated: streamgate, streamgate-thumbs (thumbnails on),
         /// streamgate-wN (rtmp.workers = N), streamgate-spread (rtmp.placement =
-        /// "spread"), nginx, srs (SRS_BIN, or the binary in
+        /// "spread"), streamgate-nohealth (health.enabled = false), nginx, srs (SRS_BIN, or the binary in
         /// ../shared/peers/srs), floor (a byte pipe: nginx stream proxy to the sink).
         #[arg(long, default_value = "streamgate,nginx,srs,floor")]
         servers: String,

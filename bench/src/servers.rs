@@ -22,6 +22,8 @@ pub enum ServerKind {
     StreamgateWorkers(usize),
     /// streamgate with `rtmp.placement = "spread"` (round-robin over the threads).
     StreamgateSpread,
+    /// streamgate with `health.enabled = false` (the cost of stream health).
+    StreamgateNoHealth,
     Nginx,
     Srs,
     /// The floor: a TCP proxy between the publishers and the sink that parses nothing
@@ -36,12 +38,18 @@ impl ServerKind {
             ServerKind::StreamgateThumbs => "streamgate+thumbnails".into(),
             ServerKind::StreamgateWorkers(n) => format!("streamgate workers={n}"),
             ServerKind::StreamgateSpread => "streamgate placement=spread".into(),
+            ServerKind::StreamgateNoHealth => "streamgate health=off".into(),
             ServerKind::Nginx => "nginx-rtmp".into(),
             ServerKind::Srs => "srs".into(),
             ServerKind::BytePipe => "byte-pipe".into(),
         }
     }
 }
+
+/// An SRT listener for the generated callers (every one comes from 127.0.0.1, as the
+/// per-address RTMP caps are raised for them).
+pub const SRT_SECTION: &str =
+    "[srt]\nlisten = \"127.0.0.1:0\"\nmax_handshakes_per_address = 1000000\n";
 
 /// The SRS binary: `SRS_BIN`, or the one beside this repository
 /// (`../shared/peers/srs/srs`).
@@ -120,8 +128,16 @@ impl Server {
             }
             ServerKind::StreamgateSpread => {
                 let bin = sibling_binary("streamgate")?;
-                Self::start_streamgate_config(&bin, n, sink_port, None, None, 0, "spread", false)
-                    .await
+                Self::start_streamgate_config(&bin, n, sink_port, None, None, 0, "spread", "").await
+            }
+            ServerKind::StreamgateNoHealth => {
+                let bin = sibling_binary("streamgate")?;
+                let workers = if crate::pin::enabled() { 1 } else { 0 };
+                let health = "[health]\nenabled = false\n";
+                Self::start_streamgate_config(
+                    &bin, n, sink_port, None, None, workers, "pack", health,
+                )
+                .await
             }
             ServerKind::Nginx => Self::start_nginx(n, sink_port),
             ServerKind::Srs => Self::start_srs(n, sink_port),
@@ -154,12 +170,11 @@ impl Server {
         workers: usize,
     ) -> anyhow::Result<Server> {
         let bin = sibling_binary("streamgate")?;
-        Self::start_streamgate_config(&bin, n, sink_port, pg, thumbnails, workers, "pack", false)
-            .await
+        Self::start_streamgate_config(&bin, n, sink_port, pg, thumbnails, workers, "pack", "").await
     }
 
     /// The streamgate binary at `bin`, with `rtmp.workers` and `rtmp.placement`, and
-    /// an SRT listener when `srt`.
+    /// `sections` (more TOML: [`SRT_SECTION`] for an SRT listener, `[health]`...).
     #[allow(clippy::too_many_arguments)]
     pub async fn start_streamgate_config(
         bin: &Path,
@@ -169,7 +184,7 @@ impl Server {
         thumbnails: Option<&str>,
         workers: usize,
         placement: &str,
-        srt: bool,
+        sections: &str,
     ) -> anyhow::Result<Server> {
         let dir = temp_dir("sg");
         let mut config = streamgate::config::Config::default();
@@ -227,14 +242,7 @@ impl Server {
              max_connections_per_address = 20000\nmax_pending = 20000\nmax_pending_per_address = 20000\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [database]\n{database}\n[thumbnails]\n{thumbnails}\n\
-             [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info,streamgate::srt=info\"\n{relay}{srt}",
-            srt = if srt {
-                // Every generated caller comes from 127.0.0.1, as the per-address
-                // RTMP caps above are raised for them.
-                "[srt]\nlisten = \"127.0.0.1:0\"\nmax_handshakes_per_address = 1000000\n"
-            } else {
-                ""
-            }
+             [log]\nlevel = \"warn,streamgate::ingest=info,streamgate::app=info,streamgate::srt=info\"\n{relay}{sections}",
         );
         let cfg = dir.join("sg.toml");
         std::fs::write(&cfg, text)?;
@@ -267,7 +275,8 @@ impl Server {
             }
         });
         let (mut rtmp, mut http, mut srt_addr) = (None, None, None);
-        while rtmp.is_none() || http.is_none() || (srt && srt_addr.is_none()) {
+        while rtmp.is_none() || http.is_none() || (sections.contains("[srt]") && srt_addr.is_none())
+        {
             let (what, addr) = rx
                 .recv_timeout(Duration::from_secs(20))
                 .map_err(|_| anyhow::anyhow!("streamgate did not start"))?;

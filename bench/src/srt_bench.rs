@@ -186,7 +186,7 @@ pub async fn srt_run(
                 None,
                 if crate::pin::enabled() { 1 } else { 0 },
                 "pack",
-                true,
+                crate::servers::SRT_SECTION,
             )
             .await?;
             let addr = s

@@ -2,7 +2,7 @@
 //! do about each thing that is wrong. The configuration was validated when it loaded;
 //! this connects to the database and checks its table, runs ffmpeg, writes into the
 //! thumbnail folder, loads the RTMPS certificate, reaches each relay target (connect
-//! and RTMP handshake, no publish), and reads the open-files limit and the kernel
+//! and RTMP handshake, no publish) and each webhook URL (connect and TLS), and reads the open-files limit and the kernel
 //! settings `deploy/sysctl.conf` sets. A failure is something that would stop streams
 //! (the command then exits non-zero); a warning is something that limits them.
 
@@ -107,6 +107,7 @@ pub async fn run(config: &Config) -> Vec<Finding> {
         );
     }
     out.extend(relay_targets(config).await);
+    out.extend(webhooks(config).await);
     out.push(open_files(config));
     out.extend(kernel());
     out
@@ -214,6 +215,35 @@ async fn relay_targets(config: &Config) -> Vec<Finding> {
                 Verdict::Fail,
                 format!("relay target {target}"),
                 format!("{e}: check that the upstream runs and that this machine may reach it (relay.targets)"),
+            ),
+        })
+        .collect()
+}
+
+/// Each webhook URL: resolved, allowed, connected (and TLS) within `webhooks.timeout`;
+/// nothing is sent. A backend that cannot be reached stops no stream: a warning.
+async fn webhooks(config: &Config) -> Vec<Finding> {
+    let hooks = match crate::webhooks::Webhooks::new(&config.webhooks, String::new()) {
+        Ok(Some(h)) => h,
+        Ok(None) => return vec![finding(Verdict::Ok, "webhooks", "no URL configured")],
+        Err(e) => return vec![finding(Verdict::Fail, "webhooks", format!("{e:#}"))],
+    };
+    hooks
+        .probe()
+        .await
+        .into_iter()
+        .map(|(url, result)| match result {
+            Ok(took) => finding(
+                Verdict::Ok,
+                format!("webhook {url}"),
+                format!("connected in {} ms", took.as_millis()),
+            ),
+            Err(e) => finding(
+                Verdict::Warn,
+                format!("webhook {url}"),
+                format!(
+                    "{e}: deliveries will wait and be retried until it answers (webhooks.urls)"
+                ),
             ),
         })
         .collect()

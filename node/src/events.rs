@@ -54,8 +54,8 @@ pub struct CheckView {
     pub check: &'static str,
     pub verdict: &'static str,
     pub reason: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub fix: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub fix: &'static str,
 }
 
 /// A verdict that changed, in a `health` event.

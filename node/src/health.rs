@@ -97,7 +97,7 @@ fn check_view(f: &Finding) -> CheckView {
         check: f.check.as_str(),
         verdict: f.verdict.as_str(),
         reason: f.reason.clone(),
-        fix: f.fix.clone(),
+        fix: f.fix,
     }
 }
 
@@ -131,11 +131,24 @@ struct Tracked {
     relay_drops: HashMap<String, (u64, VecDeque<(Instant, u64)>)>,
     /// SRT link samples, newest last.
     link: VecDeque<LinkStats>,
-    /// The latest view.
-    view: ChannelHealth,
+    /// The latest measures, and when they were taken.
+    measures: MeasuresView,
+    updated_at: DateTime<Utc>,
 }
 
 impl Tracked {
+    fn new(session_id: Uuid) -> Tracked {
+        Tracked {
+            session_id,
+            told: BTreeMap::new(),
+            better_since: HashMap::new(),
+            relay_drops: HashMap::new(),
+            link: VecDeque::new(),
+            measures: MeasuresView::default(),
+            updated_at: Utc::now(),
+        }
+    }
+
     /// Applies a new judgement; returns the verdicts that changed.
     fn settle(&mut self, findings: Vec<Finding>, now: Instant, settle: Duration) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -239,21 +252,23 @@ impl Tracked {
         let (verdict, reason, fix) = if dropped > 0 {
             (
                 Verdict::Bad,
-                format!("{dropped} packets came too late in the last {seconds} s and were lost for viewers"),
                 format!(
-                    "raise the SRT latency (now {} ms) to at least {} ms, or lower the bitrate",
-                    now.latency_ms,
-                    needed.max(latency * 2.0) as u64
+                    "{dropped} packets came too late in the last {seconds} s and were lost for \
+                     viewers (latency {} ms, round trip {:.0} ms)",
+                    now.latency_ms, now.rtt_ms
                 ),
+                "raise the SRT latency to 4 round trips or more (twice the current one is a \
+                 good start), or lower the bitrate",
             )
         } else if needed > latency {
             (
                 Verdict::Warn,
                 format!(
-                    "round trip {:.0} ms is too long for a latency of {} ms",
+                    "round trip {:.0} ms is too long for a latency of {} ms: raise it to at least {needed} ms",
                     now.rtt_ms, now.latency_ms
                 ),
-                format!("raise the SRT latency to at least {needed} ms (4 round trips)"),
+                "raise the SRT latency (the encoder's latency setting, or srt.latency on the \
+                 node) to 4 round trips or more",
             )
         } else if level(loss, loss_warn, 1.0) != Verdict::Good {
             (
@@ -263,8 +278,7 @@ impl Tracked {
                     loss * 100.0
                 ),
                 "the network is lossy: raise the SRT latency, lower the bitrate, or use a \
-                 better connection"
-                    .to_string(),
+                 better connection",
             )
         } else {
             (
@@ -274,11 +288,11 @@ impl Tracked {
                     now.rtt_ms,
                     loss * 100.0
                 ),
-                String::new(),
+                "",
             )
         };
         Some((
-            Finding::new(Check::SrtLink, verdict, reason, &fix),
+            Finding::new(Check::SrtLink, verdict, reason, fix),
             SrtView {
                 rtt_ms: now.rtt_ms,
                 latency_ms: now.latency_ms,
@@ -338,20 +352,9 @@ impl HealthMonitor {
                 let Some(report) = stream.health(&self.thresholds) else {
                     continue;
                 };
-                let tracked = streams.entry(stream.channel_id).or_insert_with(|| Tracked {
-                    session_id: stream.session_id,
-                    told: BTreeMap::new(),
-                    better_since: HashMap::new(),
-                    relay_drops: HashMap::new(),
-                    link: VecDeque::new(),
-                    view: ChannelHealth {
-                        channel_id: stream.channel_id,
-                        verdict: "good",
-                        checks: Vec::new(),
-                        measures: MeasuresView::default(),
-                        updated_at: Utc::now(),
-                    },
-                });
+                let tracked = streams
+                    .entry(stream.channel_id)
+                    .or_insert_with(|| Tracked::new(stream.session_id));
                 if let Some(event) = self.judge_one(stream, tracked, report, now) {
                     events.push(event);
                 }
@@ -384,13 +387,8 @@ impl HealthMonitor {
         }
         let changes = tracked.settle(findings, now, self.settle);
         let verdict = tracked.verdict();
-        tracked.view = ChannelHealth {
-            channel_id: stream.channel_id,
-            verdict: verdict.as_str(),
-            checks: tracked.told.values().map(check_view).collect(),
-            measures,
-            updated_at: Utc::now(),
-        };
+        tracked.measures = measures;
+        tracked.updated_at = Utc::now();
         if changes.is_empty() {
             return None;
         }
@@ -413,7 +411,13 @@ impl HealthMonitor {
 
     /// What was last told of a live channel.
     pub fn get(&self, channel_id: &Uuid) -> Option<ChannelHealth> {
-        self.streams.lock().get(channel_id).map(|t| t.view.clone())
+        self.streams.lock().get(channel_id).map(|t| ChannelHealth {
+            channel_id: *channel_id,
+            verdict: t.verdict().as_str(),
+            checks: t.told.values().map(check_view).collect(),
+            measures: t.measures.clone(),
+            updated_at: t.updated_at,
+        })
     }
 
     /// Every live channel's verdict and each check's, for the metrics.
@@ -441,20 +445,7 @@ mod tests {
     }
 
     fn tracked() -> Tracked {
-        Tracked {
-            session_id: Uuid::nil(),
-            told: BTreeMap::new(),
-            better_since: HashMap::new(),
-            relay_drops: HashMap::new(),
-            link: VecDeque::new(),
-            view: ChannelHealth {
-                channel_id: Uuid::nil(),
-                verdict: "good",
-                checks: Vec::new(),
-                measures: MeasuresView::default(),
-                updated_at: Utc::now(),
-            },
-        }
+        Tracked::new(Uuid::nil())
     }
 
     #[tokio::test(start_paused = true)]
@@ -536,7 +527,7 @@ mod tests {
         link.rtt_ms = 45.0;
         let (f, _) = t.srt(Some(link), 0.05).unwrap();
         assert_eq!(f.verdict, Verdict::Warn);
-        assert!(f.fix.contains("at least 180 ms"), "{}", f.fix);
+        assert!(f.reason.contains("at least 180 ms"), "{}", f.reason);
         link.packets_dropped = 3;
         let (f, view) = t.srt(Some(link), 0.05).unwrap();
         assert_eq!((f.verdict, view.dropped_packets), (Verdict::Bad, 3));

@@ -180,6 +180,22 @@ impl Webhooks {
         }
     }
 
+    /// Whether each URL can be reached (resolved, allowed, connected, TLS) within
+    /// `webhooks.timeout`, and how long it took; nothing is sent (`streamgate check`).
+    pub async fn probe(&self) -> Vec<(String, Result<Duration, String>)> {
+        let mut out = Vec::new();
+        for t in &self.targets {
+            let started = std::time::Instant::now();
+            let result = match tokio::time::timeout(self.timeout, self.connect(&t.url)).await {
+                Ok(Ok(_)) => Ok(started.elapsed()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(AttemptError::Timeout(self.timeout).to_string()),
+            };
+            out.push((t.label.clone(), result));
+        }
+        out
+    }
+
     /// Deliveries waiting, in all.
     pub fn pending(&self) -> usize {
         self.targets

@@ -384,4 +384,45 @@ fn private_webhook_targets_need_to_be_allowed() {
         "{text}"
     );
     assert!(!text.contains("MfKQ9r8"), "the secret never shows: {text}");
+
+    // Allowed: `streamgate check` reaches a backend that listens, and warns (with what
+    // happens meanwhile) about one that does not.
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let cfg = write_file(
+        &dir.0,
+        "sg2.toml",
+        &format!(
+            "[database]\nurl = \"sqlite:{}/sg.db\"\n[webhooks]\nallow_private_targets = true\nsecret = \"{SECRET}\"\n\
+             urls = [\"http://127.0.0.1:{}/up?token=t0ken\", \"http://127.0.0.1:{closed}/down\"]\n",
+            dir.0.display(),
+            up.local_addr().unwrap().port()
+        ),
+    );
+    let out = std::process::Command::new(common::bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let port = up.local_addr().unwrap().port();
+    assert!(
+        text.contains(&format!(
+            "ok    webhook http://127.0.0.1:{port}/up: connected in"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "WARN  webhook http://127.0.0.1:{closed}/down: cannot connect"
+        )) && text.contains("retried until it answers"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("t0ken") && !text.contains("MfKQ9r8"),
+        "{text}"
+    );
 }

@@ -36,7 +36,7 @@ struct MediaState {
     /// Whether any video was seen (an audio-only stream restarts on any audio).
     has_video: bool,
     /// What the encoder's settings look like (`health.enabled`).
-    health: Option<Box<HealthTracker>>,
+    health: Option<HealthTracker>,
 }
 
 impl MediaState {
@@ -278,7 +278,7 @@ impl LiveStream {
             cancel: cancel.unwrap_or_default(),
             end_reason: OnceLock::new(),
             media: Mutex::new(MediaState {
-                health: track_health.then(Box::default),
+                health: track_health.then(HealthTracker::default),
                 ..MediaState::default()
             }),
             link: Mutex::new(None),

@@ -10,10 +10,10 @@ impl HealthTracker {
         let mut m = Measures::default();
         let mut findings = Vec::new();
         let window = self.window();
-        let has_video = self.video.last.is_some();
+        let has_video = self.video.last().is_some();
 
         // Keyframes: the mean interval, or the wait for the next when that is longer.
-        if let (Some(now), true) = (self.video.last, has_video) {
+        if let (Some(now), true) = (self.video.last(), has_video) {
             let since = self
                 .last_keyframe
                 .or(self.first_video)
@@ -63,7 +63,7 @@ impl HealthTracker {
         }
 
         // B-frames: any reordered frame in the last 10 s of stream time.
-        if let (Some(now), Some(last)) = (self.video.last, self.last_reordered) {
+        if let (Some(now), Some(last)) = (self.video.last(), self.last_reordered()) {
             m.b_frames = now - last <= WINDOW_SECS * 1000;
         }
         if has_video && t.b_frames != Verdict::Good {
@@ -152,7 +152,7 @@ impl HealthTracker {
         }
 
         // Audio/video drift since the offset settled.
-        if let (Some(base), Some((_, now))) = (self.offset_baseline, self.offset.last) {
+        if let (Some(base), Some(now)) = (self.offset_baseline, self.offset()) {
             let drift = now - base;
             m.av_offset_ms = Some(now);
             m.av_drift_ms = Some(drift);
@@ -191,7 +191,7 @@ impl HealthTracker {
             .map(|&(_, s)| s)
             .max_by_key(|s| s.unsigned_abs())
             .unwrap_or(0);
-        if self.video.last.is_some() || self.audio.last.is_some() {
+        if self.video.last().is_some() || self.audio.last().is_some() {
             let verdict = if recent.is_empty() {
                 Verdict::Good
             } else if m.timestamp_jumps >= t.jumps_bad {
@@ -220,7 +220,7 @@ impl HealthTracker {
         }
 
         // Arrival behind the stream's clock: the upload cannot keep up.
-        if let (Some(floor), Some(recent)) = (self.lag_floor, self.lag_recent.get(now_ms)) {
+        if let (Some(floor), Some(recent)) = (self.lag_floor, self.lag_recent(now_ms)) {
             let behind = (recent - floor).max(0) as u64;
             m.behind_ms = Some(behind);
             let verdict = level(

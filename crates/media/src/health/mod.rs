@@ -96,16 +96,13 @@ pub struct Finding {
     pub check: Check,
     pub verdict: Verdict,
     pub reason: String,
-    pub fix: String,
+    /// Fixed text (the numbers are in the reason).
+    pub fix: &'static str,
 }
 
 impl Finding {
-    pub fn new(check: Check, verdict: Verdict, reason: String, fix: &str) -> Finding {
-        let fix = if verdict == Verdict::Good {
-            String::new()
-        } else {
-            fix.to_string()
-        };
+    pub fn new(check: Check, verdict: Verdict, reason: String, fix: &'static str) -> Finding {
+        let fix = if verdict == Verdict::Good { "" } else { fix };
         Finding {
             check,
             verdict,

@@ -306,7 +306,10 @@ fn an_upload_that_cannot_keep_up_falls_behind_the_stream_clock() {
         arrival: Box::new(|ms| (ms as f64 * 1.5) as u64),
         ..Publisher::default()
     };
-    let r = report(&p, 4);
+    // Sampled as each stream second begins, the least of the last two: 1.5 s behind
+    // after 5 s of stream (arriving over 7.5 s).
+    let r = report(&p, 5);
+    assert_eq!(r.measures.behind_ms, Some(1500));
     assert_eq!(
         verdict_of(&r, Check::Upload),
         Some(Verdict::Warn),
@@ -336,4 +339,37 @@ fn an_audio_only_stream_is_judged_on_what_it_has() {
         vec![Check::AudioBitrate, Check::Timestamps, Check::Upload]
     );
     assert_eq!(r.verdict(), Verdict::Good);
+}
+
+mod prop {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever timestamps, sizes, arrival times and composition offsets a
+        /// publisher sends, tracking and judging never panic, and a verdict is one of
+        /// the three.
+        #[test]
+        fn arbitrary_streams_never_panic(
+            messages in prop::collection::vec(
+                (any::<bool>(), any::<u32>(), 0u64..5_000, 0usize..100_000, any::<bool>(), any::<i32>()),
+                0..300,
+            ),
+            judge_at in any::<u64>(),
+        ) {
+            let mut t = HealthTracker::new();
+            let mut arrival = 0u64;
+            for (video, ts, gap, len, key, cts) in messages {
+                arrival += gap;
+                if video {
+                    t.on_video(arrival, ts, len, true, key, cts);
+                } else {
+                    t.on_audio(arrival, ts, len);
+                }
+                let _ = t.report(arrival, &Thresholds::default());
+            }
+            let r = t.report(judge_at, &Thresholds::default());
+            prop_assert!(r.verdict() <= Verdict::Bad);
+        }
+    }
 }
