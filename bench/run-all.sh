@@ -38,6 +38,9 @@ for n in 500 1000 2000; do
   $B compare --streams "$n" --profile p360 --seconds 20 --ramp 200 --servers streamgate,nginx,floor --rounds 1 --pin
 done
 $B compare-srt --streams 500 --seconds 20 --rounds 1 --servers $SRT_PEERS --pin
+# Stream health's cost: on against off, one after the other and side by side.
+$B compare --streams 1000 --servers streamgate,streamgate-nohealth --rounds 5 --seconds 20
+$B pair --servers streamgate,streamgate-nohealth --streams 1000 --rounds 3 --seconds 20
 $B storm --streams 1000 --within-ms 1000
 $B auth --streams 300
 $B auth --streams 300 --postgres
