@@ -20,6 +20,7 @@ packages=(
   chromium chromium-driver
   obs-studio xvfb xauth
   faketime
+  python3
 )
 
 missing=()

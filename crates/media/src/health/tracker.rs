@@ -12,6 +12,8 @@ const NONE: i64 = i64::MIN;
 const LAG_SAMPLES: usize = 2;
 /// Audio/video offset samples (one per stream second) averaged.
 const OFFSET_SAMPLES: usize = 4;
+/// A stream whose first timestamp is this far into a second has that second whole.
+const FIRST_SECOND_SLACK_MS: i64 = 100;
 /// No lag sample for this long (arrival ms): the upload measure is not current.
 const LAG_STALE_MS: u64 = 2_500;
 
@@ -128,6 +130,9 @@ pub struct HealthTracker {
     pub(super) offset_baseline: Option<i64>,
     /// Arrival second the drift baseline is counted from (reset by jumps).
     settle_from: u64,
+    /// Stream time of the first message counted (since the start or the last jump):
+    /// its second is complete only when it starts at the second's beginning.
+    first_ms: i64,
 }
 
 impl Default for HealthTracker {
@@ -151,6 +156,7 @@ impl Default for HealthTracker {
             offset_count: 0,
             offset_baseline: None,
             settle_from: 0,
+            first_ms: NONE,
         }
     }
 }
@@ -195,6 +201,8 @@ impl HealthTracker {
     fn next_second(&mut self, arrival_ms: u64, ts: i64) {
         if self.cur.second != NONE {
             self.seconds[ring_index(self.cur.second)] = self.cur;
+        } else {
+            self.first_ms = ts;
         }
         self.cur = Second::of(ts.div_euclid(1000));
         let lag = arrival_ms as i64 - ts;
@@ -333,8 +341,11 @@ impl HealthTracker {
             .filter(|s| s.second != NONE)
             .map(|s| s.second)
             .min()?;
-        // The first second may be partial: skip it.
-        let from = (to - WINDOW_SECS).max(oldest + 1);
+        // The first second is partial unless the stream began at its start (within the
+        // first frame or two).
+        let partial = oldest == self.first_ms.div_euclid(1000)
+            && self.first_ms.rem_euclid(1000) > FIRST_SECOND_SLACK_MS;
+        let from = (to - WINDOW_SECS).max(oldest + i64::from(partial));
         (to > from).then_some((from, to))
     }
 
