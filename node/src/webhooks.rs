@@ -328,10 +328,41 @@ impl Webhooks {
                 *sender = None;
             }
         }
-        if sender.is_none() {
+        let reused = sender.is_some();
+        if !reused {
             *sender = Some(self.connect(url).await?);
         }
-        let s = sender.as_mut().expect("connected above");
+        let answer = match self.post(url, sender, d).await {
+            // A kept-alive connection the backend closed as the request went out: once
+            // more on a new one (the same delivery: the backend deduplicates on its id).
+            Err(AttemptError::Http(e))
+                if reused && (e.is_canceled() || e.is_incomplete_message()) =>
+            {
+                *sender = Some(self.connect(url).await?);
+                self.post(url, sender, d).await?
+            }
+            other => other?,
+        };
+        let status = answer.status().as_u16();
+        // Read (a bounded part of) the answer so that the connection can be reused.
+        let _ = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(AttemptError::Status(status))
+        }
+    }
+
+    /// Sends `d` on the connection in `sender`, signed now.
+    async fn post(
+        &self,
+        url: &WebhookUrl,
+        sender: &mut Option<SendRequest<Full<Bytes>>>,
+        d: &Delivery,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, AttemptError> {
+        let s = sender.as_mut().expect("connected");
         let timestamp = Utc::now().timestamp();
         let request = hyper::Request::post(url.path_and_query.as_str())
             .header(hyper::header::HOST, url.host_header())
@@ -348,17 +379,7 @@ impl Webhooks {
             )
             .body(Full::new(d.body.clone()))
             .expect("a valid request");
-        let answer = s.send_request(request).await?;
-        let status = answer.status().as_u16();
-        // Read (a bounded part of) the answer so that the connection can be reused.
-        let _ = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await;
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(AttemptError::Status(status))
-        }
+        Ok(s.send_request(request).await?)
     }
 
     async fn connect(&self, url: &WebhookUrl) -> Result<SendRequest<Full<Bytes>>, AttemptError> {

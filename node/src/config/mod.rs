@@ -197,8 +197,9 @@ impl Config {
 
 impl Config {
     /// The whole configuration as TOML, with every default filled in, as it may be
-    /// shown (`check-config`): the database password and the literal parts of relay
-    /// targets (which may be third parties' keys) masked.
+    /// shown (`check-config`): the database password, the admin token, the webhook
+    /// secret and the queries of webhook URLs, and the literal parts of relay targets
+    /// (which may be third parties' keys) masked.
     pub fn redacted_toml(&self) -> String {
         let mut value = toml::Value::try_from(self).expect("the config serializes");
         if let Some(db) = value.get_mut("database").and_then(|d| d.as_table_mut()) {
@@ -217,6 +218,18 @@ impl Config {
                 .map(|t| t.redacted().into())
                 .collect();
             relay.insert("targets".into(), targets.into());
+        }
+        if let Some(hooks) = value.get_mut("webhooks").and_then(|w| w.as_table_mut()) {
+            if !self.webhooks.secret.is_empty() {
+                hooks.insert("secret".into(), "***".into());
+            }
+            let urls: Vec<toml::Value> = self
+                .webhooks
+                .urls
+                .iter()
+                .map(|u| u.shown().into())
+                .collect();
+            hooks.insert("urls".into(), urls.into());
         }
         toml::to_string_pretty(&value).expect("TOML values print")
     }
@@ -431,7 +444,8 @@ mod tests {
     #[test]
     fn check_config_output_hides_passwords_and_relay_keys() {
         let c = load(
-            "[database]\nurl = \"postgres://u:hunter2@db/x\"\n[relay]\ntargets = [\"rtmp://cdn/live2/3rd-party-key\", \"rtmp://o/live/{channel_id}\"]\n[admin]\ntoken = \"admin-secret-admin-secret\"\n",
+            "[database]\nurl = \"postgres://u:hunter2@db/x\"\n[relay]\ntargets = [\"rtmp://cdn/live2/3rd-party-key\", \"rtmp://o/live/{channel_id}\"]\n[admin]\ntoken = \"admin-secret-admin-secret\"\n\
+             [webhooks]\nurls = [\"https://backend.example/hooks?token=hook-t0ken\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
             &[],
         )
         .unwrap();
@@ -441,9 +455,20 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("rtmp://o:1935/live/{channel_id}"), "{shown}");
+        for secret in ["hook-t0ken", "MfKQ9r8", "admin-secret"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        assert!(
+            shown.contains("https://backend.example:443/hooks?***"),
+            "{shown}"
+        );
         let debug = format!("{c:?}");
         assert!(
             !debug.contains("hunter2") && !debug.contains("3rd-party-key"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains("hook-t0ken") && !debug.contains("MfKQ9r8"),
             "{debug}"
         );
     }

@@ -85,6 +85,14 @@ impl WebhookUrl {
         )
     }
 
+    /// As `check-config` shows it: the URL with its query masked.
+    pub fn shown(&self) -> String {
+        match self.path_and_query.split_once('?') {
+            Some(_) => format!("{}?***", self.redacted()),
+            None => self.redacted(),
+        }
+    }
+
     /// The `Host` header.
     pub fn host_header(&self) -> String {
         let default = if self.tls { 443 } else { 80 };
@@ -256,6 +264,7 @@ mod tests {
         assert_eq!(u.redacted(), "https://api.example.com:443/hooks");
         assert_eq!(format!("{u:?}"), "https://api.example.com:443/hooks");
         assert_eq!(u.host_header(), "api.example.com");
+        assert_eq!(u.shown(), "https://api.example.com:443/hooks?***");
         let u = WebhookUrl::parse("http://[::1]:8000").unwrap();
         assert_eq!(
             (u.host.as_str(), u.port, u.path_and_query.as_str()),
