@@ -497,6 +497,42 @@ mod tests {
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
+    /// Past `webhooks.queue_max` the oldest waiting delivery goes, counted; the order
+    /// of the rest is kept, and the events not asked for are not queued.
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let config = WebhooksConfig {
+            urls: vec![WebhookUrl::parse("https://backend.example/hooks").unwrap()],
+            secret: crate::config::Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            queue_max: 16,
+            ..WebhooksConfig::default()
+        };
+        let hooks = Webhooks::new(&config, "node-a".into()).unwrap().unwrap();
+        let ids: Vec<Uuid> = (0..20u128).map(Uuid::from_u128).collect();
+        for id in &ids {
+            hooks.offer(&PublicEvent::Offline { channel_id: *id });
+            hooks.offer(&PublicEvent::thumbnail(*id, Utc::now()));
+        }
+        let t = &hooks.targets[0];
+        assert_eq!(t.dropped.load(Ordering::Relaxed), 4);
+        let queued: Vec<String> = t
+            .queue
+            .lock()
+            .iter()
+            .map(|d| {
+                let v: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+                assert_eq!(
+                    (v["type"].as_str(), v["node"].as_str()),
+                    (Some("offline"), Some("node-a"))
+                );
+                v["data"]["channel_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let expected: Vec<String> = ids[4..].iter().map(Uuid::to_string).collect();
+        assert_eq!(queued, expected);
+        assert_eq!(hooks.pending(), 16);
+    }
+
     #[test]
     fn only_final_refusals_are_not_retried() {
         for (status, is_final) in [
