@@ -367,7 +367,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtmps_task =
         rtmps.map(|l| tokio::spawn(l.run(stop_accepting.clone(), cancel.clone(), tracker.clone())));
 
+    // Every listener is bound and serving: a blue/green restart (systemd's
+    // `Type=notify`) may stop the old instance now.
+    crate::listen::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+    info!("ready");
     shutdown_signal().await;
+    crate::listen::notify("STOPPING=1");
     // First stop accepting: a second instance on the same ports takes every new
     // connection from now on. Live publishes may go on for the drain time.
     stop_accepting.cancel();

@@ -32,6 +32,9 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         "ReadWritePaths=/var/lib/streamgate",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
+        "Type=notify",
+        "NotifyAccess=main",
+        "RestartPreventExitStatus=2",
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing");
     }
@@ -49,6 +52,54 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     assert!(
         !stderr.contains(&path.display().to_string()),
         "systemd has remarks about the unit: {stderr}"
+    );
+}
+
+/// `Type=notify`: the node sends READY=1 (with its pid) once every listener is bound,
+/// and STOPPING=1 on SIGTERM; a configuration error exits with the status the unit
+/// does not restart on.
+#[test]
+fn the_node_tells_systemd_when_it_is_ready_and_a_config_error_is_not_restarted() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("notify");
+    let path = dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut node = Node::start_with_env(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within 20 s");
+    let message = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(message, format!("READY=1\nMAINPID={}", node.pid()));
+    // Every listener answers once READY came.
+    for port in [node.rtmp_port, node.http_port, node.admin_port.unwrap()] {
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("bound before READY");
+    }
+    assert!(node.terminate());
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+
+    // A configuration error: status 2, with the key named; no READY.
+    let cfg = write_file(&dir.0, "bad.toml", "[rtmp]\nchunk_size = 1\n");
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env("NOTIFY_SOCKET", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rtmp.chunk_size"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        socket.recv(&mut buf).is_err(),
+        "no READY from a node that did not start"
     );
 }
 
