@@ -6,6 +6,8 @@
 #   scripts/run.sh channel create my-channel
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A compiler, pkg-config and nasm (openh264's assembly) for the build.
+bash scripts/build-deps.sh
 # H.264 thumbnails need nothing else; HEVC thumbnails need ffmpeg.
 if ! command -v ffmpeg >/dev/null; then
   if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null; then

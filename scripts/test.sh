@@ -3,6 +3,7 @@
 # and lints, and runs every test (unit, property, end-to-end). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/build-deps.sh
 bash scripts/setup-test-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

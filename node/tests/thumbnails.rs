@@ -754,3 +754,33 @@ fn the_worker_runs_with_a_cleared_environment_and_limits() {
     assert!(line.contains("536870912"), "{line}");
     node.assert_never_printed(&key);
 }
+
+/// openh264's x86 kernels (motion compensation, SAD, IDCT, CPU detection) are assembled
+/// by nasm when the build finds it and silently left out when not (several times slower
+/// decoding; BENCHMARKS "Thumbnails: what nasm gains"), and a build made before nasm
+/// was installed stays without them. The binary under test must carry them.
+#[test]
+fn the_h264_decoder_is_built_with_its_simd_assembly() {
+    if !cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
+        eprintln!("not x86: openh264 has no nasm assembly here");
+        return;
+    }
+    for symbol in [
+        "WelsCPUId",
+        "WelsSampleSad16x16_sse2",
+        "McHorVer02WidthEq8_sse2",
+    ] {
+        let found = Command::new("grep")
+            .args(["-q", "-a", "-F", symbol])
+            .arg(bin())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            found,
+            "{} lacks openh264's assembly ({symbol}): install nasm (bash scripts/build-deps.sh), \
+             then `cargo clean -p openh264-sys2` and build again",
+            bin()
+        );
+    }
+}
