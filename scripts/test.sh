@@ -11,6 +11,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 # then the load smoke test on its own, so that its 20 publishers never share the
 # machine with the end-to-end tests.
 cargo test --workspace --exclude streamgate-bench
+# README's `cargo install --path node` works (from the build above: --debug reuses it).
+install_root=$(mktemp -d)
+CARGO_TARGET_DIR=target cargo install --quiet --locked --debug --path node --root "$install_root"
+"$install_root/bin/streamgate" --version
+rm -rf "$install_root"
 # One at a time: the relay smoke measures, the fleet simulation loads a database.
 cargo test -p streamgate-bench -- --test-threads=1
 # Every fuzz target compiles; with a nightly toolchain each runs 20 s (scripts/fuzz.sh).
