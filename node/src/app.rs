@@ -291,6 +291,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.http.event_streams(),
             config.http.event_streams_per_address(),
         ),
+        cors: http::cors::CorsPolicy::new(&config.http.cors_origins),
     });
     let admin_router = http::admin::router(http::admin::AdminState {
         hub: hub.clone(),

@@ -202,10 +202,14 @@ fn readme_config_table_is_the_configuration() {
 #[test]
 fn the_license_file_is_the_one_cargo_toml_names() {
     let manifest = read("Cargo.toml");
-    assert!(manifest.contains("license = \"Apache-2.0\""), "Cargo.toml's license changed: update LICENSE");
+    assert!(
+        manifest.contains("license = \"Apache-2.0\""),
+        "Cargo.toml's license changed: update LICENSE"
+    );
     let license = read("LICENSE");
     assert!(
-        license.trim_start().starts_with("Apache License") && license.contains("Version 2.0, January 2004"),
+        license.trim_start().starts_with("Apache License")
+            && license.contains("Version 2.0, January 2004"),
         "LICENSE is not the Apache License 2.0 that Cargo.toml names"
     );
 }

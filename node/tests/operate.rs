@@ -390,6 +390,73 @@ fn the_events_stream_sees_live_thumbnail_and_offline() {
     let _ = s.shutdown(std::net::Shutdown::Both);
 }
 
+/// A website on another origin reads the public API, the events and the thumbnails
+/// (CORS); with a list of origins only those may; the admin routes never answer
+/// another origin.
+#[test]
+fn websites_on_other_origins_read_the_public_api_and_only_that() {
+    let header = |head: &str, name: &str| -> Option<String> {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let node = Node::start("");
+    let from = "Origin: https://site.example\r\n";
+    let (status, head, _) = node.http_request(node.http_port, "GET", "/api/v1/streams", from);
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some("*"),
+        "{head}"
+    );
+    // The browser's preflight (what a fetch with extra headers sends first).
+    let (status, head, _) = node.http_request(
+        node.http_port,
+        "OPTIONS",
+        "/api/v1/events",
+        &format!("{from}Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\n"),
+    );
+    assert_eq!(status, 204, "{head}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert!(header(&head, "access-control-allow-methods")
+        .unwrap()
+        .contains("GET"));
+    assert!(header(&head, "access-control-allow-headers")
+        .unwrap()
+        .contains("Last-Event-ID"));
+    // Never on the operator's routes.
+    let (_, head, _) = node.http_request(node.http_port, "GET", "/metrics", from);
+    assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
+    drop(node);
+
+    let node = Node::start(
+        "[http]\nlisten = \"127.0.0.1:0\"\ncors_origins = [\"https://site.example\"]\n",
+    );
+    let (_, head, _) = node.http_request(node.http_port, "GET", "/api/v1/streams", from);
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some("https://site.example")
+    );
+    assert!(header(&head, "vary").unwrap().contains("Origin"), "{head}");
+    let (status, head, _) = node.http_request(
+        node.http_port,
+        "GET",
+        "/api/v1/streams",
+        "Origin: https://elsewhere.example\r\n",
+    );
+    assert_eq!(
+        status, 200,
+        "the answer is served; the browser keeps it from the page"
+    );
+    assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
+}
+
 /// `streamgate check` with `config_text`: (exit success, stdout).
 fn check(dir: &std::path::Path, config_text: &str) -> (bool, String) {
     let cfg = write_file(dir, "check.toml", config_text);

@@ -234,6 +234,22 @@ impl RtmpsConfig {
     }
 }
 
+/// `*`, or an origin as a browser sends it: `http(s)://host[:port]`.
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+        && origin.parse::<axum::http::Uri>().is_ok()
+}
+
 /// `[http]`: API, health and thumbnails.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -265,6 +281,9 @@ pub struct HttpConfig {
     pub max_event_streams_per_address: usize,
     /// Whether `/api/v1/streams` says which node carries each stream (its node id).
     pub show_node: bool,
+    /// Origins whose pages may read the public API, the events and the thumbnails
+    /// (`*`: any; `scheme://host[:port]` each; empty: none but this node's own).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -279,6 +298,7 @@ impl Default for HttpConfig {
             max_event_streams: 0,
             max_event_streams_per_address: 4,
             show_node: false,
+            cors_origins: vec!["*".to_string()],
         }
     }
 }
@@ -333,7 +353,52 @@ impl HttpConfig {
                 "must be at least 1",
             ));
         }
+        for origin in &self.cors_origins {
+            if !valid_origin(origin) {
+                return Err(invalid(
+                    "http.cors_origins",
+                    format!("{origin:?}"),
+                    "must be \"*\" or an origin like \"https://www.example.com\" (scheme, host, optional port; no path, no trailing slash)",
+                ));
+            }
+        }
         positive("http.header_timeout", self.header_timeout)?;
         positive("http.write_timeout", self.write_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_origins() {
+        for good in [
+            "*",
+            "https://www.example.com",
+            "http://localhost:3000",
+            "https://[::1]:8443",
+        ] {
+            assert!(valid_origin(good), "{good}");
+        }
+        for bad in [
+            "www.example.com",
+            "https://www.example.com/",
+            "https://x/path",
+            "ftp://x",
+            "https://",
+            "",
+        ] {
+            assert!(!valid_origin(bad), "{bad}");
+        }
+        let c = HttpConfig {
+            cors_origins: vec!["https://site.example/".into()],
+            ..HttpConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("http.cors_origins") && e.contains("no trailing slash"),
+            "{e}"
+        );
     }
 }

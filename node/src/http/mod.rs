@@ -1,10 +1,12 @@
 //! HTTP: `GET /healthz`, `GET /api/v1/streams` (public data only: never a key, never
 //! a peer address), `GET /api/v1/streams/{channel_id}/health`, `GET /api/v1/events` (server-sent events, capped in all and per
-//! address), `GET /thumbs/<md5>.jpg` (no-cache, CORS, ETag). Errors are JSON
+//! address), `GET /thumbs/<md5>.jpg` (no-cache, ETag); readable from the origins of
+//! `http.cors_origins` ([`cors`]). Errors are JSON
 //! `{"error": "..."}`. The server loop that bounds connections and slow clients is
 //! [`server`].
 
 pub mod admin;
+pub mod cors;
 pub mod dashboard;
 pub mod server;
 
@@ -57,6 +59,8 @@ pub struct HttpState {
     pub node: Option<String>,
     /// `http.max_event_streams`, `http.max_event_streams_per_address`.
     pub event_streams: EventStreamCaps,
+    /// `http.cors_origins`.
+    pub cors: Arc<cors::CorsPolicy>,
 }
 
 /// One live stream in `/api/v1/streams`.
@@ -108,6 +112,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/thumbs/{name}", get(thumbnail))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.cors.clone(),
+            cors::layer,
+        ))
         .with_state(state)
 }
 
@@ -322,10 +330,6 @@ async fn thumbnail(
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
     );
     h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
     let last_modified = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
