@@ -330,3 +330,75 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
     node.assert_never_printed(&srt_key);
     node.assert_never_printed(&bf_key);
 }
+
+/// A page of another origin (a website) shows the live channels with the README's
+/// snippet: `fetch` of the streams, `EventSource` of the events, the thumbnails; the
+/// browser enforces CORS, so this passes only if the node allows that origin.
+#[test]
+fn a_website_on_another_origin_shows_the_live_channels_with_readmes_snippet() {
+    use std::io::{Read, Write};
+    let node = Node::start("[thumbnails]\ndir = \"thumbs\"\ninterval = \"2s\"\nwidth = 160\n");
+    let (id, key) = node.create_channel("On the website");
+    let readme = std::fs::read_to_string(common::source::workspace().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Show live channels on your website")
+        .unwrap()..];
+    let snippet = &section[section.find("```html\n").unwrap() + 8..];
+    let snippet = &snippet[..snippet.find("```").unwrap()];
+    let node_url = format!("http://127.0.0.1:{}", node.http_port);
+    assert!(snippet.contains("\"https://ingest.example.com\""));
+    let page = format!(
+        "<!doctype html><html><head><title>site</title></head><body>{}</body></html>",
+        snippet.replace("https://ingest.example.com", &node_url)
+    );
+    // The website: another port, so another origin.
+    let site = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let site_port = site.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in site.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = driver.browser().await;
+        c.goto(&format!("http://127.0.0.1:{site_port}/")).await.unwrap();
+        let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 30);
+        let shown = until(
+            &c,
+            "the channel with its thumbnail on the website",
+            Duration::from_secs(25),
+            &format!(
+                "const f = document.querySelector(\"figure[data-channel-id='{id}']\"); \
+                 const i = f && f.querySelector('img'); \
+                 return i && i.complete && i.naturalWidth > 0 \
+                   ? [f.querySelector('figcaption').textContent, i.naturalWidth, location.origin] : null"
+            ),
+        )
+        .await;
+        assert_eq!(shown[0], "On the website");
+        assert_eq!(shown[1], 160);
+        assert_ne!(shown[2].as_str().unwrap(), node_url, "the page is on another origin");
+        // It goes when the stream ends (the offline event).
+        drop(ff.child.kill());
+        until(
+            &c,
+            "the channel gone from the website",
+            Duration::from_secs(15),
+            &format!("return document.querySelector(\"figure[data-channel-id='{id}']\") ? null : true"),
+        )
+        .await;
+        c.close().await.unwrap();
+    });
+    node.assert_never_printed(&key);
+}
