@@ -38,20 +38,28 @@ async fn shutdown_signal() {
     }
 }
 
-/// On SIGHUP, re-reads the RTMPS certificate: new handshakes get the new one, live
-/// streams keep theirs.
-async fn reload_on_sighup(identity: std::sync::Arc<TlsIdentity>, cancel: CancellationToken) {
+/// On SIGHUP, re-reads the certificates (RTMPS's, and HTTPS's when it has its own):
+/// new handshakes get the new one, live streams and open connections keep theirs.
+async fn reload_on_sighup(
+    identities: Vec<(&'static str, std::sync::Arc<TlsIdentity>)>,
+    cancel: CancellationToken,
+) {
     use tokio::signal::unix::{signal, SignalKind};
+    if identities.is_empty() {
+        return;
+    }
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP: the RTMPS certificate is not reloadable");
+        warn!("cannot listen for SIGHUP: the TLS certificates are not reloadable");
         return;
     };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = hup.recv() => match identity.reload() {
-                Ok(()) => info!("RTMPS certificate reloaded"),
-                Err(e) => warn!(error = %e, "RTMPS certificate not reloaded; the previous one stays"),
+            _ = hup.recv() => for (name, identity) in &identities {
+                match identity.reload() {
+                    Ok(()) => info!("{name} certificate reloaded"),
+                    Err(e) => warn!(error = %e, "{name} certificate not reloaded; the previous one stays"),
+                }
             },
         }
     }
@@ -246,10 +254,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.rtmp.busy_wakeup_interval,
     )?;
     let listener = Listener::bind(ctx.clone(), workers.clone(), config.rtmp.listen, None).await?;
-    let rtmps = if config.rtmps.enabled {
-        let identity = TlsIdentity::load(&config.rtmps.cert_file, &config.rtmps.key_file)
-            .map_err(|e| anyhow::anyhow!("rtmps: {e}"))?;
-        tokio::spawn(reload_on_sighup(identity.clone(), cancel.clone()));
+    let rtmps_identity = if config.rtmps.enabled {
+        Some(
+            TlsIdentity::load(&config.rtmps.cert_file, &config.rtmps.key_file)
+                .map_err(|e| anyhow::anyhow!("rtmps: {e}"))?,
+        )
+    } else {
+        None
+    };
+    // HTTPS: its own certificate, or RTMPS's (then one identity, reloaded once).
+    let https_identity = if config.http.tls {
+        let (cert, key) = config.http.tls_files(&config.rtmps);
+        match &rtmps_identity {
+            Some(id) if config.http.cert_file.is_empty() => Some(id.clone()),
+            _ => {
+                Some(TlsIdentity::load(&cert, &key).map_err(|e| anyhow::anyhow!("http.tls: {e}"))?)
+            }
+        }
+    } else {
+        None
+    };
+    let mut reloadable = Vec::new();
+    if let Some(id) = &rtmps_identity {
+        reloadable.push(("RTMPS", id.clone()));
+    }
+    if let Some(id) = &https_identity {
+        if !reloadable.iter().any(|(_, r)| Arc::ptr_eq(r, id)) {
+            reloadable.push(("HTTPS", id.clone()));
+        }
+    }
+    tokio::spawn(reload_on_sighup(reloadable, cancel.clone()));
+    let rtmps = if let Some(identity) = rtmps_identity {
         Some(
             Listener::bind(
                 ctx.clone(),
@@ -280,7 +315,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let http_listener = crate::listen::bind(http_addr).map_err(|e| {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
     })?;
-    info!(addr = %http_listener.local_addr()?, "HTTP listening");
+    info!(addr = %http_listener.local_addr()?, tls = config.http.tls, "HTTP listening");
     let router = http::router(HttpState {
         hub: hub.clone(),
         thumbnails_dir: config.thumbnails.dir.clone(),
@@ -333,6 +368,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 http::server::Routes {
                     all: admin_router.merge(router.clone()),
                     reserved: operator_routes,
+                    tls: None,
                 },
                 limits,
                 stop_accepting.clone(),
@@ -344,6 +380,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 reserved: axum::Router::new()
                     .route("/healthz", axum::routing::get(http::healthz))
                     .fallback(http::reserved_only),
+                tls: https_identity,
             };
             (public, Some(task))
         }
@@ -351,6 +388,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             http::server::Routes {
                 all: router.merge(admin_router),
                 reserved: operator_routes,
+                tls: https_identity,
             },
             None,
         ),

@@ -234,3 +234,56 @@ fn a_pending_rtmps_connection_costs_little_memory() {
         "{clients} unauthenticated RTMPS clients grew the node by {grown} KiB ({before} KiB before)"
     );
 }
+
+/// HTTPS on the HTTP listener, on the RTMPS certificate: the API answers over TLS, a
+/// plain request gets nothing, and SIGHUP swaps the certificate for both listeners.
+#[test]
+fn https_serves_the_api_on_the_rtmps_certificate_and_sighup_swaps_it() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("https");
+    let first = write_identity(&dir.0);
+    let node = Node::start(&format!(
+        "[rtmps]\nenabled = true\nlisten = \"127.0.0.1:0\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\ntls = true\n",
+        d = dir.0.display()
+    ));
+    assert_eq!(presented_certificate(node.http_port), first);
+    let get = |path: &str| -> String {
+        let mut tls = tls_connect("127.0.0.1".parse().unwrap(), node.http_port, Duration::ZERO)
+            .expect("TLS to the HTTP port");
+        write!(
+            tls,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    };
+    let health = get("/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"ok\""),
+        "{health}"
+    );
+    let streams = get("/api/v1/streams");
+    assert!(streams.contains("\"streams\""), "{streams}");
+    // Plain HTTP on the HTTPS port: no answer a browser could take.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(plain, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("\"ok\""));
+
+    let second = write_identity(&dir.0);
+    signal(node.pid(), "HUP");
+    wait_logged(&node, "RTMPS certificate reloaded", Duration::from_secs(10));
+    assert_eq!(presented_certificate(node.http_port), second);
+    assert_eq!(presented_certificate(node.rtmps_port.unwrap()), second);
+    assert!(
+        !node.transcript.contains("HTTPS certificate"),
+        "one identity, reloaded once"
+    );
+}

@@ -184,6 +184,13 @@ impl Config {
         self.thumbnails.validate()?;
         self.admin.validate()?;
         self.log.validate()?;
+        if self.http.tls && self.http.tls_files(&self.rtmps).0.as_os_str().is_empty() {
+            return Err(invalid(
+                "http.tls",
+                "true",
+                "needs a certificate: set http.cert_file and http.key_file, or rtmps.cert_file and rtmps.key_file (used when http's are empty)",
+            ));
+        }
         if self.auth.max_failure_delay + self.auth.timeout >= self.rtmp.auth_deadline {
             return Err(invalid(
                 "auth.max_failure_delay",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration::{addr_str, duration_str};
-use super::{chunk_size, invalid, positive, ConfigError};
+use super::{chunk_size, invalid, pem_file, positive, ConfigError};
 use crate::peer::Cidr;
 
 /// How new connections are dealt to the ingest threads.
@@ -284,6 +284,13 @@ pub struct HttpConfig {
     /// Origins whose pages may read the public API, the events and the thumbnails
     /// (`*`: any; `scheme://host[:port]` each; empty: none but this node's own).
     pub cors_origins: Vec<String>,
+    /// Serve HTTPS on `listen` (so a website on https:// can show the thumbnails and
+    /// read the API without mixed content).
+    pub tls: bool,
+    /// PEM certificate chain and key of the HTTPS listener; empty: RTMPS's
+    /// (`rtmps.cert_file`, `rtmps.key_file`), reloaded with it on SIGHUP.
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 impl Default for HttpConfig {
@@ -299,6 +306,9 @@ impl Default for HttpConfig {
             max_event_streams_per_address: 4,
             show_node: false,
             cors_origins: vec!["*".to_string()],
+            tls: false,
+            cert_file: String::new(),
+            key_file: String::new(),
         }
     }
 }
@@ -362,8 +372,26 @@ impl HttpConfig {
                 ));
             }
         }
+        pem_file("http.cert_file", &self.cert_file)?;
+        pem_file("http.key_file", &self.key_file)?;
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            return Err(invalid(
+                "http.key_file",
+                format!("{:?}", self.key_file),
+                "http.cert_file and http.key_file go together: set both, or neither (then RTMPS's are used)",
+            ));
+        }
         positive("http.header_timeout", self.header_timeout)?;
         positive("http.write_timeout", self.write_timeout)
+    }
+
+    /// The certificate and key of the HTTPS listener: its own, or RTMPS's.
+    pub fn tls_files(&self, rtmps: &RtmpsConfig) -> (PathBuf, PathBuf) {
+        if self.cert_file.is_empty() {
+            (rtmps.cert_file.clone(), rtmps.key_file.clone())
+        } else {
+            (self.cert_file.clone().into(), self.key_file.clone().into())
+        }
     }
 }
 
@@ -399,6 +427,23 @@ mod tests {
         assert!(
             e.contains("http.cors_origins") && e.contains("no trailing slash"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn https_needs_a_certificate_of_its_own_or_rtmps() {
+        let mut c = crate::config::Config::default();
+        c.http.tls = true;
+        let e = c.clone().validate().unwrap_err().to_string();
+        assert!(
+            e.contains("http.tls") && e.contains("rtmps.cert_file"),
+            "{e}"
+        );
+        c.rtmps.cert_file = "/x/cert.pem".into();
+        c.rtmps.key_file = "/x/key.pem".into();
+        assert_eq!(
+            c.http.tls_files(&c.rtmps).0,
+            std::path::PathBuf::from("/x/cert.pem")
         );
     }
 }

@@ -67,11 +67,13 @@ impl HttpLimits {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// What a listener serves: everything, and what a reserved connection may reach.
+/// What a listener serves: everything, and what a reserved connection may reach; over
+/// TLS when it has an identity (HTTPS).
 #[derive(Clone)]
 pub struct Routes {
     pub all: Router,
     pub reserved: Router,
+    pub tls: Option<Arc<crate::ingest::tls::TlsIdentity>>,
 }
 
 /// The answer to a connection over its address's cap, written without waiting.
@@ -128,7 +130,10 @@ pub async fn serve(
         let address = per_address.take(peer.ip());
         let reserved_place = slot.reserved.then(|| reserved_per_address.take(peer.ip()));
         let (Some(address), None | Some(Some(_))) = (address, &reserved_place) else {
-            refuse_address_full(&stream, peer);
+            // Over TLS a plain answer would be noise: the connection just closes.
+            if routes.tls.is_none() {
+                refuse_address_full(&stream, peer);
+            }
             continue;
         };
         let router = if slot.reserved {
@@ -139,7 +144,7 @@ pub async fn serve(
         connections.spawn(serve_connection(
             stream,
             peer,
-            router,
+            (router, routes.tls.clone()),
             limits,
             shutdown.clone(),
             (slot, address, reserved_place.flatten()),
@@ -159,15 +164,41 @@ fn refuse_address_full(stream: &TcpStream, peer: SocketAddr) {
     let _ = stream.try_write(ADDRESS_FULL);
 }
 
-/// One connection, with its slot and its address's place held until it ends.
+/// One connection, with its slot and its address's place held until it ends; its TLS
+/// handshake (HTTPS) within `http.header_timeout`.
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
+    (router, tls): (Router, Option<Arc<crate::ingest::tls::TlsIdentity>>),
+    limits: HttpLimits,
+    cancel: CancellationToken,
+    held: (Slot, AddressSlot, Option<AddressSlot>),
+) {
+    let Some(tls) = tls else {
+        return serve_io(stream, peer, router, limits, cancel, held).await;
+    };
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(stream)) => r,
+        _ = cancel.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => serve_io(stream, peer, router, limits, cancel, held).await,
+        Ok(Err(e)) => debug!(%peer, error = %e, "HTTPS handshake failed"),
+        Err(_) => debug!(%peer, "HTTPS handshake not done within http.header_timeout"),
+    }
+}
+
+/// Serves HTTP/1.1 on one connection's byte stream (TCP, or TLS over it).
+async fn serve_io<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     limits: HttpLimits,
     cancel: CancellationToken,
     held: (Slot, AddressSlot, Option<AddressSlot>),
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let reserved = held.0.reserved;
     if reserved {
         metrics::counter!(crate::metric::HTTP_RESERVED).increment(1);
