@@ -15,10 +15,16 @@ use common::*;
 fn supabase_db(pg: &Postgres, name: &str) -> String {
     let db = pg.create_db(name);
     // As Supabase makes them: the service role bypasses row-level security.
-    for role in ["anon NOLOGIN", "authenticated NOLOGIN", "service_role NOLOGIN BYPASSRLS"] {
+    for role in [
+        "anon NOLOGIN",
+        "authenticated NOLOGIN",
+        "service_role NOLOGIN BYPASSRLS",
+    ] {
         pg.psql(
             &db,
-            &format!("DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$"),
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ),
         );
     }
     pg.psql(&db, "CREATE PUBLICATION supabase_realtime");
