@@ -5,7 +5,8 @@
 # benchmark's libsrt callers), nginx with the
 # RTMP module (relay upstream), PostgreSQL (channel store), systemd's verifier (the
 # unit in deploy/), Chromium with its WebDriver (the dashboard test), OBS Studio on a
-# virtual display (an RTMPS publish) and libfaketime (a node whose clock is off).
+# virtual display (an RTMPS publish), libfaketime (a node whose clock is off) and
+# promtool (the alert rules in deploy/ are checked).
 # Installs only what is missing; fails loudly when it cannot install.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ packages=(
   chromium chromium-driver
   obs-studio xvfb xauth
   faketime
+  prometheus
   python3
 )
 
@@ -49,4 +51,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian packages start nginx and a PostgreSQL cluster on their default ports;
 # tests start their own instances on free ports, so stop the packaged ones.
 $SUDO systemctl stop nginx 2>/dev/null || $SUDO service nginx stop 2>/dev/null || true
+$SUDO systemctl stop prometheus 2>/dev/null || $SUDO service prometheus stop 2>/dev/null || true
 echo "setup-test-deps: done"

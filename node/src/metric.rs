@@ -5,6 +5,8 @@
 //! (listener, reason, result, the redacted target template), and the per-channel
 //! series (`channel_id`) exist only when `metrics.per_channel` is on.
 
+/// Always 1, labelled with the node's version: which build runs where.
+pub const BUILD_INFO: &str = "streamgate_build_info";
 /// Connections accepted, by listener (`rtmp`, `rtmps`).
 pub const CONNECTIONS_ACCEPTED: &str = "streamgate_connections_accepted_total";
 /// Connections closed before the RTMP session, by reason (`address_full`,
@@ -134,6 +136,10 @@ impl Drop for BatchedCounter {
 /// Registers what every metric means (shown as `# HELP`).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        BUILD_INFO,
+        "always 1; the version label says which build runs"
+    );
     describe_counter!(
         CONNECTIONS_ACCEPTED,
         "RTMP/RTMPS connections accepted, by listener"

@@ -150,6 +150,10 @@ impl Webhooks {
                 .urls
                 .iter()
                 .map(|url| {
+                    // Present from the start at 0, so that a rate or an alert on it has a
+                    // series before the first drop.
+                    metrics::counter!(crate::metric::WEBHOOK_DROPPED, "url" => url.redacted())
+                        .increment(0);
                     Arc::new(Target {
                         label: url.redacted(),
                         url: url.clone(),

@@ -103,6 +103,74 @@ fn the_node_tells_systemd_when_it_is_ready_and_a_config_error_is_not_restarted()
     );
 }
 
+/// `deploy/prometheus-alerts.yml` passes `promtool check rules`, and every streamgate
+/// series it names is in the /metrics of a node that relays, thumbnails, writes its
+/// status and has webhooks: no alert watches a series that does not exist.
+#[test]
+fn the_alert_rules_check_and_every_series_they_use_is_in_a_real_scrape() {
+    require("promtool", "prometheus");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(deploy("prometheus-alerts.yml"))
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("SUCCESS: 9 rules found"), "{said}");
+
+    let rules = read("prometheus-alerts.yml");
+    let mut series: Vec<String> = Vec::new();
+    let mut rest = rules.as_str();
+    while let Some(i) = rest.find("streamgate_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        if !series.contains(&name) {
+            series.push(name);
+        }
+    }
+    assert!(series.len() >= 7, "{series:?}");
+
+    let dead = free_port();
+    let node = Node::start(&format!(
+        "[relay]\ntargets = [\"rtmp://127.0.0.1:{dead}/live/{{channel_id}}\"]\n\
+         [thumbnails]\ndir = \"thumbs\"\ninterval = \"2s\"\nwidth = 160\n\
+         [webhooks]\nurls = [\"http://127.0.0.1:{dead}/hooks\"]\nallow_private_targets = true\n\
+         secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+    ));
+    let (id, key) = node.create_channel("watched");
+    let mut ff = ffmpeg_publish(&node.publish_url(&key), "320x240", 6);
+    wait_for(Duration::from_secs(15), || {
+        node.stream(&id)
+            .filter(|s| !s["thumbnail_updated_at"].is_null())
+            .map(|_| ())
+    })
+    .expect("a thumbnail");
+    let (_, _, body) = node.http_get("/metrics");
+    let scrape = String::from_utf8_lossy(&body).to_string();
+    for name in &series {
+        let present = scrape.lines().any(|l| {
+            !l.starts_with('#')
+                && (l.starts_with(&format!("{name} "))
+                    || l.starts_with(&format!("{name}{{"))
+                    || l.starts_with(&format!("{name}_bucket{{")))
+        });
+        assert!(
+            present,
+            "{name} (used by an alert) is not in /metrics:\n{scrape}"
+        );
+    }
+    assert!(scrape.contains(&format!(
+        "streamgate_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    let _ = ff.wait(Duration::from_secs(20));
+    node.assert_never_printed(&key);
+}
+
 #[test]
 fn nginx_serves_the_thumbnail_folder_as_the_snippet_says() {
     require("nginx", "nginx");

@@ -91,6 +91,7 @@ pub fn router(state: AdminState) -> Router {
 
 /// Sets the gauges from snapshots, then renders every series.
 async fn scrape(State(s): State<AdminState>) -> Response {
+    metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let (open, pending) = s.admission.totals();
     metrics::gauge!(metric::CONNECTIONS_OPEN).set(open as f64);
     metrics::gauge!(metric::CONNECTIONS_PENDING).set(pending as f64);
