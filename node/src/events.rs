@@ -36,7 +36,7 @@ pub enum PublicEvent {
         thumbnail: String,
         updated_at: DateTime<Utc>,
     },
-    /// A stream's health verdicts changed (see `crate::health`).
+    /// A stream's health verdicts changed (judged by the `health` module).
     Health {
         channel_id: Uuid,
         /// The worst verdict now.

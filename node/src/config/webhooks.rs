@@ -1,5 +1,5 @@
 //! `[webhooks]`: where the node tells a backend what happened (live, offline,
-//! thumbnail, health), signed the Standard Webhooks way (see `crate::webhooks`).
+//! thumbnail, health), signed the Standard Webhooks way (the `webhooks` module delivers them).
 
 use std::time::Duration;
 

@@ -12,23 +12,7 @@ pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32) -> Proc {
 
 /// `ffmpeg_publish` with another pixel format (e.g. 10-bit `yuv420p10le`).
 pub fn ffmpeg_publish_pix(url: &str, size: &str, seconds: u32, pix_fmt: &str) -> Proc {
-    require("ffmpeg", "ffmpeg");
-    Proc::spawn(Command::new("ffmpeg").args([
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size={size}:rate=30"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-c:v",
-        "libx264",
+    let video = [
         "-preset",
         "ultrafast",
         "-tune",
@@ -37,21 +21,26 @@ pub fn ffmpeg_publish_pix(url: &str, size: &str, seconds: u32, pix_fmt: &str) ->
         "30",
         "-pix_fmt",
         pix_fmt,
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        "-t",
-        &seconds.to_string(),
-        "-f",
-        "flv",
-        url,
-    ]))
+    ];
+    ffmpeg_test_pattern(url, size, &video, None, seconds)
 }
 
 /// ffmpeg publishing a 320x180 30 fps test pattern with AAC, with `video` as the
 /// H.264 settings and `filter` on the picture.
 pub fn ffmpeg_publish_with(url: &str, video: &[&str], filter: Option<&str>, seconds: u32) -> Proc {
+    let video = [&["-pix_fmt", "yuv420p"], video].concat();
+    ffmpeg_test_pattern(url, "320x180", &video, filter, seconds)
+}
+
+/// ffmpeg publishing a moving 30 fps test pattern of `size` with a 440 Hz tone for
+/// `seconds`, in real time, as H.264 (`video`: its settings) and 64 kbps AAC in FLV.
+fn ffmpeg_test_pattern(
+    url: &str,
+    size: &str,
+    video: &[&str],
+    filter: Option<&str>,
+    seconds: u32,
+) -> Proc {
     require("ffmpeg", "ffmpeg");
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
@@ -63,17 +52,13 @@ pub fn ffmpeg_publish_with(url: &str, video: &[&str], filter: Option<&str>, seco
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=320x180:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-    ]);
+    ])
+    .arg(format!("testsrc2=size={size}:rate=30"))
+    .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
     if let Some(f) = filter {
         cmd.args(["-vf", f]);
     }
-    cmd.args(["-c:v", "libx264", "-pix_fmt", "yuv420p"]);
-    cmd.args(video);
+    cmd.args(["-c:v", "libx264"]).args(video);
     cmd.args([
         "-c:a",
         "aac",
