@@ -9,10 +9,16 @@ use std::time::Duration;
 use common::*;
 
 /// The value of the first series whose line starts with `series`, 0 when absent.
+/// The value of `series` (a name, or a name with its labels) in a scrape; 0 when it is
+/// absent. The name must end where the series does: `streamgate_live_streams` is not
+/// `streamgate_live_streams_by_protocol{...}` (the exporter's order of families varies).
 fn value(scrape: &str, series: &str) -> f64 {
     scrape
         .lines()
-        .find(|l| l.starts_with(series))
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
