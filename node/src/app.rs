@@ -29,13 +29,19 @@ fn raise_nofile_limit() {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (before the node says it is ready, so a
+/// stop right after that is a clean shutdown, not the default action), and returns
+/// what completes at the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
+    })
 }
 
 /// On SIGHUP, re-reads the certificates (RTMPS's, and HTTPS's when it has its own):
@@ -408,9 +414,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     // Every listener is bound and serving: a blue/green restart (systemd's
     // `Type=notify`) may stop the old instance now.
+    let shutdown = shutdown_signal()?;
     crate::listen::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
     info!("ready");
-    shutdown_signal().await;
+    shutdown.await;
     crate::listen::notify("STOPPING=1");
     // First stop accepting: a second instance on the same ports takes every new
     // connection from now on. Live publishes may go on for the drain time.
