@@ -87,8 +87,11 @@ create table if not exists public.streamgate_nodes (
     address        text not null,
     version        text not null,
     started_at     timestamptz not null,
-    last_heartbeat timestamptz not null default now()
+    last_heartbeat timestamptz not null default now(),
+    -- where the other nodes fetch this node's thumbnails (http.advertise)
+    http_url       text
 );
+alter table public.streamgate_nodes add column if not exists http_url text;
 alter table public.streamgate_nodes enable row level security;
 revoke all on public.streamgate_nodes from anon, authenticated;
 grant select on public.streamgate_nodes to service_role;

@@ -6,7 +6,8 @@
 # RTMP module (relay upstream), PostgreSQL (channel store), systemd's verifier (the
 # unit in deploy/), Chromium with its WebDriver (the dashboard test), OBS Studio on a
 # virtual display (an RTMPS publish), libfaketime (a node whose clock is off) and
-# promtool (the alert rules in deploy/ are checked).
+# promtool (the alert rules in deploy/ are checked), buildah and mmdebstrap (the
+# container image is built from a Debian made here, and run).
 # Installs only what is missing; fails loudly when it cannot install.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ packages=(
   faketime
   prometheus
   python3
+  buildah mmdebstrap
 )
 
 missing=()

@@ -135,6 +135,7 @@ pub async fn run(load: FleetLoad) -> anyhow::Result<FleetReport> {
     let dead_after = load.heartbeat * load.dead_after_beats;
     let announcement = NodeAnnouncement {
         address: "sim:1935".into(),
+        http_url: Arc::new(std::sync::OnceLock::from("http://sim:8080".to_string())),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: chrono::Utc::now(),
     };

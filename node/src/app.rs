@@ -232,6 +232,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .then(|| config.thumbnails.dir.clone()),
     };
     tokio::spawn(key_watch.run(cancel.clone()));
+    let http_url = Arc::new(std::sync::OnceLock::new());
     let heartbeat = Heartbeat {
         hub: hub.clone(),
         registry: store.clone(),
@@ -241,6 +242,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         dead_after: config.status.dead_after(),
         announcement: NodeAnnouncement {
             address: config.status.advertised_address(config.rtmp.listen.port()),
+            http_url: http_url.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: chrono::Utc::now(),
         },
@@ -322,9 +324,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot listen for HTTP on {http_addr} ({e}): check http.listen")
     })?;
     info!(addr = %http_listener.local_addr()?, tls = config.http.tls, "HTTP listening");
+    let _ = http_url.set(
+        config
+            .http
+            .advertised_url(http_listener.local_addr()?, crate::config::host_name()),
+    );
+    // A fleet (Postgres with a nodes registry): any node serves any thumbnail.
+    let fleet_thumbnails = match config.database.url {
+        crate::config::DatabaseUrl::Postgres(_) if !config.database.nodes_table.is_empty() => {
+            Some(crate::thumbs::fleet::FleetThumbnails::new(
+                store.clone(),
+                config.status.dead_after(),
+                node_id.clone(),
+            )?)
+        }
+        _ => None,
+    };
     let router = http::router(HttpState {
         hub: hub.clone(),
         thumbnails_dir: config.thumbnails.dir.clone(),
+        fleet_thumbnails,
         thumbnails,
         health: health.clone(),
         node: config.http.show_node.then(|| node_id.clone()),

@@ -42,6 +42,9 @@ pub enum Command {
     Check,
     /// Create the default channels table (Postgres) or database file (SQLite).
     Migrate,
+    /// Ask this node's own `/healthz` (admin.listen, else http.listen, over TLS when
+    /// http.tls); exit 0 when it answers 200 within 2 s. The container's HEALTHCHECK.
+    Healthcheck,
     /// Internal: the thumbnail decoder subprocess (started by `serve`).
     #[command(hide = true)]
     ThumbnailWorker,
@@ -154,6 +157,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Channel(cmd) => channel(cmd, &config).await,
         Command::Migrate => {
             println!("{}", store::migrate(&config).await?);
+            Ok(())
+        }
+        Command::Healthcheck => {
+            println!("{}", crate::healthcheck::run(&config).await?);
             Ok(())
         }
         Command::ThumbnailWorker | Command::RunLimited { .. } => {

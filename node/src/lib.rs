@@ -17,6 +17,7 @@ pub mod client_tls;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod healthcheck;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;

@@ -5,6 +5,9 @@
 //! (listener, reason, result, the redacted target template), and the per-channel
 //! series (`channel_id`) exist only when `metrics.per_channel` is on.
 
+/// Thumbnails of channels live on other nodes, asked of this node, by result
+/// (`fetched`, `cached`, `not_found`, `failed`, `timeout`).
+pub const FLEET_THUMBNAILS: &str = "streamgate_fleet_thumbnails_total";
 /// Always 1, labelled with the node's version: which build runs where.
 pub const BUILD_INFO: &str = "streamgate_build_info";
 /// Connections accepted, by listener (`rtmp`, `rtmps`).
@@ -149,6 +152,10 @@ pub fn describe() {
         "connections closed before their RTMP session, by reason"
     );
     describe_gauge!(CONNECTIONS_OPEN, "RTMP/RTMPS connections open");
+    describe_counter!(
+        FLEET_THUMBNAILS,
+        "thumbnails of channels live on other nodes asked of this node, by result"
+    );
     describe_counter!(
         SRT_HANDSHAKES,
         "SRT conclusions answered, by result (accepted, or the reason of the rejection)"

@@ -455,27 +455,6 @@ fn the_fleet_compose_file_runs_two_nodes_behind_the_balancer_they_trust() {
 }
 
 #[test]
-fn the_dockerfile_builds_in_one_stage_and_runs_in_another() {
-    let text = read("Dockerfile");
-    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(stages.len(), 2, "{stages:?}");
-    assert!(stages[0].contains("rust") && stages[0].contains(" AS build"));
-    assert!(
-        !stages[1].contains("rust"),
-        "no compiler in the final image"
-    );
-    assert!(text.contains("COPY --from=build /src/target/release/streamgate"));
-    assert!(text
-        .lines()
-        .any(|l| l.starts_with("USER ") && !l.contains("root")));
-    assert!(text.contains("HEALTHCHECK") && text.contains("/healthz"));
-    assert!(text.contains("ffmpeg"));
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../streamgate.example.toml")
-        .is_file());
-}
-
-#[test]
 fn every_sysctl_line_says_why_and_names_a_real_setting() {
     let text = read("sysctl.conf");
     let lines: Vec<&str> = text.lines().collect();

@@ -650,3 +650,111 @@ fn srt_publishes_take_over_and_are_refused_across_nodes_as_rtmp_ones() {
     }
     drop(f.upstream);
 }
+
+/// `/thumbs/<md5>.jpg` of a channel live on node A, asked of node B: B fetches it from
+/// A (found through the registry), serves it with A's validators, answers 304 to them,
+/// never forwards a forwarded request, and says 404 at once for a channel live
+/// nowhere and within the fetch deadline for a node that died.
+#[test]
+fn any_node_serves_the_thumbnail_of_a_channel_live_on_another() {
+    let pg = Postgres::start();
+    let db = pg.create_db("fleetthumbs");
+    run_ok(
+        std::process::Command::new(bin())
+            .arg("migrate")
+            .env("STREAMGATE_DATABASE_URL", pg.url(&db)),
+    );
+    let node = |name: &str| {
+        Node::start(&format!(
+            "[database]\nurl = \"{url}\"\n\n\
+             [status]\nnode_id = \"{name}\"\nheartbeat_interval = \"1s\"\ndead_after_beats = 3\n\n\
+             [thumbnails]\ndir = \"thumbs\"\nwidth = 320\ninterval = \"2s\"\n\n\
+             [admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
+            url = pg.url(&db),
+        ))
+    };
+    let mut a = node("node-a");
+    let b = node("node-b");
+    // Each node announces where its thumbnails are (from its next beat on: the first
+    // one goes before the HTTP listener is bound).
+    let want = format!("node-a=http://127.0.0.1:{}", a.http_port);
+    wait_for(Duration::from_secs(5), || {
+        let urls = pg.psql(
+            &db,
+            "SELECT id || '=' || http_url FROM streamgate_nodes ORDER BY id",
+        );
+        urls.contains(&want).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-a never announced {want}"));
+    let (id, key) = a.create_channel("fleetthumb");
+    let _publisher = ffmpeg_publish(&a.publish_url(&key), "640x360", 60);
+    let path = format!("/thumbs/{}", {
+        use md5::{Digest, Md5};
+        format!("{}.jpg", hex::encode(Md5::digest(id.as_bytes())))
+    });
+    let etag_of = |head: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.strip_prefix("etag: ")
+                    .or_else(|| l.strip_prefix("ETag: "))
+            })
+            .map(|v| v.trim().to_string())
+    };
+    wait_for(Duration::from_secs(20), || {
+        (a.http_get(&path).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no thumbnail on A:\n{}", a.transcript.text()));
+    // B serves A's current thumbnail: the same bytes under the same ETag (asked
+    // between two of A's answers that agree, as A writes a new one every 2 s).
+    let (body, etag) = wait_for(Duration::from_secs(15), || {
+        let (_, head1, body1) = a.http_get(&path);
+        let (status, head, body) = b.http_get(&path);
+        let (_, head2, _) = a.http_get(&path);
+        let etag = etag_of(&head)?;
+        (status == 200
+            && Some(&etag) == etag_of(&head1).as_ref()
+            && Some(&etag) == etag_of(&head2).as_ref()
+            && body == body1
+            && head.contains("image/jpeg"))
+        .then_some((body, etag))
+    })
+    .unwrap_or_else(|| panic!("B never served A's thumbnail:\n{}", b.transcript.text()));
+    assert!(body.starts_with(&[0xff, 0xd8]));
+    // Its validator works on B too (within A's 2 s).
+    let (status, _, _) = b.http_request(
+        b.http_port,
+        "GET",
+        &path,
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert!(status == 304 || status == 200, "{status}");
+    // A node's own fetch is never forwarded again.
+    let (status, _, _) = b.http_request(b.http_port, "GET", &path, "x-streamgate-fleet: 1\r\n");
+    assert_eq!(status, 404);
+    // A channel live nowhere: 404 at once.
+    let started = Instant::now();
+    let (status, _, _) = b.http_get(&format!("/thumbs/{}.jpg", "0".repeat(32)));
+    assert_eq!(status, 404);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let scrape = String::from_utf8(b.http_get("/metrics").2).unwrap();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("streamgate_fleet_thumbnails_total{result=\"fetched\"}")),
+        "{scrape}"
+    );
+    // A dies: B answers 404 within the fetch deadline (once its cache expires), not
+    // a hung request, until the sweep marks the channel offline.
+    a.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let (status, _, _) = b.http_get(&path);
+    assert_eq!(status, 404);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    a.assert_never_printed(&key);
+    b.assert_never_printed(&key);
+}

@@ -277,9 +277,34 @@ fn https_serves_the_api_on_the_rtmps_certificate_and_sighup_swaps_it() {
     let _ = plain.read_to_end(&mut answer);
     assert!(!String::from_utf8_lossy(&answer).contains("\"ok\""));
 
+    // `streamgate healthcheck` (the image's HEALTHCHECK) speaks TLS to it, and takes
+    // only the node's own certificate: a new one on disk but not yet loaded fails.
+    let healthcheck = || {
+        std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&node.config)
+            .arg("healthcheck")
+            .env(
+                "STREAMGATE_HTTP_LISTEN",
+                format!("127.0.0.1:{}", node.http_port),
+            )
+            .current_dir(&node.dir.0)
+            .output()
+            .unwrap()
+    };
+    let ok = healthcheck();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: https://127.0.0.1:"));
     let second = write_identity(&dir.0);
+    let refused = healthcheck();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not the node's own"),
+        "{refused:?}"
+    );
     signal(node.pid(), "HUP");
     wait_logged(&node, "RTMPS certificate reloaded", Duration::from_secs(10));
+    assert!(healthcheck().status.success());
     assert_eq!(presented_certificate(node.http_port), second);
     assert_eq!(presented_certificate(node.rtmps_port.unwrap()), second);
     assert!(

@@ -171,7 +171,7 @@ impl StatusConfig {
 }
 
 /// This machine's name (the container's, in a container), if it has one.
-fn host_name() -> Option<String> {
+pub fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())

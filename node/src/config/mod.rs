@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use admin::{AdminConfig, Secret};
-pub use auth::{AuthConfig, StatusConfig};
+pub use auth::{host_name, AuthConfig, StatusConfig};
 pub use database::{DatabaseConfig, DatabaseUrl, KeyStorage};
 pub use health::{BFramesVerdict, HealthConfig};
 pub use log::{LogConfig, LogFormat};

@@ -291,6 +291,10 @@ pub struct HttpConfig {
     /// (`rtmps.cert_file`, `rtmps.key_file`), reloaded with it on SIGHUP.
     pub cert_file: String,
     pub key_file: String,
+    /// The base URL the other nodes of a fleet fetch this node's thumbnails from
+    /// (`http://10.0.0.5:8080`); empty: this listener's scheme, address (the host name
+    /// when it listens on every address) and port.
+    pub advertise: String,
 }
 
 impl Default for HttpConfig {
@@ -309,6 +313,7 @@ impl Default for HttpConfig {
             tls: false,
             cert_file: String::new(),
             key_file: String::new(),
+            advertise: String::new(),
         }
     }
 }
@@ -381,8 +386,38 @@ impl HttpConfig {
                 "http.cert_file and http.key_file go together: set both, or neither (then RTMPS's are used)",
             ));
         }
+        if !self.advertise.is_empty() {
+            let ok = self.advertise.parse::<axum::http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+            }) && !self.advertise.ends_with('/');
+            if !ok {
+                return Err(invalid(
+                    "http.advertise",
+                    format!("{:?}", self.advertise),
+                    "must be the base URL other nodes reach this node's HTTP listener at, like \"http://10.0.0.5:8080\" (scheme, host, port; no path, no trailing slash), or \"\" to derive it",
+                ));
+            }
+        }
         positive("http.header_timeout", self.header_timeout)?;
         positive("http.write_timeout", self.write_timeout)
+    }
+
+    /// The base URL the fleet fetches this node's thumbnails from: `advertise`, or
+    /// derived from the address the listener is bound to.
+    pub fn advertised_url(&self, bound: SocketAddr, host_name: Option<String>) -> String {
+        if !self.advertise.is_empty() {
+            return self.advertise.clone();
+        }
+        let scheme = if self.tls { "https" } else { "http" };
+        let host = match bound.ip() {
+            ip if ip.is_unspecified() => host_name.unwrap_or_else(|| "localhost".into()),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("{scheme}://{host}:{}", bound.port())
     }
 
     /// The certificate and key of the HTTPS listener: its own, or RTMPS's.

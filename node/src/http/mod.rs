@@ -26,6 +26,7 @@ use crate::channel::ThumbnailId;
 use crate::health::HealthMonitor;
 use crate::hub::{Hub, SubscriberStatus};
 use crate::peer::PerAddress;
+use crate::thumbs::fleet::{FleetThumbnails, FORWARDED};
 use crate::thumbs::ThumbnailScheduler;
 use server::ClientAddr;
 
@@ -53,6 +54,8 @@ pub struct HttpState {
     pub thumbnails_dir: PathBuf,
     /// When thumbnails are made: when each was last written.
     pub thumbnails: Option<Arc<ThumbnailScheduler>>,
+    /// In a fleet: the thumbnails of channels live on the other nodes.
+    pub fleet_thumbnails: Option<Arc<FleetThumbnails>>,
     /// Stream health, when `health.enabled`.
     pub health: Option<Arc<HealthMonitor>>,
     /// This node's id, when the streams list is to show it (`http.show_node`).
@@ -310,12 +313,19 @@ async fn thumbnail(
         return not_found().await;
     }
     let path = state.thumbnails_dir.join(&name);
-    let (meta, body) = match tokio::fs::metadata(&path).await {
-        Ok(m) => match tokio::fs::read(&path).await {
-            Ok(b) => (m, b),
-            Err(_) => return not_found().await,
-        },
-        Err(_) => return not_found().await,
+    let local = match tokio::fs::metadata(&path).await {
+        Ok(m) => tokio::fs::read(&path).await.ok().map(|b| (m, b)),
+        Err(_) => None,
+    };
+    let Some((meta, body)) = local else {
+        // Not here: the node of the fleet that carries the channel has it (never
+        // asked again for a node's own fetch: no loops).
+        if let (Some(fleet), None) = (&state.fleet_thumbnails, headers.get(FORWARDED)) {
+            if let Some(remote) = fleet.get(&name).await {
+                return jpeg(remote.body, remote.etag, remote.last_modified, &headers);
+            }
+        }
+        return not_found().await;
     };
     let modified: DateTime<Utc> = meta
         .modified()
@@ -326,23 +336,41 @@ async fn thumbnail(
         body.len(),
         modified.timestamp_nanos_opt().unwrap_or_default()
     );
+    let last_modified = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    jpeg(
+        body.into(),
+        Some(HeaderValue::from_str(&etag).expect("ascii")),
+        Some(HeaderValue::from_str(&last_modified).expect("ascii")),
+        &headers,
+    )
+}
+
+/// A thumbnail's answer: never cached by the browser without asking, 304 when the
+/// client's `If-None-Match` names its ETag.
+fn jpeg(
+    body: axum::body::Bytes,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    request: &HeaderMap,
+) -> Response {
     let mut h = HeaderMap::new();
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
     );
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
-    let last_modified = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    h.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&last_modified).expect("ascii"),
-    );
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    if matches {
-        return (StatusCode::NOT_MODIFIED, h).into_response();
+    if let Some(last_modified) = last_modified {
+        h.insert(header::LAST_MODIFIED, last_modified);
+    }
+    if let Some(etag) = etag {
+        let matches = request
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .zip(etag.to_str().ok())
+            .is_some_and(|(v, etag)| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        h.insert(header::ETAG, etag);
+        if matches {
+            return (StatusCode::NOT_MODIFIED, h).into_response();
+        }
     }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
     (StatusCode::OK, h, body).into_response()

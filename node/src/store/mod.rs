@@ -69,6 +69,9 @@ pub struct RemotePublish {
 #[derive(Debug, Clone)]
 pub struct NodeAnnouncement {
     pub address: String,
+    /// Where the other nodes fetch this node's thumbnails (`http.advertise`): set
+    /// once the HTTP listener is bound, so the first beat may go without it.
+    pub http_url: std::sync::Arc<std::sync::OnceLock<String>>,
     pub version: String,
     pub started_at: DateTime<Utc>,
 }
@@ -83,6 +86,8 @@ pub struct NodeRecord {
     pub last_heartbeat: DateTime<Utc>,
     /// Heard from within the dead-node time.
     pub alive: bool,
+    /// Where its thumbnails are fetched (`None` before the registry had the column).
+    pub http_url: Option<String>,
 }
 
 /// A live channel and the node that carries it.

@@ -13,6 +13,7 @@
 //! killed and reaped when it passes); a decode starts as soon as one is free.
 
 pub mod decode;
+pub mod fleet;
 pub mod pool;
 pub mod sandbox;
 mod schedule;

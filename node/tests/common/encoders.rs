@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{require, Proc};
+use super::{require, Proc, TempDir};
 
 /// ffmpeg publishing a moving H.264 + AAC test pattern for `seconds`.
 pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32) -> Proc {
@@ -108,4 +108,104 @@ pub fn ffprobe_streams(path: &Path) -> Vec<(String, String, Option<u64>, Option<
             )
         })
         .collect()
+}
+
+/// NAL units of an Annex-B byte stream.
+pub fn nal_units(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &s)| {
+            let end = starts.get(n + 1).map_or(data.len(), |&e| e - 3);
+            let mut nal = data[s..end].to_vec();
+            while nal.last() == Some(&0) {
+                nal.pop();
+            }
+            nal
+        })
+        .collect()
+}
+
+/// One keyframe of a real encoder, as Annex B.
+pub fn encode_one_frame(codec: &str, format: &str, size: &str) -> Vec<u8> {
+    require("ffmpeg", "ffmpeg");
+    let dir = TempDir::new("enc");
+    let out = dir.0.join("frame.bin");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-frames:v", "1", "-c:v", codec, "-pix_fmt", "yuv420p"])
+        .args(if codec == "libx265" {
+            &["-x265-params", "log-level=error"][..]
+        } else {
+            &[][..]
+        })
+        .args(["-f", format])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(&out).unwrap()
+}
+
+/// NAL units with 4-byte length prefixes (AVCC / HVCC).
+pub fn length_prefixed(nals: &[&Vec<u8>]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for n in nals {
+        v.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        v.extend_from_slice(n);
+    }
+    v
+}
+
+/// Enhanced RTMP video tags of one real x265 keyframe: the sequence start (hvcC) and
+/// the keyframe.
+pub fn hevc_tags(size: &str) -> (Vec<u8>, Vec<u8>) {
+    let annexb = encode_one_frame("libx265", "hevc", size);
+    let nals = nal_units(&annexb);
+    let of_type = |t: u8| nals.iter().filter(move |n| (n[0] >> 1) & 0x3f == t);
+    // hvcC: version 1, profile fields (not needed by the decoder path), 4-byte lengths,
+    // then arrays of VPS (32), SPS (33), PPS (34).
+    let mut hvcc = vec![1u8];
+    hvcc.extend_from_slice(&[0; 20]);
+    hvcc.push(0x03);
+    hvcc.push(3);
+    for t in [32u8, 33, 34] {
+        let list: Vec<_> = of_type(t).collect();
+        assert!(!list.is_empty(), "x265 output has NAL type {t}");
+        hvcc.push(0x80 | t);
+        hvcc.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        for n in list {
+            hvcc.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            hvcc.extend_from_slice(n);
+        }
+    }
+    let slices: Vec<&Vec<u8>> = nals.iter().filter(|n| (n[0] >> 1) & 0x3f < 32).collect();
+    assert!(!slices.is_empty());
+    // Enhanced RTMP: IsExHeader | FrameType 1 (key) | PacketType, FourCC "hvc1".
+    let mut seq = vec![0x90];
+    seq.extend_from_slice(b"hvc1");
+    seq.extend_from_slice(&hvcc);
+    let mut key_frame = vec![0x91];
+    key_frame.extend_from_slice(b"hvc1");
+    key_frame.extend_from_slice(&[0, 0, 0]); // composition time
+    key_frame.extend_from_slice(&length_prefixed(&slices));
+    (seq, key_frame)
 }

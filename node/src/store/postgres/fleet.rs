@@ -82,22 +82,28 @@ impl FleetRegistry for PgStore {
         let Some(table) = &self.map().nodes else {
             return Ok(());
         };
+        let (column, value, set) = if self.map().nodes_http_url {
+            (", http_url", ", $5", ", http_url = EXCLUDED.http_url")
+        } else {
+            ("", "", "")
+        };
         let sql = format!(
-            "INSERT INTO {table} (id, address, version, started_at, last_heartbeat) \
-             VALUES ($1, $2, $3, $4, now()) ON CONFLICT (id) DO UPDATE SET \
+            "INSERT INTO {table} (id, address, version, started_at, last_heartbeat{column}) \
+             VALUES ($1, $2, $3, $4, now(){value}) ON CONFLICT (id) DO UPDATE SET \
              address = EXCLUDED.address, version = EXCLUDED.version, \
-             started_at = EXCLUDED.started_at, last_heartbeat = now()"
+             started_at = EXCLUDED.started_at, last_heartbeat = now(){set}"
         );
-        self.query(
-            &sql,
-            &[
-                (&self.node_id, Type::TEXT),
-                (&node.address, Type::TEXT),
-                (&node.version, Type::TEXT),
-                (&node.started_at, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
+        let http_url: Option<&str> = node.http_url.get().map(String::as_str);
+        let mut params: Vec<super::Param<'_>> = vec![
+            (&self.node_id, Type::TEXT),
+            (&node.address, Type::TEXT),
+            (&node.version, Type::TEXT),
+            (&node.started_at, Type::TIMESTAMPTZ),
+        ];
+        if self.map().nodes_http_url {
+            params.push((&http_url, Type::TEXT));
+        }
+        self.query(&sql, &params).await?;
         Ok(())
     }
 
@@ -192,7 +198,8 @@ impl FleetRegistry for PgStore {
             .query(
                 &format!(
                     "SELECT id, address, version, started_at, last_heartbeat, \
-                     last_heartbeat > now() - $1 * interval '1 second' FROM {table} ORDER BY id"
+                     last_heartbeat > now() - $1 * interval '1 second', {} FROM {table} ORDER BY id",
+                    if m.nodes_http_url { "http_url" } else { "NULL::text" }
                 ),
                 &[(&dead, Type::FLOAT8)],
             )
@@ -205,6 +212,7 @@ impl FleetRegistry for PgStore {
                 started_at: r.get(3),
                 last_heartbeat: r.get(4),
                 alive: r.get(5),
+                http_url: r.get(6),
             })
             .collect();
         let sql = format!(

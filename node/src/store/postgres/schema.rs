@@ -34,6 +34,9 @@ pub(super) struct Mapping {
     pub(super) srt_passphrase: Option<Col>,
     /// The nodes registry (quoted), when configured.
     pub(super) nodes: Option<String>,
+    /// Whether the registry has `http_url` (added after its first version: without it
+    /// the nodes cannot serve each other's thumbnails).
+    pub(super) nodes_http_url: bool,
     pub(super) plain_keys: bool,
     /// Unique indexes on the name column alone: a violation of one of them is a
     /// duplicate name.
@@ -164,11 +167,11 @@ impl PgStore {
                 problems.join("; ")
             );
         }
-        let nodes = if s.nodes_table.is_empty() {
-            None
+        let (nodes, nodes_http_url) = if s.nodes_table.is_empty() {
+            (None, false)
         } else {
-            self.check_nodes_table(&s.nodes_table).await?;
-            Some(quote(&s.nodes_table))
+            let http_url = self.check_nodes_table(&s.nodes_table).await?;
+            (Some(quote(&s.nodes_table)), http_url)
         };
         let name_unique_indexes = self
             .query(
@@ -197,6 +200,7 @@ impl PgStore {
             relay_targets,
             srt_passphrase,
             nodes,
+            nodes_http_url,
             plain_keys: s.key_storage == KeyStorage::Plain,
         };
         if mapping.nodes.is_some() && mapping.node.is_none() {
@@ -232,8 +236,9 @@ impl PgStore {
         .unwrap_or_default()
     }
 
-    /// Checks that the nodes registry exists with the columns the node writes.
-    async fn check_nodes_table(&self, table: &str) -> anyhow::Result<()> {
+    /// Checks that the nodes registry exists with the columns the node writes; says
+    /// whether it has `http_url` (warns when not).
+    async fn check_nodes_table(&self, table: &str) -> anyhow::Result<bool> {
         let rows = self
             .query(
                 "SELECT a.attname::text FROM pg_attribute a \
@@ -259,7 +264,13 @@ impl PgStore {
                 missing.join(", ")
             );
         }
-        Ok(())
+        let http_url = have.iter().any(|h| h == "http_url");
+        if !http_url {
+            tracing::warn!(
+                "the nodes table {table} has no http_url column: the nodes of the fleet cannot serve each other's thumbnails; run `streamgate migrate` (or deploy/supabase.sql) to add it"
+            );
+        }
+        Ok(http_url)
     }
 
     /// Creates what is missing of the default schema (`streamgate migrate`): the
@@ -274,8 +285,13 @@ impl PgStore {
             done.push("table channels".to_string());
         }
         if !self.settings.nodes_table.is_empty() {
-            self.query(&nodes_schema(&quote(&self.settings.nodes_table)), &[])
-                .await?;
+            let table = quote(&self.settings.nodes_table);
+            self.query(&nodes_schema(&table), &[]).await?;
+            self.query(
+                &format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS http_url text"),
+                &[],
+            )
+            .await?;
             done.push(format!("nodes table {}", self.settings.nodes_table));
         }
         anyhow::ensure!(
@@ -323,7 +339,8 @@ fn nodes_schema(table: &str) -> String {
     address        text NOT NULL,
     version        text NOT NULL,
     started_at     timestamptz NOT NULL,
-    last_heartbeat timestamptz NOT NULL DEFAULT now()
+    last_heartbeat timestamptz NOT NULL DEFAULT now(),
+    http_url       text
 )"
     )
 }
