@@ -2,8 +2,8 @@
 --   psql -v ON_ERROR_STOP=1 "$DATABASE_URL" -f deploy/supabase.sql
 -- It can be applied again safely, and it never changes a table it did not create: when
 -- the project already has a `public.channels` of its own, it stops before changing
--- anything and says so (streamgate can use such a table as it is: README, "Existing
--- tables").
+-- anything and says so (streamgate can use such a table as it is: docs/supabase.md,
+-- "An existing table").
 --
 -- public.channels   the node's table. Row-level security on; the client roles (anon,
 --                   authenticated) get nothing of it, least of all the key column.
@@ -16,7 +16,7 @@
 --                   and never stores it).
 -- streamgate_node   a login role for the node with only what it uses: it reads
 --                   channels, writes their live columns, keeps the nodes registry. Give
---                   it a password and log the node in as it (README, "Supabase").
+--                   it a password and log the node in as it (docs/supabase.md).
 -- public.channel_status
 --                   a key-free copy of the public columns, kept in sync by a trigger, readable
 --                   by anyone, and published to Supabase Realtime (a view cannot be).
@@ -45,7 +45,7 @@ begin
     then
         raise exception using
             message = 'public.channels already exists and was not created by this script: nothing was changed',
-            hint = 'streamgate can use your table as it is (README, "Existing tables": set database.table and the column names), or apply this script in a project without a public.channels';
+            hint = 'streamgate can use your table as it is (docs/supabase.md, "An existing table": set database.table and the column names), or apply this script in a project without a public.channels';
     end if;
 end $$;
 

@@ -1,7 +1,7 @@
 //! streamgate: a secure live-ingest node. RTMP in (stream key checked against the
 //! channels table and replaced by the channel's public UUID), relay to upstream RTMP
 //! servers, thumbnails, live status out to the database, public stream data over HTTP.
-//! README.md says how to run it; ARCHITECTURE.md how the modules fit together.
+//! README.md says how to run it (docs/ has the rest); ARCHITECTURE.md how the modules fit together.
 //!
 //! The flow reads one way: `ingest` → `auth` → `hub` → (`relay` | `thumbs` |
 //! `outbox`) → `store`, with `http` reading snapshots, `revocation`, `heartbeat` and

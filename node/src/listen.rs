@@ -1,7 +1,7 @@
 //! Listening sockets, bound with `SO_REUSEPORT` so that a second instance of the node
 //! can bind the same ports while the first still runs: the way to restart without
 //! refusing anyone (the old instance stops accepting, the new one takes the new
-//! connections, see README "Restarting without downtime"); and the readiness the
+//! connections, see docs/operating.md, "Restarting without downtime"); and the readiness the
 //! service manager waits for once every listener is bound (`notify`).
 
 use std::net::SocketAddr;

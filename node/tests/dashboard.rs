@@ -331,7 +331,7 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
     node.assert_never_printed(&bf_key);
 }
 
-/// A page of another origin (a website) shows the live channels with the README's
+/// A page of another origin (a website) shows the live channels with docs/website.md's
 /// snippet: `fetch` of the streams, `EventSource` of the events, the thumbnails; the
 /// browser enforces CORS, so this passes only if the node allows that origin.
 #[test]
@@ -339,7 +339,8 @@ fn a_website_on_another_origin_shows_the_live_channels_with_readmes_snippet() {
     use std::io::{Read, Write};
     let node = Node::start("[thumbnails]\ndir = \"thumbs\"\ninterval = \"2s\"\nwidth = 160\n");
     let (id, key) = node.create_channel("On the website");
-    let readme = std::fs::read_to_string(common::source::workspace().join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(common::source::workspace().join("docs/website.md")).unwrap();
     let section = &readme[readme
         .find("## Show live channels on your website")
         .unwrap()..];

@@ -1,6 +1,6 @@
 //! The deployment files, checked with the real tools this machine has: systemd's own
 //! verifier on the unit, nginx on the thumbnail site (and serving a thumbnail), a YAML
-//! parse of the compose file held against what the README says, the node itself on
+//! parse of the compose file held against what docs/operating.md says, the node itself on
 //! the environment the compose file gives it, and the kernel on sysctl.conf.
 
 mod common;
@@ -313,7 +313,7 @@ fn the_compose_file_is_what_the_readme_says_and_the_node_runs_on_its_environment
         "the thumbnails volume is where the node writes: {printed}"
     );
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operating.md"))
             .unwrap();
     assert!(readme.contains("docker compose -f deploy/docker-compose.yml up -d"));
     assert!(readme.contains("--profile postgres"));
@@ -449,7 +449,7 @@ fn the_fleet_compose_file_runs_two_nodes_behind_the_balancer_they_trust() {
             .arg(&conf),
     );
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operating.md"))
             .unwrap();
     assert!(readme.contains("docker compose -f deploy/docker-compose.fleet.yml up -d"));
 }

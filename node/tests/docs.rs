@@ -1,8 +1,9 @@
 //! The documents that describe the code, held against the code: ARCHITECTURE.md's
 //! module table (every module of the node, and the modules each one imports), its
-//! table of unsafe code (every file with an `unsafe` block), and README's
-//! configuration table (every key, with its default, as the configuration types
-//! define them). A change that makes one of them untrue fails here.
+//! table of unsafe code (every file with an `unsafe` block), docs/configuration.md's
+//! table (every key, with its default, as the configuration types define them), and
+//! the README's links into docs/ (each one there, each document linked). A change that
+//! makes one of them untrue fails here.
 
 mod common;
 
@@ -146,7 +147,7 @@ fn architecture_names_every_file_with_unsafe_code() {
     );
 }
 
-/// A default as the README shows it: TOML's value, strings without quotes (`""` for an
+/// A default as docs/configuration.md shows it: TOML's value, strings without quotes (`""` for an
 /// empty one).
 fn shown(v: &toml::Value) -> String {
     match v {
@@ -157,7 +158,7 @@ fn shown(v: &toml::Value) -> String {
 }
 
 #[test]
-fn readme_config_table_is_the_configuration() {
+fn the_configuration_table_is_the_configuration() {
     let defaults = toml::Value::try_from(streamgate::config::Config::default()).unwrap();
     let mut keys = BTreeMap::new();
     for (section, table) in defaults.as_table().unwrap() {
@@ -165,7 +166,7 @@ fn readme_config_table_is_the_configuration() {
             keys.insert(format!("{section}.{key}"), shown(value));
         }
     }
-    let rows = table_after(&read("README.md"), "| key | default | meaning |");
+    let rows = table_after(&read("docs/configuration.md"), "| key | default | meaning |");
     let mut documented = BTreeMap::new();
     for row in &rows {
         let names = backticked(&row[0]);
@@ -188,14 +189,14 @@ fn readme_config_table_is_the_configuration() {
         .collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "README's configuration table lacks {missing:?} and lists keys that do not exist: {unknown:?}"
+        "docs/configuration.md's table lacks {missing:?} and lists keys that do not exist: {unknown:?}"
     );
     let wrong: Vec<String> = keys
         .iter()
         .filter(|(k, v)| documented[*k] != **v)
-        .map(|(k, v)| format!("{k}: README says {:?}, the default is {v:?}", documented[k]))
+        .map(|(k, v)| format!("{k}: docs/configuration.md says {:?}, the default is {v:?}", documented[k]))
         .collect();
-    assert!(wrong.is_empty(), "README's defaults: {wrong:#?}");
+    assert!(wrong.is_empty(), "docs/configuration.md's defaults: {wrong:#?}");
 }
 
 /// The LICENSE file is the license Cargo.toml names.
@@ -212,4 +213,60 @@ fn the_license_file_is_the_one_cargo_toml_names() {
             && license.contains("Version 2.0, January 2004"),
         "LICENSE is not the Apache License 2.0 that Cargo.toml names"
     );
+}
+
+/// The README stays what a newcomer needs, and links every document of docs/; every
+/// relative link of the documents names a file that exists.
+#[test]
+fn the_readme_is_short_and_every_document_is_linked() {
+    let readme = read("README.md");
+    assert!(
+        readme.lines().count() <= 120,
+        "README.md has {} lines: the rest belongs in docs/",
+        readme.lines().count()
+    );
+    for section in ["## The two commands", "## Go live in one minute", "## Read next"] {
+        assert!(readme.contains(section), "README lacks {section}");
+    }
+    let mut docs: Vec<String> = std::fs::read_dir(workspace().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".md"))
+        .collect();
+    docs.sort();
+    assert!(docs.len() >= 7, "{docs:?}");
+    for doc in &docs {
+        assert!(
+            readme.contains(&format!("](docs/{doc})")),
+            "README does not link docs/{doc}"
+        );
+    }
+    for (file, dir) in std::iter::once(("README.md".to_string(), "".to_string()))
+        .chain(docs.iter().map(|d| (format!("docs/{d}"), "docs/".to_string())))
+    {
+        for target in markdown_links(&read(&file)) {
+            let path = target.split('#').next().unwrap();
+            if path.is_empty() || path.contains("://") {
+                continue;
+            }
+            assert!(
+                workspace().join(&dir).join(path).exists(),
+                "{file} links {target}, which does not exist"
+            );
+        }
+    }
+}
+
+/// The targets of the markdown links `[text](target)` of `text`.
+fn markdown_links(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("](") {
+        rest = &rest[i + 2..];
+        if let Some(end) = rest.find(')') {
+            out.push(rest[..end].to_string());
+        }
+    }
+    out
 }

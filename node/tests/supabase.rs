@@ -189,7 +189,7 @@ fn a_projects_own_channels_table_is_never_altered() {
         "{text}"
     );
     assert!(
-        text.contains("Existing tables"),
+        text.contains("docs/supabase.md, \"An existing table\""),
         "the hint names the way: {text}"
     );
     // Untouched: no RLS, the project's grant kept, no streamgate object made.

@@ -1,5 +1,5 @@
 //! Webhooks against a real receiver: every delivery verified with the Standard
-//! Webhooks reference library (and with README's Python example), every event seen in
+//! Webhooks reference library (and with docs/website.md's Python example), every event seen in
 //! order, retried after 500s and after the receiver was down for 20 s, nothing lost,
 //! never the key.
 
@@ -331,8 +331,9 @@ fn a_backend_gets_every_event_signed_in_order_through_500s_and_an_outage() {
     forged.body.push(b' ');
     assert!(!verified(&forged));
 
-    // README's Python example verifies a real delivery, and refuses the forged one.
-    let readme = std::fs::read_to_string(common::source::workspace().join("README.md")).unwrap();
+    // docs/website.md's Python example verifies a real delivery, and refuses the forged one.
+    let readme =
+        std::fs::read_to_string(common::source::workspace().join("docs/website.md")).unwrap();
     let section = &readme[readme.find("## Webhooks").expect("a Webhooks section")..];
     let code = &section[section.find("```python\n").unwrap() + 10..];
     let code = &code[..code.find("```").unwrap()];
