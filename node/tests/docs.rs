@@ -166,7 +166,10 @@ fn the_configuration_table_is_the_configuration() {
             keys.insert(format!("{section}.{key}"), shown(value));
         }
     }
-    let rows = table_after(&read("docs/configuration.md"), "| key | default | meaning |");
+    let rows = table_after(
+        &read("docs/configuration.md"),
+        "| key | default | meaning |",
+    );
     let mut documented = BTreeMap::new();
     for row in &rows {
         let names = backticked(&row[0]);
@@ -194,9 +197,17 @@ fn the_configuration_table_is_the_configuration() {
     let wrong: Vec<String> = keys
         .iter()
         .filter(|(k, v)| documented[*k] != **v)
-        .map(|(k, v)| format!("{k}: docs/configuration.md says {:?}, the default is {v:?}", documented[k]))
+        .map(|(k, v)| {
+            format!(
+                "{k}: docs/configuration.md says {:?}, the default is {v:?}",
+                documented[k]
+            )
+        })
         .collect();
-    assert!(wrong.is_empty(), "docs/configuration.md's defaults: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md's defaults: {wrong:#?}"
+    );
 }
 
 /// The LICENSE file is the license Cargo.toml names.
@@ -225,7 +236,11 @@ fn the_readme_is_short_and_every_document_is_linked() {
         "README.md has {} lines: the rest belongs in docs/",
         readme.lines().count()
     );
-    for section in ["## The two commands", "## Go live in one minute", "## Read next"] {
+    for section in [
+        "## The two commands",
+        "## Go live in one minute",
+        "## Read next",
+    ] {
         assert!(readme.contains(section), "README lacks {section}");
     }
     let mut docs: Vec<String> = std::fs::read_dir(workspace().join("docs"))
@@ -242,9 +257,10 @@ fn the_readme_is_short_and_every_document_is_linked() {
             "README does not link docs/{doc}"
         );
     }
-    for (file, dir) in std::iter::once(("README.md".to_string(), "".to_string()))
-        .chain(docs.iter().map(|d| (format!("docs/{d}"), "docs/".to_string())))
-    {
+    for (file, dir) in std::iter::once(("README.md".to_string(), "".to_string())).chain(
+        docs.iter()
+            .map(|d| (format!("docs/{d}"), "docs/".to_string())),
+    ) {
         for target in markdown_links(&read(&file)) {
             let path = target.split('#').next().unwrap();
             if path.is_empty() || path.contains("://") {

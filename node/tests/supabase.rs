@@ -125,6 +125,7 @@ fn a_backend_makes_channels_and_keys_and_the_node_runs_as_its_own_role() {
         "1",
         "registered"
     );
+    website_snippet_reads_what_the_kit_gives_anon(&pg, &db, &id);
 
     // The backend rotates the key: the publish with the old one ends, the new one works.
     let new_key = pg.psql(
@@ -207,5 +208,70 @@ fn a_projects_own_channels_table_is_never_altered() {
     assert_eq!(
         pg.psql(&db, "SELECT count(*) FROM pg_tables WHERE tablename IN ('streamgate_nodes', 'channel_status')"),
         "0"
+    );
+}
+
+/// docs/website.md's supabase-js snippet: it parses as a JavaScript module, and what it
+/// reads is there for the anon role (Supabase's REST and Realtime servers do not run
+/// here): its columns of `public_channels` with the live channel in them, and
+/// `channel_status` in the Realtime publication with a policy that lets anon read it.
+fn website_snippet_reads_what_the_kit_gives_anon(pg: &Postgres, db: &str, live_id: &str) {
+    require("node", "nodejs");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/website.md"))
+        .unwrap();
+    let section = &doc[doc
+        .find("**With Supabase**")
+        .expect("the supabase-js snippet")..];
+    let open = "<script type=\"module\">\n";
+    let script = &section[section.find(open).unwrap() + open.len()..];
+    let script = &script[..script.find("</script>").unwrap()];
+    let module = write_file(&pg.dir, "snippet.mjs", script);
+    run_ok(
+        std::process::Command::new("node")
+            .arg("--check")
+            .arg(&module),
+    );
+    let between = |from: &str, to: &str| -> String {
+        let at = script
+            .find(from)
+            .unwrap_or_else(|| panic!("{from} in the snippet"))
+            + from.len();
+        script[at..at + script[at..].find(to).unwrap()].to_string()
+    };
+    let view = between(".from(\"", "\"");
+    let columns = between(".select(\"", "\"");
+    let filter = between(".eq(\"", "\"");
+    let order = between(".order(\"", "\"");
+    let table = between("table: \"", "\"");
+    let rows = pg.psql(
+        db,
+        &format!(
+            "SET ROLE anon; SELECT string_agg(t::text, ';') FROM \
+             (SELECT {columns} FROM public.{view} WHERE {filter} ORDER BY {order}) t"
+        ),
+    );
+    let thumbnail = {
+        use md5::{Digest, Md5};
+        format!("{}.jpg", hex::encode(Md5::digest(live_id.as_bytes())))
+    };
+    assert!(
+        rows.contains(live_id) && rows.contains(&thumbnail),
+        "anon reads the live channel through the snippet's query: {rows}"
+    );
+    assert_eq!(
+        pg.psql(
+            db,
+            &format!("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = 'public' AND tablename = '{table}'")
+        ),
+        "1",
+        "Realtime publishes {table}"
+    );
+    assert_eq!(
+        pg.psql(
+            db,
+            &format!("SET ROLE anon; SELECT count(*) > 0 FROM public.{table} WHERE id = '{live_id}' AND is_live")
+        ),
+        "t",
+        "anon may read {table} (Realtime checks the subscriber's select rights)"
     );
 }
