@@ -88,6 +88,7 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         )
         .install_recorder()?;
     crate::metric::describe();
+    crate::metric::start_at_zero();
     Ok(handle)
 }
 

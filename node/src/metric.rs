@@ -74,11 +74,11 @@ pub const WEBHOOK_DROPPED: &str = "streamgate_webhook_dropped_total";
 pub const WEBHOOK_PENDING: &str = "streamgate_webhook_pending";
 pub const WEBHOOK_SECONDS: &str = "streamgate_webhook_seconds";
 /// Per channel (opt-in): bitrate, frames per second, media bytes since the start.
-pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bps";
-pub const CHANNEL_FPS: &str = "streamgate_channel_fps";
-pub const CHANNEL_BYTES: &str = "streamgate_channel_media_bytes";
+pub const CHANNEL_BITRATE: &str = "streamgate_channel_bitrate_bits_per_second";
+pub const CHANNEL_FPS: &str = "streamgate_channel_frames_per_second";
+pub const CHANNEL_BYTES: &str = "streamgate_channel_media_bytes_total";
 pub const CHANNEL_SRT_RTT: &str = "streamgate_channel_srt_rtt_seconds";
-pub const CHANNEL_SRT_PACKETS: &str = "streamgate_channel_srt_packets";
+pub const CHANNEL_SRT_PACKETS: &str = "streamgate_channel_srt_packets_total";
 pub const CHANNEL_SRT_BUFFERED: &str = "streamgate_channel_srt_buffered_packets";
 pub const LIVE_STREAMS_BY_PROTOCOL: &str = "streamgate_live_streams_by_protocol";
 
@@ -137,6 +137,41 @@ impl Drop for BatchedCounter {
 }
 
 /// Registers what every metric means (shown as `# HELP`).
+/// The counters with a bounded set of labels, each series made at 0 when the node
+/// starts: a rate or an alert on them works from the first scrape, not from the first
+/// event (a series that does not exist yet is not a zero to Prometheus).
+pub fn start_at_zero() {
+    let series: [(&'static str, &'static str, &[&'static str]); 4] = [
+        (
+            CONNECTIONS_REFUSED,
+            "reason",
+            &[
+                "address_full",
+                "address_pending_full",
+                "pending_full",
+                "proxy_header",
+                "tls",
+            ],
+        ),
+        (
+            AUTH_DECISIONS,
+            "result",
+            &["accepted", "unknown_key", "unavailable", "suspended"],
+        ),
+        (THUMBNAILS, "result", &["written", "failed"]),
+        (
+            FLEET_THUMBNAILS,
+            "result",
+            &["fetched", "cached", "not_found", "failed", "timeout"],
+        ),
+    ];
+    for (name, label, values) in series {
+        for value in values {
+            metrics::counter!(name, label => *value).increment(0);
+        }
+    }
+}
+
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(
@@ -275,14 +310,17 @@ pub fn describe() {
         Unit::Seconds,
         "time of one webhook delivery attempt"
     );
-    describe_gauge!(CHANNEL_BITRATE, "bitrate of a live channel (opt-in)");
+    describe_gauge!(
+        CHANNEL_BITRATE,
+        "bitrate of a live channel in bits per second (opt-in)"
+    );
     describe_gauge!(CHANNEL_FPS, "frames per second of a live channel (opt-in)");
     describe_gauge!(
         CHANNEL_SRT_RTT,
         Unit::Seconds,
         "round-trip time of a live SRT channel's link (opt-in)"
     );
-    describe_gauge!(
+    describe_counter!(
         CHANNEL_SRT_PACKETS,
         "data packets of a live SRT channel's publish so far, by kind: received, lost, retransmitted, dropped (opt-in)"
     );
@@ -294,7 +332,7 @@ pub fn describe() {
         LIVE_STREAMS_BY_PROTOCOL,
         "live publishes on this node, by protocol (rtmp, rtmps, srt)"
     );
-    describe_gauge!(
+    describe_counter!(
         CHANNEL_BYTES,
         Unit::Bytes,
         "media bytes of a live channel's publish (opt-in)"

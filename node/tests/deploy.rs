@@ -103,36 +103,59 @@ fn the_node_tells_systemd_when_it_is_ready_and_a_config_error_is_not_restarted()
     );
 }
 
-/// `deploy/prometheus-alerts.yml` passes `promtool check rules`, and every streamgate
-/// series it names is in the /metrics of a node that relays, thumbnails, writes its
-/// status and has webhooks: no alert watches a series that does not exist.
+/// `deploy/prometheus-alerts.yml` and `deploy/grafana-dashboard.json` are valid (the
+/// rules and every panel's query through `promtool check rules`), and every series and
+/// label they use is in the /metrics of a node that relays, thumbnails, writes its
+/// status and has webhooks: no alert or panel watches something that does not exist.
 #[test]
-fn the_alert_rules_check_and_every_series_they_use_is_in_a_real_scrape() {
+fn the_alert_rules_and_the_dashboard_use_only_real_series() {
     require("promtool", "prometheus");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(deploy("prometheus-alerts.yml"))
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("SUCCESS: 9 rules found"), "{said}");
-
+    let promtool = |file: &Path| {
+        let out = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {said}", file.display());
+        said
+    };
+    assert!(promtool(&deploy("prometheus-alerts.yml")).contains("SUCCESS: 9 rules found"));
     let rules = read("prometheus-alerts.yml");
-    let mut series: Vec<String> = Vec::new();
-    let mut rest = rules.as_str();
-    while let Some(i) = rest.find("streamgate_") {
-        let name: String = rest[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[i + name.len()..];
-        if !series.contains(&name) {
-            series.push(name);
-        }
+    let mut queries: Vec<String> = rules
+        .split("expr:")
+        .skip(1)
+        .map(|e| e.split("\n      ").next().unwrap_or(e).to_string())
+        .collect();
+    // Every panel query, as a recording rule, with Grafana's variables filled in.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("grafana-dashboard.json")).expect("the dashboard is JSON");
+    let panel_queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+        })
+        .collect();
+    assert!(panel_queries.len() >= 15, "{}", panel_queries.len());
+    let dir = TempDir::new("grafana");
+    let mut recording = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, q) in panel_queries.iter().enumerate() {
+        recording.push_str(&format!(
+            "      - record: grafana_panel_{i}\n        expr: {}\n",
+            serde_json::to_string(q).unwrap()
+        ));
     }
-    assert!(series.len() >= 7, "{series:?}");
+    let file = write_file(&dir.0, "panels.yml", &recording);
+    assert!(promtool(&file).contains(&format!("SUCCESS: {} rules found", panel_queries.len())));
+    queries.extend(panel_queries);
 
     let dead = free_port();
     let node = Node::start(&format!(
@@ -151,24 +174,88 @@ fn the_alert_rules_check_and_every_series_they_use_is_in_a_real_scrape() {
     .expect("a thumbnail");
     let (_, _, body) = node.http_get("/metrics");
     let scrape = String::from_utf8_lossy(&body).to_string();
-    for name in &series {
-        let present = scrape.lines().any(|l| {
-            !l.starts_with('#')
-                && (l.starts_with(&format!("{name} "))
-                    || l.starts_with(&format!("{name}{{"))
-                    || l.starts_with(&format!("{name}_bucket{{")))
-        });
-        assert!(
-            present,
-            "{name} (used by an alert) is not in /metrics:\n{scrape}"
-        );
+    let lines_of = |name: &str| -> Vec<&str> {
+        scrape
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+            })
+            .collect()
+    };
+    let mut checked = 0;
+    for query in &queries {
+        let names = series_names(query);
+        for name in &names {
+            assert!(
+                !lines_of(name).is_empty(),
+                "{name} (in `{query}`) is not in /metrics:\n{scrape}"
+            );
+        }
+        // Labels the query groups by or selects on: on one of its series.
+        for label in query_labels(query) {
+            if ["instance", "job", "le"].contains(&label.as_str()) {
+                continue;
+            }
+            assert!(
+                names.iter().any(|n| lines_of(n)
+                    .iter()
+                    .any(|l| l.contains(&format!("{label}=\"")))),
+                "label {label} (in `{query}`) is on none of its series"
+            );
+        }
+        checked += names.len();
     }
+    assert!(checked >= 25, "{checked}");
     assert!(scrape.contains(&format!(
         "streamgate_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     )));
     let _ = ff.wait(Duration::from_secs(20));
     node.assert_never_printed(&key);
+}
+
+/// The node's series a query names (`streamgate_*`, `process_*`).
+fn series_names(query: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in query.match_indices(|c: char| c.is_ascii_lowercase()) {
+        let before = query[..i].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let word: String = query[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if (word.starts_with("streamgate_") || word.starts_with("process_")) && !out.contains(&word)
+        {
+            out.push(word);
+        }
+    }
+    out
+}
+
+/// The labels of a query's `by (...)` clauses and `{...}` selectors.
+fn query_labels(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in query.split("by (").skip(1) {
+        let list = &part[..part.find(')').unwrap()];
+        out.extend(list.split(',').map(|l| l.trim().to_string()));
+    }
+    for part in query.split('{').skip(1) {
+        let selector = &part[..part.find('}').unwrap_or(part.len())];
+        for matcher in selector.split(',') {
+            let key: String = matcher
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !key.is_empty() {
+                out.push(key);
+            }
+        }
+    }
+    out
 }
 
 #[test]

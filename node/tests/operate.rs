@@ -157,12 +157,14 @@ fn per_channel_series_when_asked() {
     let s = wait_for(Duration::from_secs(10), || {
         let s = scrape(&node, node.http_port);
         s.contains(&format!(
-            "streamgate_channel_bitrate_bps{{channel_id=\"{id}\"}}"
+            "streamgate_channel_bitrate_bits_per_second{{channel_id=\"{id}\"}}"
         ))
         .then_some(s)
     })
     .expect("a per-channel series");
-    assert!(s.contains(&format!("streamgate_channel_fps{{channel_id=\"{id}\"}}")));
+    assert!(s.contains(&format!(
+        "streamgate_channel_frames_per_second{{channel_id=\"{id}\"}}"
+    )));
     assert!(!s.contains(&key));
 }
 

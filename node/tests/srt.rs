@@ -91,7 +91,9 @@ fn ffmpeg_h264_over_srt_is_live_relayed_to_hls_thumbnailed_then_offline() {
     assert!(
         value(
             &m,
-            &format!("streamgate_channel_srt_packets{{channel_id=\"{id}\",kind=\"received\"}}")
+            &format!(
+                "streamgate_channel_srt_packets_total{{channel_id=\"{id}\",kind=\"received\"}}"
+            )
         )
         .unwrap_or(0.0)
             > 100.0,

@@ -139,8 +139,8 @@ async fn scrape(State(s): State<AdminState>) -> Response {
             metrics::gauge!(metric::CHANNEL_BITRATE, "channel_id" => id.clone())
                 .set(info.stats.bitrate_bps as f64);
             metrics::gauge!(metric::CHANNEL_FPS, "channel_id" => id.clone()).set(info.stats.fps);
-            metrics::gauge!(metric::CHANNEL_BYTES, "channel_id" => id.clone())
-                .set(info.stats.bytes_total as f64);
+            metrics::counter!(metric::CHANNEL_BYTES, "channel_id" => id.clone())
+                .absolute(info.stats.bytes_total);
             if let Some(l) = &info.link {
                 metrics::gauge!(metric::CHANNEL_SRT_RTT, "channel_id" => id.clone())
                     .set(l.rtt_ms / 1000.0);
@@ -152,8 +152,8 @@ async fn scrape(State(s): State<AdminState>) -> Response {
                     ("retransmitted", l.packets_retransmitted),
                     ("dropped", l.packets_dropped),
                 ] {
-                    metrics::gauge!(metric::CHANNEL_SRT_PACKETS, "channel_id" => id.clone(), "kind" => kind)
-                        .set(n as f64);
+                    metrics::counter!(metric::CHANNEL_SRT_PACKETS, "channel_id" => id.clone(), "kind" => kind)
+                        .absolute(n);
                 }
             }
         }
