@@ -286,3 +286,91 @@ fn markdown_links(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// `rust-version` in Cargo.toml is the real minimum: no lower than the highest minimum
+/// any crate the node builds with declares (what a toolchain older than that fails
+/// on), and no higher (what the node itself needs from std is held to it by clippy's
+/// `incompatible_msrv` lint, which reads the same field).
+#[test]
+fn rust_version_is_the_highest_minimum_of_the_node_and_its_dependencies() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&cargo)
+            .args(args)
+            .current_dir(workspace())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tree = run(&[
+        "tree",
+        "--offline",
+        "-p",
+        "streamgate",
+        "-e",
+        "normal,build",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--prefix",
+        "none",
+        "-f",
+        "{p}",
+    ]);
+    let built: std::collections::BTreeSet<String> = tree
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some(format!(
+                "{} {}",
+                w.next()?,
+                w.next()?.trim_start_matches('v')
+            ))
+        })
+        .collect();
+    let metadata: serde_json::Value =
+        serde_json::from_str(&run(&["metadata", "--offline", "--format-version", "1"])).unwrap();
+    let version = |v: &str| -> (u32, u32) {
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap_or(0))
+    };
+    let (highest, by) = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // The crates.io ones (the workspace's own crates inherit the field under test).
+        .filter(|p| !p["source"].is_null())
+        .filter(|p| {
+            built.contains(&format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            ))
+        })
+        .filter_map(|p| {
+            Some((
+                version(p["rust_version"].as_str()?),
+                p["name"].as_str().unwrap().to_string(),
+            ))
+        })
+        .max()
+        .unwrap();
+    assert!(built.len() > 100, "{}", built.len());
+    let manifest = read("Cargo.toml");
+    let declared = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("rust-version in Cargo.toml");
+    assert_eq!(
+        version(declared),
+        highest,
+        "Cargo.toml says rust-version = {declared}; the highest minimum among the node's crates is {}.{} ({by})",
+        highest.0,
+        highest.1
+    );
+}
