@@ -5,7 +5,7 @@
 //! the host network), takes a publish from a real ffmpeg, serves its thumbnail, passes
 //! its own HEALTHCHECK command and runs as its unprivileged user. The default image
 //! stays within 300 MB; the HEVC variant (`HEVC_THUMBNAILS=true`) decodes HEVC with the
-//! ffmpeg it carries. Sizes and times are printed (`--nocapture`).
+//! ffmpeg it carries. Sizes and times are printed in the suite's log.
 //!
 //! The base images are kept between runs (named by the toolchain's version); the build
 //! itself uses buildah's layer cache, so a second run rebuilds only what changed.
@@ -18,6 +18,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+/// A line for the suite's log even when the test passes (libtest captures `eprintln!`
+/// of passing tests, not writes to the standard error itself): sizes and times.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "image test: {}", format!($($arg)*));
+    }};
+}
 
 const DEBIAN: &str = "localhost/streamgate-test-debian:bookworm";
 const MAX_IMAGE_BYTES: u64 = 300_000_000;
@@ -77,7 +86,7 @@ fn debian_base() -> &'static str {
         buildah_ok(&["add", "--quiet", &c, tar.to_str().unwrap(), "/"]);
         buildah_ok(&["config", "--cmd", "/bin/bash", &c]);
         buildah_ok(&["commit", "--quiet", "--rm", &c, DEBIAN]);
-        eprintln!("debian base made in {:.0?}", started.elapsed());
+        report!("debian base made in {:.0?}", started.elapsed());
     }
     DEBIAN
 }
@@ -181,7 +190,7 @@ fn build(tag: &str, extra: &[&str]) {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    eprintln!("image {tag} built in {:.0?}", started.elapsed());
+    report!("image {tag} built in {:.0?}", started.elapsed());
 }
 
 /// The image's size in bytes (its layers, uncompressed), as `buildah images` (and
@@ -435,7 +444,7 @@ fn the_image_builds_on_a_bare_debian_serves_a_thumbnail_and_runs_unprivileged() 
     let tag = "localhost/streamgate:suite";
     build(tag, &[]);
     let size = size_of(tag);
-    eprintln!("image {tag}: {:.1} MB", size as f64 / 1e6);
+    report!("image {tag}: {:.1} MB", size as f64 / 1e6);
     assert!(
         size <= MAX_IMAGE_BYTES,
         "the default image is {size} bytes, over {MAX_IMAGE_BYTES}"
@@ -460,7 +469,7 @@ fn the_image_builds_on_a_bare_debian_serves_a_thumbnail_and_runs_unprivileged() 
         30,
     );
     let jpeg = served_thumbnail(http, &id, &node);
-    eprintln!("H.264 thumbnail served: {} bytes", jpeg.len());
+    report!("H.264 thumbnail served: {} bytes", jpeg.len());
     // Written by the node as the image's user, in its working directory.
     let owner = container.run_ok(&[
         "stat",
@@ -491,7 +500,7 @@ fn the_image_builds_on_a_bare_debian_serves_a_thumbnail_and_runs_unprivileged() 
 fn the_hevc_image_decodes_hevc_with_the_ffmpeg_it_carries() {
     let tag = "localhost/streamgate:suite-hevc";
     build(tag, &["--build-arg", "HEVC_THUMBNAILS=true"]);
-    eprintln!("image {tag}: {:.1} MB", size_of(tag) as f64 / 1e6);
+    report!("image {tag}: {:.1} MB", size_of(tag) as f64 / 1e6);
     let config = image_config(tag);
     let (container, node, rtmp, http) = start(tag, &config);
     let (id, key) = create_channel(&container, "hevc");
@@ -505,7 +514,7 @@ fn the_hevc_image_decodes_hevc_with_the_ffmpeg_it_carries() {
         }
     });
     let jpeg = served_thumbnail(http, &id, &node);
-    eprintln!("HEVC thumbnail served: {} bytes", jpeg.len());
+    report!("HEVC thumbnail served: {} bytes", jpeg.len());
     sender.join().unwrap();
     let printed = stop(node);
     assert!(printed.contains("ffmpeg found"), "{printed}");
