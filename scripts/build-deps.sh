@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What building streamgate needs besides the Rust toolchain: a C/C++ compiler (SQLite,
 # ring, mimalloc and openh264 are C/C++), pkg-config, and nasm (openh264's SIMD
-# assembly: without it the thumbnail decoder runs without SSE/AVX, several times
-# slower). Installs them on Debian/Ubuntu; elsewhere says what to install.
+# assembly: without it the thumbnail decoder runs without its SSE2/AVX2 kernels, 2-3 %
+# more CPU per thumbnail as measured in BENCHMARKS.md). Installs them on Debian/Ubuntu; elsewhere says what to install.
 #
 # openh264's build script decides once whether to assemble: a build made before nasm
 # was installed stays without assembly until openh264 is built again, so when this

@@ -663,8 +663,8 @@ fn the_worker_runs_with_a_cleared_environment_and_limits() {
 }
 
 /// openh264's x86 kernels (motion compensation, SAD, IDCT, CPU detection) are assembled
-/// by nasm when the build finds it and silently left out when not (several times slower
-/// decoding; BENCHMARKS "Thumbnails: what nasm gains"), and a build made before nasm
+/// by nasm when the build finds it and silently left out when not (2-3 % more CPU per
+/// thumbnail; BENCHMARKS "Thumbnails: what nasm gains"), and a build made before nasm
 /// was installed stays without them. The binary under test must carry them.
 #[test]
 fn the_h264_decoder_is_built_with_its_simd_assembly() {
