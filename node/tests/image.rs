@@ -31,8 +31,8 @@ macro_rules! report {
 const DEBIAN: &str = "localhost/streamgate-test-debian:bookworm";
 const MAX_IMAGE_BYTES: u64 = 300_000_000;
 
-/// Builds run one at a time: the HEVC variant reuses the default's build stage.
-static BUILD: Mutex<()> = Mutex::new(());
+/// Builds run one at a time (the second reuses the first's build stage), counted.
+static BUILD: Mutex<usize> = Mutex::new(0);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -152,7 +152,7 @@ fn rust_builder() -> String {
 
 /// Builds `deploy/Dockerfile` as `tag` (docker format: OCI images drop HEALTHCHECK).
 fn build(tag: &str, extra: &[&str]) {
-    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let builder = rust_builder();
     let dir = TempDir::new("bud");
     let log = dir.0.join("build.log");
@@ -191,6 +191,28 @@ fn build(tag: &str, extra: &[&str]) {
             .join("\n")
     );
     report!("image {tag} built in {:.0?}", started.elapsed());
+    // The second build of the run (the other variant: only the runtime stage differs)
+    // takes the dependency layer and the binary from the cache.
+    *built += 1;
+    if *built == 2 {
+        let lines: Vec<&str> = text.lines().collect();
+        for step in [
+            "&& cargo build --release --locked -p streamgate",
+            "strip target/release",
+        ] {
+            let at = lines
+                .iter()
+                .position(|l| l.contains("STEP") && l.contains(step))
+                .unwrap_or_else(|| panic!("no step with {step:?} in the build's output"));
+            assert!(
+                lines
+                    .get(at + 1)
+                    .is_some_and(|l| l.starts_with("--> Using cache")),
+                "the second build did not reuse the layer of {step:?}:\n{}",
+                lines[at..(at + 3).min(lines.len())].join("\n")
+            );
+        }
+    }
 }
 
 /// The image's size in bytes (its layers, uncompressed), as `buildah images` (and
