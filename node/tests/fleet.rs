@@ -737,12 +737,11 @@ fn any_node_serves_the_thumbnail_of_a_channel_live_on_another() {
     assert_eq!(status, 404);
     assert!(started.elapsed() < Duration::from_secs(1));
     let scrape = String::from_utf8(b.http_get("/metrics").2).unwrap();
-    assert!(
-        scrape
-            .lines()
-            .any(|l| l.starts_with("streamgate_fleet_thumbnails_total{result=\"fetched\"}")),
-        "{scrape}"
+    let fetched = metric_value(
+        &scrape,
+        "streamgate_fleet_thumbnails_total{result=\"fetched\"}",
     );
+    assert!(fetched.is_some_and(|n| n >= 1.0), "{scrape}");
     // A dies: B answers 404 within the fetch deadline (once its cache expires), not
     // a hung request, until the sweep marks the channel offline.
     a.kill();

@@ -399,7 +399,7 @@ fn one_address_cannot_take_the_http_port() {
     node.assert_never_printed(&key);
 }
 
-/// Whether `/metrics` (read from 127.0.0.3) has a series starting with `series`.
+/// Whether `/metrics` (read from 127.0.0.3) counts `series` above 0.
 fn scrape_has(node: &Node, series: &str) -> bool {
     http_get_from(
         [127, 0, 0, 3].into(),
@@ -407,12 +407,9 @@ fn scrape_has(node: &Node, series: &str) -> bool {
         "/metrics",
         Duration::from_secs(3),
     )
-    .map(|(_, body, _)| {
-        String::from_utf8_lossy(&body)
-            .lines()
-            .any(|l| l.starts_with(series))
-    })
-    .unwrap_or(false)
+    .ok()
+    .and_then(|(_, body, _)| metric_value(&String::from_utf8_lossy(&body), series))
+    .is_some_and(|n| n > 0.0)
 }
 
 /// A client that pipelines requests and never reads the answers is closed once the
@@ -583,11 +580,11 @@ fn an_srt_handshake_flood_from_one_address_keeps_no_streamer_off() {
     // The address's handshakes past its rate were dropped unread, before any work.
     let (_, _, metrics) = node.http_get("/metrics");
     let metrics = String::from_utf8_lossy(&metrics);
-    let limited = metrics
-        .lines()
-        .find(|l| l.starts_with("streamgate_srt_handshakes_total{result=\"rate_limited\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no rate-limited handshakes counted:\n{metrics}"));
+    let limited = metric_value(
+        &metrics,
+        "streamgate_srt_handshakes_total{result=\"rate_limited\"}",
+    )
+    .unwrap_or_else(|| panic!("no rate-limited handshakes counted:\n{metrics}"));
     assert!(
         limited as u64 > sent / 2,
         "{limited} of {sent} dropped by the rate"

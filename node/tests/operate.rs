@@ -12,16 +12,9 @@ use common::*;
 /// The value of `series` (a name, or a name with its labels) in a scrape; 0 when it is
 /// absent. The name must end where the series does: `streamgate_live_streams` is not
 /// `streamgate_live_streams_by_protocol{...}` (the exporter's order of families varies).
+/// A series' value (name alone: its unlabelled series), 0 when absent.
 fn value(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find(|l| {
-            l.strip_prefix(series)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(scrape, series).unwrap_or(0.0)
 }
 
 fn scrape(node: &Node, port: u16) -> String {

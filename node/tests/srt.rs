@@ -62,11 +62,7 @@ fn ffmpeg_h264_over_srt_is_live_relayed_to_hls_thumbnailed_then_offline() {
     );
     // The link in the metrics: the channel's own series (opt-in), the node's totals.
     let scrape = || String::from_utf8_lossy(&node.http_get("/metrics").2).into_owned();
-    let value = |text: &str, series: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    };
+    let value = metric_value;
     let m = wait_for(Duration::from_secs(5), || {
         let m = scrape();
         (value(&m, "streamgate_srt_packets_total{kind=\"received\"}")? > 100.0).then_some(m)

@@ -156,6 +156,16 @@ impl Drop for Proc {
     }
 }
 
+/// The value of one series in a Prometheus scrape: `series` is the whole name with its
+/// labels as the exporter prints them (`name` or `name{a="b"}`), matched exactly (a
+/// name that is the prefix of another never matches the other).
+pub fn metric_value(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
 /// Path helper for test data written by the tests themselves.
 pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
