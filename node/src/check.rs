@@ -2,8 +2,9 @@
 //! do about each thing that is wrong. The configuration was validated when it loaded;
 //! this connects to the database and checks its table, runs ffmpeg, writes into the
 //! thumbnail folder, loads the RTMPS certificate, reaches each relay target (connect
-//! and RTMP handshake, no publish) and each webhook URL (connect and TLS), and reads the open-files limit and the kernel
-//! settings `deploy/sysctl.conf` sets. A failure is something that would stop streams
+//! and RTMP handshake, no publish), each webhook URL (connect and TLS) and, in a fleet,
+//! each other live node's HTTP listener (where it fetches their thumbnails), and reads
+//! the open-files limit and the kernel settings `deploy/sysctl.conf` sets. A failure is something that would stop streams
 //! (the command then exits non-zero); a warning is something that limits them.
 
 use std::fmt;
@@ -108,6 +109,7 @@ pub async fn run(config: &Config) -> Vec<Finding> {
     }
     out.extend(relay_targets(config).await);
     out.extend(webhooks(config).await);
+    out.extend(fleet(config).await);
     out.push(open_files(config));
     out.extend(kernel());
     out
@@ -126,6 +128,87 @@ async fn database(config: &Config) -> Finding {
         },
         Err(e) => finding(Verdict::Fail, what, format!("{e:#}")),
     }
+}
+
+/// In a fleet: whether this node reaches the HTTP listener each other live node
+/// announced (it fetches their channels' thumbnails there), and what this node
+/// announces.
+async fn fleet(config: &Config) -> Vec<Finding> {
+    if !matches!(config.database.url, crate::config::DatabaseUrl::Postgres(_))
+        || config.database.nodes_table.is_empty()
+    {
+        return Vec::new();
+    }
+    let me = config.status.node_id();
+    let announced = config
+        .http
+        .advertised_url(config.http.listen, crate::config::host_name());
+    let mut out = vec![finding(
+        Verdict::Ok,
+        "fleet thumbnails",
+        format!("this node ({me}) announces {announced} (http.advertise): the other nodes fetch its thumbnails there"),
+    )];
+    let Ok(store) = crate::store::open(config).await else {
+        return out; // the database finding says why
+    };
+    let view = match store.fleet(config.status.dead_after()).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return out,
+        Err(e) => {
+            out.push(finding(
+                Verdict::Warn,
+                "fleet thumbnails",
+                format!("cannot read the nodes table: {e}"),
+            ));
+            return out;
+        }
+    };
+    for node in view.nodes.iter().filter(|n| n.alive && n.id != me) {
+        let what = format!("fleet node {}", node.id);
+        let Some(url) = node.http_url.as_deref().filter(|u| !u.is_empty()) else {
+            out.push(finding(
+                Verdict::Warn,
+                what,
+                "announced no http_url (an older version, or a registry without the column: run `streamgate migrate`): its channels' thumbnails are served only by itself",
+            ));
+            continue;
+        };
+        let reach = async {
+            let uri: axum::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+            let host = uri
+                .host()
+                .ok_or("no host")?
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
+            tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        out.push(
+            match tokio::time::timeout(std::time::Duration::from_secs(2), reach).await {
+                Ok(Ok(())) => finding(Verdict::Ok, what, format!("reached at {url}")),
+                Ok(Err(e)) => finding(
+                    Verdict::Warn,
+                    what,
+                    format!("cannot reach {url} ({e}): this node answers 404 for the thumbnails of that node's channels; open its HTTP port to this node, or set http.advertise there to an address this node reaches"),
+                ),
+                Err(_) => finding(
+                    Verdict::Warn,
+                    what,
+                    format!("no answer from {url} within 2 s: this node answers 404 for the thumbnails of that node's channels; open its HTTP port to this node, or set http.advertise there"),
+                ),
+            },
+        );
+    }
+    out
 }
 
 async fn thumbnails(config: &Config) -> Vec<Finding> {

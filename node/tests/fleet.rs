@@ -742,9 +742,37 @@ fn any_node_serves_the_thumbnail_of_a_channel_live_on_another() {
         "streamgate_fleet_thumbnails_total{result=\"fetched\"}",
     );
     assert!(fetched.is_some_and(|n| n >= 1.0), "{scrape}");
+    // `streamgate check` on B says it reaches A's HTTP listener, and says it cannot
+    // as soon as A is gone.
+    let check = |node: &Node| {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&node.config)
+            .arg("check")
+            .current_dir(&node.dir.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = check(&b);
+    let line = |said: &str| {
+        said.lines()
+            .find(|l| l.contains("fleet node node-a"))
+            .unwrap_or_else(|| panic!("check says nothing of node-a:\n{said}"))
+            .to_string()
+    };
+    assert!(
+        line(&said).contains(&format!("reached at http://127.0.0.1:{}", a.http_port)),
+        "{said}"
+    );
     // A dies: B answers 404 within the fetch deadline (once its cache expires), not
     // a hung request, until the sweep marks the channel offline.
     a.kill();
+    let said = check(&b);
+    assert!(
+        line(&said).contains("WARN") && line(&said).contains("cannot reach"),
+        "{said}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     let started = Instant::now();
     let (status, _, _) = b.http_get(&path);
