@@ -24,6 +24,7 @@ pub mod hub;
 pub mod ingest;
 pub mod key;
 pub mod listen;
+pub mod log_budget;
 pub mod metric;
 pub mod outbox;
 pub mod peer;

@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::config::{secret_bytes, WebhookEvent, WebhookUrl, WebhooksConfig};
 use crate::events::{EventSink, PublicEvent};
+use crate::log_budget::LogBudget;
 use crate::peer::is_internal;
 
 /// First wait after a failed attempt; doubles up to `webhooks.retry_max_backoff`.
@@ -253,7 +254,7 @@ impl Webhooks {
     async fn deliver_all(self: Arc<Self>, index: usize, stop: CancellationToken) {
         let target = self.targets[index].clone();
         let mut sender: Option<SendRequest<Full<Bytes>>> = None;
-        let mut log = (tokio::time::Instant::now(), 0u32, 0u64);
+        let mut log = LogBudget::new(LOG_BUDGET, LOG_WINDOW);
         loop {
             let next = {
                 let wait = target.queued.notified();
@@ -296,11 +297,9 @@ impl Webhooks {
                     .increment(1);
                 let Err(e) = result else { break };
                 sender = None;
-                if budget(&mut log) {
+                if log.take(|n| warn!(failures = n, "more webhook failures than logged (streamgate_webhook_attempts_total counts them all)")) {
                     warn!(url = %target.label, id = %next.id, attempts, error = %e,
                         "webhook delivery failed{}", if e.is_final() { "; the backend refused it, it is dropped" } else { "; retrying" });
-                } else {
-                    log.2 += 1;
                 }
                 if e.is_final() {
                     break;
@@ -432,23 +431,6 @@ where
         let _ = conn.await;
     });
     Ok(sender)
-}
-
-/// Whether a failure may be logged now (`LOG_BUDGET` per `LOG_WINDOW` and URL).
-fn budget(log: &mut (tokio::time::Instant, u32, u64)) -> bool {
-    let now = tokio::time::Instant::now();
-    if now.duration_since(log.0) >= LOG_WINDOW {
-        if log.2 > 0 {
-            warn!(failures = log.2, "more webhook failures than logged (streamgate_webhook_attempts_total counts them all)");
-        }
-        *log = (now, 0, 0);
-    }
-    if log.1 < LOG_BUDGET {
-        log.1 += 1;
-        true
-    } else {
-        false
-    }
 }
 
 impl EventSink for Webhooks {

@@ -3,57 +3,9 @@
 //! refusals before the key check.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-use tracing::info;
+use std::time::Instant;
 
 use crate::peer::AddressKey;
-
-/// Refusals before the key check logged per window, at most (the rest counted).
-const LOG_BUDGET: u32 = 20;
-const LOG_WINDOW: Duration = Duration::from_secs(10);
-
-/// At most [`LOG_BUDGET`] lines per [`LOG_WINDOW`] for what a caller can repeat at
-/// will; what is left out is summed up in one line.
-pub(super) struct LogBudget {
-    since: Instant,
-    logged: u32,
-    left_out: u64,
-}
-
-impl LogBudget {
-    pub(super) fn new() -> LogBudget {
-        LogBudget {
-            since: Instant::now(),
-            logged: 0,
-            left_out: 0,
-        }
-    }
-
-    pub(super) fn take(&mut self) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.since) >= LOG_WINDOW {
-            if self.left_out > 0 {
-                info!(
-                    refusals = self.left_out,
-                    "more SRT publishes refused than logged (streamgate_srt_handshakes_total counts them all)"
-                );
-            }
-            *self = LogBudget {
-                since: now,
-                logged: 0,
-                left_out: 0,
-            };
-        }
-        if self.logged < LOG_BUDGET {
-            self.logged += 1;
-            true
-        } else {
-            self.left_out += 1;
-            false
-        }
-    }
-}
 
 /// Addresses whose handshake rate is tracked at most; past it, idle ones are
 /// forgotten, and if none is, new addresses go unchecked (spoofed inductions cost
@@ -104,6 +56,7 @@ impl HandshakeRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn an_address_gets_its_burst_then_its_rate_and_others_are_untouched() {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::limits::{HandshakeRate, LogBudget};
+use super::limits::HandshakeRate;
 use super::stream::{Stream, TsMedia};
 use super::streamid;
 use crate::auth::{Checked, PublishAttempt, Refusal, RefusalReason};
@@ -31,6 +31,7 @@ use crate::channel::Channel;
 use crate::hub::{EndReason, Protocol};
 use crate::ingest::admission::Ticket;
 use crate::ingest::IngestContext;
+use crate::log_budget::LogBudget;
 use crate::metric;
 
 /// How often the streams' timers run (SRT's ACK period).
@@ -199,7 +200,8 @@ impl Worker {
             out: Outgoing::new(),
             dests: Vec::new(),
             touched: Vec::new(),
-            log_budget: LogBudget::new(),
+            // Refusals before the key check: 20 lines per 10 s at most.
+            log_budget: LogBudget::new(20, std::time::Duration::from_secs(10)),
         }
     }
 
@@ -363,7 +365,7 @@ impl Worker {
             return;
         }
         if let Some(code) = c.unacceptable {
-            if self.log_budget.take() {
+            if self.log_budget.take(refusals_left_out) {
                 info!(peer = %c.peer, code = code.0, "SRT publish refused: the caller asks for what this node does not do (HSv4, stream mode, another congestion controller, a packet filter or a group)");
             }
             return self.refuse(&c, code, "unsupported");
@@ -371,7 +373,7 @@ impl Worker {
         let key = match streamid::key_of(c.stream_id.as_deref(), &self.cfg.app) {
             Ok(k) => k,
             Err(e) => {
-                if self.log_budget.take() {
+                if self.log_budget.take(refusals_left_out) {
                     info!(peer = %c.peer, reason = %e, "SRT publish refused");
                 }
                 return self.refuse(&c, e.code(), e.label());
@@ -569,4 +571,12 @@ impl Drop for Worker {
             p.cancel.cancel();
         }
     }
+}
+
+/// The summary of the refusals a log window left out.
+fn refusals_left_out(n: u64) {
+    info!(
+        refusals = n,
+        "more SRT publishes refused than logged (streamgate_srt_handshakes_total counts them all)"
+    );
 }

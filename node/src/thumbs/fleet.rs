@@ -24,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::channel::ThumbnailId;
+use crate::log_budget::LogBudget;
 use crate::store::FleetRegistry;
 
 /// How long a fetched answer is served before the node that holds it is asked again.
@@ -77,12 +78,9 @@ pub struct FleetThumbnails {
     cache: quick_cache::sync::Cache<String, Arc<Entry>>,
     fetches: Semaphore,
     tls: tokio_rustls::TlsConnector,
-    /// When a failed fetch was last logged (at most one line per [`LOG_EVERY`]).
-    logged: Mutex<Option<Instant>>,
+    /// A node that is down fails every fetch of its thumbnails: one line per 10 s.
+    log: Mutex<LogBudget>,
 }
-
-/// A node that is down fails every fetch of its thumbnails: one line per this.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl FleetThumbnails {
     pub fn new(
@@ -99,7 +97,7 @@ impl FleetThumbnails {
             cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
             fetches: Semaphore::new(MAX_FETCHES),
             tls: crate::client_tls::connector("", "http.advertise")?,
-            logged: Mutex::new(None),
+            log: Mutex::new(LogBudget::new(1, Duration::from_secs(10))),
         }))
     }
 
@@ -212,12 +210,9 @@ impl FleetThumbnails {
     }
 
     fn may_log(&self) -> bool {
-        let mut last = self.logged.lock();
-        if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        true
+        self.log.lock().take(|n| {
+            warn!(failures = n, "fleet thumbnails: more failed fetches than logged (streamgate_fleet_thumbnails_total counts them all)")
+        })
     }
 
     async fn request(&self, base: &str, name: &str) -> Result<Option<Remote>, String> {
