@@ -335,17 +335,15 @@ fn the_dashboard_shows_a_live_channel_with_its_thumbnail_and_drops_it_when_it_en
 /// snippet: `fetch` of the streams, `EventSource` of the events, the thumbnails; the
 /// browser enforces CORS, so this passes only if the node allows that origin.
 #[test]
-fn a_website_on_another_origin_shows_the_live_channels_with_readmes_snippet() {
+fn a_website_on_another_origin_shows_the_live_channels_with_the_docs_snippet() {
     use std::io::{Read, Write};
     let node = Node::start("[thumbnails]\ndir = \"thumbs\"\ninterval = \"2s\"\nwidth = 160\n");
     let (id, key) = node.create_channel("On the website");
-    let readme =
-        std::fs::read_to_string(common::source::workspace().join("docs/website.md")).unwrap();
-    let section = &readme[readme
-        .find("## Show live channels on your website")
-        .unwrap()..];
-    let snippet = &section[section.find("```html\n").unwrap() + 8..];
-    let snippet = &snippet[..snippet.find("```").unwrap()];
+    let snippet = common::source::doc_code_block(
+        "docs/website.md",
+        "## Show live channels on your website",
+        "```html",
+    );
     let node_url = format!("http://127.0.0.1:{}", node.http_port);
     assert!(snippet.contains("\"https://ingest.example.com\""));
     let page = format!(

@@ -217,13 +217,9 @@ fn a_projects_own_channels_table_is_never_altered() {
 /// `channel_status` in the Realtime publication with a policy that lets anon read it.
 fn website_snippet_reads_what_the_kit_gives_anon(pg: &Postgres, db: &str, live_id: &str) {
     require("node", "nodejs");
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/website.md"))
-        .unwrap();
-    let section = &doc[doc
-        .find("**With Supabase**")
-        .expect("the supabase-js snippet")..];
+    let html = common::source::doc_code_block("docs/website.md", "**With Supabase**", "```html");
     let open = "<script type=\"module\">\n";
-    let script = &section[section.find(open).unwrap() + open.len()..];
+    let script = &html[html.find(open).unwrap() + open.len()..];
     let script = &script[..script.find("</script>").unwrap()];
     let module = write_file(&pg.dir, "snippet.mjs", script);
     run_ok(

@@ -332,11 +332,7 @@ fn a_backend_gets_every_event_signed_in_order_through_500s_and_an_outage() {
     assert!(!verified(&forged));
 
     // docs/website.md's Python example verifies a real delivery, and refuses the forged one.
-    let readme =
-        std::fs::read_to_string(common::source::workspace().join("docs/website.md")).unwrap();
-    let section = &readme[readme.find("## Webhooks").expect("a Webhooks section")..];
-    let code = &section[section.find("```python\n").unwrap() + 10..];
-    let code = &code[..code.find("```").unwrap()];
+    let code = common::source::doc_code_block("docs/website.md", "## Webhooks", "```python");
     for (r, expect) in [(&got[got.len() - 1], "True"), (&forged, "False")] {
         let headers: serde_json::Map<String, serde_json::Value> = r
             .headers

@@ -10,6 +10,21 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The first fenced code block opened by `fence` (such as "```html") after `heading`
+/// in the workspace document `doc`: what a reader copies from it.
+pub fn doc_code_block(doc: &str, heading: &str, fence: &str) -> String {
+    let text = std::fs::read_to_string(workspace().join(doc)).unwrap();
+    let section = &text[text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{doc} has no {heading:?}"))..];
+    let open = format!("{fence}\n");
+    let block = &section[section
+        .find(&open)
+        .unwrap_or_else(|| panic!("{doc}: no {fence} block after {heading:?}"))
+        + open.len()..];
+    block[..block.find("```").expect("the block's end")].to_string()
+}
+
 /// Every crate's `src` folder in the workspace.
 pub fn crate_sources() -> Vec<PathBuf> {
     let ws = workspace();
