@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::Empty;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::client_tls::http1;
 use crate::config::Config;
 
 /// The whole check: connect, TLS, request and status line. Under Docker's usual 3 s.
@@ -61,44 +63,28 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 
 async fn ask(config: &Config, addr: SocketAddr, tls: bool) -> anyhow::Result<String> {
     let tcp = TcpStream::connect(addr).await?;
-    if !tls {
-        return status_of(tcp).await;
-    }
-    let (cert_file, _) = config.http.tls_files(&config.rtmps);
-    let cert = CertificateDer::from_pem_file(&cert_file)
-        .with_context(|| format!("the node's certificate {cert_file:?}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ThisNode { cert, provider }))
-        .with_no_client_auth();
-    let name = ServerName::IpAddress(addr.ip().into());
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(name, tcp)
+    let connector = if tls {
+        let (cert_file, _) = config.http.tls_files(&config.rtmps);
+        let cert = CertificateDer::from_pem_file(&cert_file)
+            .with_context(|| format!("the node's certificate {cert_file:?}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ThisNode { cert, provider }))
+            .with_no_client_auth();
+        Some(tokio_rustls::TlsConnector::from(Arc::new(client)))
+    } else {
+        None
+    };
+    let request = hyper::Request::get("/healthz")
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())?;
+    let answer = http1(tcp, &addr.ip().to_string(), connector.as_ref())
+        .await?
+        .send_request(request)
         .await?;
-    status_of(stream).await
-}
-
-/// Sends the request and returns the status code of the answer's first line.
-async fn status_of<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> anyhow::Result<String> {
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-        let n = stream.read(&mut buf).await?;
-        anyhow::ensure!(n > 0, "closed without an answer");
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line.split_whitespace().nth(1).unwrap_or_default();
-    anyhow::ensure!(
-        line.starts_with("HTTP/1.") && status.len() == 3,
-        "not an HTTP answer"
-    );
-    Ok(status.to_string())
+    Ok(answer.status().as_str().to_string())
 }
 
 /// Accepts exactly the node's own certificate; the handshake's signatures are still

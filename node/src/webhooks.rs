@@ -27,7 +27,6 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde::Serialize;
 use sha2::Sha256;
@@ -37,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::client_tls::{http1, Http1Error};
 use crate::config::{secret_bytes, WebhookEvent, WebhookUrl, WebhooksConfig};
 use crate::events::{EventSink, PublicEvent};
 use crate::log_budget::LogBudget;
@@ -404,33 +404,13 @@ impl Webhooks {
             }
         }
         let tcp = tcp.ok_or(last)?;
-        let _ = tcp.set_nodelay(true);
-        if url.tls {
-            let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-                .map_err(|e| AttemptError::Tls(std::io::Error::other(e)))?;
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(AttemptError::Tls)?;
-            handshake(TokioIo::new(tls)).await
-        } else {
-            handshake(TokioIo::new(tcp)).await
-        }
+        http1(tcp, &url.host, url.tls.then_some(&self.tls))
+            .await
+            .map_err(|e| match e {
+                Http1Error::Tls(e) => AttemptError::Tls(e),
+                Http1Error::Http(e) => AttemptError::Http(e),
+            })
     }
-}
-
-async fn handshake<T>(io: TokioIo<T>) -> Result<SendRequest<Full<Bytes>>, AttemptError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    // The connection's driver ends with the connection (its sender dropped, or the
-    // backend closed it).
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 impl EventSink for Webhooks {

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{HeaderValue, ETAG, HOST, LAST_MODIFIED};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::channel::ThumbnailId;
+use crate::client_tls::http1;
 use crate::log_budget::LogBudget;
 use crate::store::FleetRegistry;
 
@@ -65,7 +65,7 @@ struct Locations {
     read_at: Option<Instant>,
     reading: bool,
     /// Thumbnail file name → the base URL of the node that carries the channel.
-    map: Arc<HashMap<String, String>>,
+    map: HashMap<String, String>,
 }
 
 /// The fleet's thumbnails, as this node serves them.
@@ -168,9 +168,9 @@ impl FleetThumbnails {
                         Some((ThumbnailId::of(&c.channel_id).file_name(), url.to_string()))
                     })
                     .collect();
-                l.map = Arc::new(map);
+                l.map = map;
             }
-            Ok(None) => l.map = Arc::default(),
+            Ok(None) => l.map.clear(),
             Err(e) => {
                 debug!(error = %e, "fleet thumbnails: cannot read the registry; the last map stays")
             }
@@ -222,28 +222,21 @@ impl FleetThumbnails {
         let tls = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or("no host")?.to_string();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        let host = host.trim_matches(['[', ']']);
+        let tcp = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
         let request = hyper::Request::get(uri.path())
-            .header(HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
+            .header(HOST, uri.authority().map_or(host, |a| a.as_str()))
             .header(FORWARDED, "1")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let response = if tls {
-            let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']))
-                .map_err(|e| e.to_string())?
-                .to_owned();
-            let stream = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            send(TokioIo::new(stream), request).await?
-        } else {
-            send(TokioIo::new(tcp), request).await?
-        };
+        let response = http1(tcp, host, tls.then_some(&self.tls))
+            .await
+            .map_err(|e| e.to_string())?
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         match response.status().as_u16() {
             200 => {}
             404 => return Ok(None),
@@ -262,23 +255,4 @@ impl FleetThumbnails {
             last_modified,
         }))
     }
-}
-
-async fn send<T>(
-    io: TokioIo<T>,
-    request: hyper::Request<Empty<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())
 }
