@@ -331,15 +331,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .advertised_url(http_listener.local_addr()?, crate::config::host_name()),
     );
     // A fleet (Postgres with a nodes registry): any node serves any thumbnail.
-    let fleet_thumbnails = match config.database.url {
-        crate::config::DatabaseUrl::Postgres(_) if !config.database.nodes_table.is_empty() => {
-            Some(crate::thumbs::fleet::FleetThumbnails::new(
-                store.clone(),
-                config.status.dead_after(),
-                node_id.clone(),
-            )?)
-        }
-        _ => None,
+    let fleet_thumbnails = if config.database.has_fleet_registry() {
+        Some(crate::thumbs::fleet::FleetThumbnails::new(
+            store.clone(),
+            config.status.dead_after(),
+            node_id.clone(),
+        )?)
+    } else {
+        None
     };
     let router = http::router(HttpState {
         hub: hub.clone(),

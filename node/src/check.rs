@@ -134,9 +134,7 @@ async fn database(config: &Config) -> Finding {
 /// announced (it fetches their channels' thumbnails there), and what this node
 /// announces.
 async fn fleet(config: &Config) -> Vec<Finding> {
-    if !matches!(config.database.url, crate::config::DatabaseUrl::Postgres(_))
-        || config.database.nodes_table.is_empty()
-    {
+    if !config.database.has_fleet_registry() {
         return Vec::new();
     }
     let me = config.status.node_id();

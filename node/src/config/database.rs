@@ -198,6 +198,11 @@ fn valid_identifier(s: &str, qualified: bool) -> bool {
 }
 
 impl DatabaseConfig {
+    /// Whether the nodes share a registry (Postgres with `nodes_table`): a fleet.
+    pub fn has_fleet_registry(&self) -> bool {
+        matches!(self.url, DatabaseUrl::Postgres(_)) && !self.nodes_table.is_empty()
+    }
+
     /// Whether the table mapping is the default one (the schema `migrate` creates).
     pub fn is_default_schema(&self) -> bool {
         let d = DatabaseConfig::default();

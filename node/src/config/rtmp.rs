@@ -234,11 +234,14 @@ impl RtmpsConfig {
     }
 }
 
-/// `*`, or an origin as a browser sends it: `http(s)://host[:port]`.
+/// `*`, or an origin as a browser sends it.
 fn valid_origin(origin: &str) -> bool {
-    if origin == "*" {
-        return true;
-    }
+    origin == "*" || http_origin(origin)
+}
+
+/// `http(s)://host[:port]`: no path, query, fragment or user, no trailing slash (a
+/// browser's origin; the base URL of a node).
+fn http_origin(origin: &str) -> bool {
     let Some(rest) = origin
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"))
@@ -386,20 +389,12 @@ impl HttpConfig {
                 "http.cert_file and http.key_file go together: set both, or neither (then RTMPS's are used)",
             ));
         }
-        if !self.advertise.is_empty() {
-            let ok = self.advertise.parse::<axum::http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https"))
-                    && u.host().is_some()
-                    && u.path() == "/"
-                    && u.query().is_none()
-            }) && !self.advertise.ends_with('/');
-            if !ok {
-                return Err(invalid(
-                    "http.advertise",
-                    format!("{:?}", self.advertise),
-                    "must be the base URL other nodes reach this node's HTTP listener at, like \"http://10.0.0.5:8080\" (scheme, host, port; no path, no trailing slash), or \"\" to derive it",
-                ));
-            }
+        if !self.advertise.is_empty() && !http_origin(&self.advertise) {
+            return Err(invalid(
+                "http.advertise",
+                format!("{:?}", self.advertise),
+                "must be the base URL other nodes reach this node's HTTP listener at, like \"http://10.0.0.5:8080\" (scheme, host, port; no path, no trailing slash), or \"\" to derive it",
+            ));
         }
         positive("http.header_timeout", self.header_timeout)?;
         positive("http.write_timeout", self.write_timeout)
@@ -479,6 +474,41 @@ mod tests {
         assert_eq!(
             c.http.tls_files(&c.rtmps).0,
             std::path::PathBuf::from("/x/cert.pem")
+        );
+    }
+
+    #[test]
+    fn the_advertised_url_is_a_base_url_or_derived() {
+        let mut h = HttpConfig::default();
+        for good in [
+            "http://10.0.0.5:8080",
+            "https://node-a.example.com",
+            "http://[::1]:8080",
+        ] {
+            h.advertise = good.into();
+            assert!(h.validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "10.0.0.5:8080",
+            "http://node/",
+            "http://node/thumbs",
+            "http://n?x=1",
+            "http://u@node",
+            "ftp://node",
+        ] {
+            h.advertise = bad.into();
+            let e = h.validate().unwrap_err().to_string();
+            assert!(e.contains("http.advertise"), "{bad}: {e}");
+        }
+        h.advertise = String::new();
+        let bound: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(
+            h.advertised_url(bound, Some("node-a".into())),
+            "http://node-a:8080"
+        );
+        assert_eq!(
+            h.advertised_url("[::1]:9000".parse().unwrap(), None),
+            "http://[::1]:9000"
         );
     }
 }
